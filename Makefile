@@ -1,0 +1,57 @@
+# The two commands a newcomer needs: `make run` and `make test`. Both install what they need.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: setup run test test-fast lint format bench up up3 down status clean
+
+setup: $(STAMP)
+
+# Re-install only when the project definition changed: fast and idempotent otherwise.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+run: setup
+	@$(BIN)/ot stack up
+	@$(BIN)/python -m streaming.run
+
+test: setup
+	@$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# Pure-logic tests only: no servers.
+test-fast: setup
+	@$(BIN)/python -m pytest -q -m "not stack" $(PYTEST_ARGS)
+
+lint: setup
+	@$(BIN)/ruff check streaming ot_pipeline ot_pipeline_tests
+	@$(BIN)/ruff format --check streaming ot_pipeline ot_pipeline_tests
+	@$(BIN)/mypy
+
+format: setup
+	@$(BIN)/ruff format streaming ot_pipeline ot_pipeline_tests
+	@$(BIN)/ruff check --fix streaming ot_pipeline ot_pipeline_tests
+
+bench: setup
+	@$(BIN)/ot stack up
+	@$(BIN)/ot bench
+
+up: setup
+	@$(BIN)/ot stack up
+
+up3: setup
+	@$(BIN)/ot stack up --brokers 3
+
+down: setup
+	@$(BIN)/ot stack down
+
+status: setup
+	@$(BIN)/ot stack status
+
+clean:
+	@-$(BIN)/ot stack down 2>/dev/null
+	rm -rf $(VENV) .stack lake .dagster .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,60 @@
+"""Shared fixtures.
+
+Tests that touch Kafka, Redis or PostgreSQL use the real servers of the project's local stack
+(`stack` fixture): it starts whatever is not running and, at the end of the session, stops only
+what it started itself (set OT_KEEP_STACK=1 to leave it up). Each test that produces or consumes
+gets topics of its own (`isolated`), so tests never see each other's messages.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from streaming.settings import Settings, Topics
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Settings]:
+    from streaming.stack.local import LocalStack
+
+    local = LocalStack.from_env()
+    started = local.up()
+    env = {**os.environ, **local.env()}
+    try:
+        yield Settings.from_env(env)
+    finally:
+        if started and not os.environ.get("OT_KEEP_STACK"):
+            local.down(only=started)
+
+
+@pytest.fixture
+def isolated(stack: Settings, tmp_path: Path) -> Settings:
+    """Settings with fresh, uniquely named topics, a Redis database prefix and a lake of its own."""
+    from streaming.stack.topics import create_topics
+
+    suffix = uuid.uuid4().hex[:10]
+    topics = Topics(
+        readings=f"sensor-readings-{suffix}",
+        dlq=f"sensor-readings-{suffix}.dlq",
+        alerts=f"alerts-{suffix}",
+        faults=f"sim.faults-{suffix}",
+    )
+    create_topics(
+        stack.kafka_bootstrap_servers,
+        topics,
+        readings_partitions=stack.readings_partitions,
+        replication_factor=1,
+    )
+    return replace(
+        stack,
+        topics=topics,
+        lake_dir=tmp_path / "lake",
+        redis_prefix=f"ot-test-{suffix}:",
+        pg_schema=f"ot_test_{suffix}",
+    )

@@ -1,0 +1,131 @@
+"""One settings object, built from the environment.
+
+Every default points at the local stack (`ot stack up`). Bad configuration fails at start-up with
+one line that names the variable, the value and what was expected (`SettingsError`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Non-default loopback ports, so the local stack never clashes with other servers.
+DEFAULT_KAFKA_PORT = 19092
+DEFAULT_REDIS_PORT = 16379
+DEFAULT_PG_PORT = 15432
+
+
+class SettingsError(ValueError):
+    """Bad configuration; the message is one line meant for the operator."""
+
+
+_HOSTPORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
+
+
+def _get(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, "").strip()
+    return value or default
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = _get(env, name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={raw!r} must be at least {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = _get(env, name, str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if not value >= minimum:
+        raise SettingsError(f"{name}={raw!r} must be at least {minimum}")
+    return value
+
+
+def _pg_schema(name: str) -> str:
+    if not re.match(r"^[a-z_][a-z0-9_]{0,62}$", name):
+        raise SettingsError(f"OT_PG_SCHEMA={name!r} must be a lower-case SQL identifier")
+    return name
+
+
+@dataclass(frozen=True)
+class Topics:
+    readings: str = "sensor-readings"
+    dlq: str = "sensor-readings.dlq"
+    alerts: str = "alerts"
+    faults: str = "sim.faults"
+
+    def all(self) -> list[str]:
+        return [self.readings, self.dlq, self.alerts, self.faults]
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap_servers: str = f"127.0.0.1:{DEFAULT_KAFKA_PORT}"
+    redis_url: str = f"redis://127.0.0.1:{DEFAULT_REDIS_PORT}/0"
+    pg_dsn: str = f"postgresql://ot:ot@127.0.0.1:{DEFAULT_PG_PORT}/ot"
+    lake_dir: Path = Path("lake")
+    dagster_home: Path = Path(".dagster")
+    api_keys: tuple[str, ...] = ()
+    topics: Topics = field(default_factory=Topics)
+    readings_partitions: int = 6
+    # Validation: event time may be at most this far ahead of ingest time ...
+    max_future_seconds: float = 300.0
+    # ... and at most this old (fast-forward history for backfills stays inside it).
+    max_event_age_hours: float = 24.0 * 30
+    offline_after_seconds: float = 30.0
+    landing_retention_days: int = 7
+    # Namespaces inside the shared servers (tests use their own; production keeps the defaults).
+    redis_prefix: str = "ot:"
+    pg_schema: str = "ot"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        bootstrap = _get(env, "KAFKA_BOOTSTRAP_SERVERS", cls.kafka_bootstrap_servers)
+        for server in bootstrap.split(","):
+            if not _HOSTPORT.match(server.strip()):
+                raise SettingsError(
+                    f"KAFKA_BOOTSTRAP_SERVERS={bootstrap!r} must be host:port[,host:port...]"
+                )
+        redis_url = _get(env, "REDIS_URL", cls.redis_url)
+        if not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise SettingsError(f"REDIS_URL={redis_url!r} must start with redis:// or rediss://")
+        pg_dsn = _get(env, "OT_PG_DSN", cls.pg_dsn)
+        if not pg_dsn.startswith(("postgresql://", "postgres://")) and "=" not in pg_dsn:
+            raise SettingsError(
+                f"OT_PG_DSN={pg_dsn!r} must be a postgresql:// URL or a key=value DSN"
+            )
+        api_keys = tuple(k.strip() for k in _get(env, "OT_API_KEYS", "").split(",") if k.strip())
+        topics = Topics(
+            readings=_get(env, "OT_TOPIC_READINGS", Topics.readings),
+            dlq=_get(env, "OT_TOPIC_DLQ", Topics.dlq),
+            alerts=_get(env, "OT_TOPIC_ALERTS", Topics.alerts),
+            faults=_get(env, "OT_TOPIC_FAULTS", Topics.faults),
+        )
+        return cls(
+            kafka_bootstrap_servers=bootstrap,
+            redis_url=redis_url,
+            pg_dsn=pg_dsn,
+            lake_dir=Path(_get(env, "OT_LAKE_DIR", str(cls.lake_dir))),
+            dagster_home=Path(_get(env, "DAGSTER_HOME", str(cls.dagster_home))),
+            api_keys=api_keys,
+            topics=topics,
+            readings_partitions=_int(env, "OT_READINGS_PARTITIONS", 6, minimum=1),
+            max_future_seconds=_float(env, "OT_MAX_FUTURE_SECONDS", 300.0),
+            max_event_age_hours=_float(env, "OT_MAX_EVENT_AGE_HOURS", 24.0 * 30, minimum=1.0),
+            offline_after_seconds=_float(env, "OT_OFFLINE_AFTER_SECONDS", 30.0, minimum=1.0),
+            landing_retention_days=_int(env, "OT_LANDING_RETENTION_DAYS", 7, minimum=1),
+            redis_prefix=_get(env, "OT_REDIS_PREFIX", "ot:"),
+            pg_schema=_pg_schema(_get(env, "OT_PG_SCHEMA", "ot")),
+        )
