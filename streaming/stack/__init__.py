@@ -1,0 +1,1 @@
+"""Local services without Docker: Kafka (KRaft from Maven jars), Redis, PostgreSQL."""

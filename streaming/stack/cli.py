@@ -1,0 +1,47 @@
+"""`ot stack up | down | status | env`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from streaming.stack.local import LocalStack, StackError
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="ot stack", description=__doc__)
+    sub = parser.add_subparsers(dest="action", required=True)
+    up = sub.add_parser("up", help="start Kafka, Redis and PostgreSQL (idempotent)")
+    up.add_argument("--brokers", type=int, choices=[1, 3], default=None, help="Kafka nodes")
+    sub.add_parser("down", help="stop what `up` started")
+    status = sub.add_parser("status", help="exit 0 only when every service answers")
+    status.add_argument("--json", action="store_true")
+    sub.add_parser("env", help="print export lines for the shell")
+    args = parser.parse_args(argv)
+
+    stack = LocalStack.from_env(brokers=getattr(args, "brokers", None))
+    try:
+        if args.action == "up":
+            started_at = time.perf_counter()
+            started = stack.up()
+            took = time.perf_counter() - started_at
+            print(stack.describe())
+            what = ", ".join(started) if started else "nothing (all running)"
+            print(f"started: {what} in {took:.1f} s")
+            print("next: eval \"$(.venv/bin/ot stack env)\"")
+            return 0
+        if args.action == "down":
+            stopped = stack.down()
+            print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
+            return 0
+        if args.action == "status":
+            state = stack.status()
+            print(stack.to_json() if args.json else stack.describe())
+            return 0 if all(state.values()) else 1
+        for key, value in stack.env().items():
+            print(f"export {key}={value}")
+        return 0
+    except StackError as exc:
+        print(f"ot stack {args.action}: {exc}", file=sys.stderr)
+        return 1
