@@ -1,14 +1,15 @@
 """Event contract v1 of topic `sensor-readings`: model, codecs, batch validation, dead letters."""
 
 from streaming.events.codec import (
-    HEADER,
     DecodeError,
     decode_avro,
     decode_json,
     encode_avro,
     encode_avro_many,
+    encode_avro_table,
     encode_json,
 )
+from streaming.events.columnar import HEADER
 from streaming.events.deadletter import DeadLetter, dlq_headers, parse_dlq_headers
 from streaming.events.model import (
     FIELDS,
@@ -53,6 +54,7 @@ __all__ = [
     "dlq_headers",
     "encode_avro",
     "encode_avro_many",
+    "encode_avro_table",
     "encode_json",
     "event_id_for",
     "load_schema",

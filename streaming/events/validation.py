@@ -19,11 +19,11 @@ import pyarrow.compute as pc
 
 from streaming.events import codec
 from streaming.events.codec import DecodeError
+from streaming.events.columnar import RAW_SCHEMA, decode_payloads
 from streaming.events.model import (
     FIELDS,
     MACHINE_ID_PATTERN,
     MAX_LINE_ID_CHARS,
-    MAX_PAYLOAD_BYTES,
     RANGES,
     STATUS_CODES,
     UNITS,
@@ -90,15 +90,7 @@ class _Columns:
             self.values[f].append(record[f])
 
     def to_table(self) -> pa.Table:
-        types = {"value": pa.float64(), "ts": pa.int64(), "seq": pa.int64()}
-        return pa.table(
-            {
-                f: pa.array(
-                    self.values[f], types.get(f, pa.int64() if f == "status_code" else pa.string())
-                )
-                for f in FIELDS
-            }
-        )
+        return pa.Table.from_pydict(self.values, schema=RAW_SCHEMA)
 
 
 def decode_batch(
@@ -140,28 +132,19 @@ def _decode_one_by_one(
 def _decode_batch(
     payloads: Sequence[bytes | None], ingest_ms: int, max_future_ms: int, max_age_ms: int
 ) -> DecodedBatch:
-    rejected: list[Rejection] = []
-    cols = _Columns()
-    for i, payload in enumerate(payloads):
-        if not payload:
-            rejected.append(Rejection(i, Reason.EMPTY, "no value"))
-            continue
-        if len(payload) > MAX_PAYLOAD_BYTES:
-            rejected.append(
-                Rejection(i, Reason.TOO_LARGE, f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
-            )
-            continue
-        try:
-            if payload[0] == 0x7B:  # '{'
-                record = _check_json_record(codec.decode_json(payload))
-            else:
-                record = codec.decode_avro(bytes(payload))
-        except DecodeError as exc:
-            rejected.append(Rejection(i, Reason(exc.reason), exc.detail))
-            continue
-        cols.append(i, record)
-    table = cols.to_table()
-    index = np.asarray(cols.index, dtype=np.int64)
+    raw = decode_payloads(payloads)
+    rejected = [Rejection(i, r, d) for i, r, d in raw.failures]
+    table, index = raw.table, raw.index
+    if raw.json_index.size:
+        cols = _Columns()
+        for i in raw.json_index.tolist():
+            try:
+                cols.append(i, _check_json_record(codec.decode_json(payloads[i])))  # type: ignore[arg-type]
+            except DecodeError as exc:
+                rejected.append(Rejection(i, Reason(exc.reason), exc.detail))
+        if cols.index:
+            table = pa.concat_tables([table, cols.to_table()])
+            index = np.concatenate([index, np.asarray(cols.index, dtype=np.int64)])
     return _validate(table, index, rejected, ingest_ms, max_future_ms, max_age_ms)
 
 
@@ -217,7 +200,7 @@ def _validate(
         machine_id = table["machine_id"]
         line_len = pc.utf8_length(table["line_id"]).to_numpy()
         expected_event_id = pc.binary_join_element_wise(
-            machine_id, pc.cast(table["seq"], pa.string()), ":"
+            machine_id, pc.cast(table["seq"], machine_id.type), pa.scalar(":", machine_id.type)
         )
         with np.errstate(invalid="ignore"):
             checks: list[tuple[Reason, np.ndarray]] = [
