@@ -1,0 +1,134 @@
+"""Tools for the consumers' drills (tests and benchmark): produce a known set of readings, read
+watermarks and the dead-letter topic back, and run a consumer as a child process to kill it."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+import uuid
+from collections.abc import Sequence
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from streaming.consumers.kafka_clients import producer_config
+from streaming.events import encode_avro_many, parse_dlq_headers
+from streaming.settings import Settings
+
+METRICS = (("temperature", "°C", 60.0), ("vibration", "mm/s", 3.0), ("pressure", "bar", 5.0))
+GARBAGE = (b"", b"\x00\x00\x00\x00\x01\xff\xff", b"{not json", b"\x07hello", b'{"value": 1}')
+
+
+def readings(
+    n: int,
+    *,
+    machines: int = 50,
+    start_ms: int | None = None,
+    step_ms: int = 10,
+    garbage_every: int = 0,
+    seed: int = 7,
+) -> list[tuple[bytes, bytes]]:
+    """(key, value) pairs: valid Avro readings of a small fleet, a garbage payload every
+    `garbage_every` messages. Values stay inside the streaming alert limits unless asked."""
+    rng = random.Random(seed)
+    start = int(time.time() * 1000) - n * step_ms if start_ms is None else start_ms
+    records = []
+    keys = []
+    for i in range(n):
+        machine = f"m{i % machines:03d}"
+        metric, unit, base = METRICS[(i // machines) % len(METRICS)]
+        seq = i
+        records.append(
+            {
+                "event_id": f"{machine}:{seq}",
+                "machine_id": machine,
+                "machine_type": "MOTOR",
+                "line_id": f"line-{i % machines % 3}",
+                "metric": metric,
+                "unit": unit,
+                "value": base * (1 + 0.05 * rng.random()),
+                "ts": start + i * step_ms,
+                "seq": seq,
+                "status_code": 0,
+                "quality": "GOOD",
+            }
+        )
+        keys.append(machine.encode())
+    values = encode_avro_many(records)
+    if garbage_every:
+        for i in range(garbage_every - 1, n, garbage_every):
+            values[i] = GARBAGE[(i // garbage_every) % len(GARBAGE)]
+    return list(zip(keys, values, strict=True))
+
+
+def produce(settings: Settings, topic: str, messages: Sequence[tuple[bytes, bytes]]) -> None:
+    producer = Producer(producer_config(settings, **{"linger.ms": 20, "batch.size": 1_000_000}))
+    for key, value in messages:
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    remaining = producer.flush(60)
+    if remaining:
+        raise RuntimeError(f"{remaining} messages not delivered")
+
+
+def watermarks(settings: Settings, topic: str) -> dict[int, tuple[int, int]]:
+    consumer = Consumer(
+        {"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": "ot-watermarks"}
+    )
+    try:
+        meta = consumer.list_topics(topic, timeout=10)
+        parts = sorted(meta.topics[topic].partitions)
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in parts
+        }
+    finally:
+        consumer.close()
+
+
+def dead_lettered_sources(settings: Settings) -> list[tuple[int, int]]:
+    """(source partition, source offset) of every message in the dead-letter topic, in order."""
+    topic = settings.topics.dlq
+    marks = watermarks(settings, topic)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": f"ot-dlq-reader-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, low) for p, (low, _) in marks.items()])
+    need = sum(high - low for low, high in marks.values())
+    found: list[tuple[int, int]] = []
+    deadline = time.monotonic() + 60
+    try:
+        while len(found) < need and time.monotonic() < deadline:
+            for m in consumer.consume(num_messages=10_000, timeout=1.0):
+                if m.error() is None:
+                    letter = parse_dlq_headers(m.headers())  # type: ignore[arg-type]
+                    found.append((letter.partition, letter.offset))
+    finally:
+        consumer.close()
+    return found
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    """Environment that makes `ot land` / `ot state` in a child process use these settings."""
+    return {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "REDIS_URL": settings.redis_url,
+        "OT_LAKE_DIR": str(settings.lake_dir),
+        "OT_TOPIC_READINGS": settings.topics.readings,
+        "OT_TOPIC_DLQ": settings.topics.dlq,
+        "OT_TOPIC_ALERTS": settings.topics.alerts,
+        "OT_TOPIC_FAULTS": settings.topics.faults,
+        "OT_REDIS_PREFIX": settings.redis_prefix,
+        "OT_OFFLINE_AFTER_SECONDS": str(settings.offline_after_seconds),
+        "OT_MAX_EVENT_AGE_HOURS": str(settings.max_event_age_hours),
+        "OT_MAX_FUTURE_SECONDS": str(settings.max_future_seconds),
+        "PYTHONUNBUFFERED": "1",
+    }

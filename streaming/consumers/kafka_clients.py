@@ -1,0 +1,76 @@
+"""Kafka client settings shared by the consumers, and the lag they report.
+
+Offsets are never auto-committed or auto-stored: each consumer commits only what its sink already
+holds (the lake's files, the Redis offsets hash), and those sinks, not the group, decide where a
+partition resumes. Static membership (`group.instance.id`) lets a process restarted after SIGKILL
+take its partitions back at once instead of waiting for the dead member's session to expire.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from streaming.settings import Settings
+
+
+def consumer_config(
+    settings: Settings,
+    group: str,
+    *,
+    instance_id: str | None = None,
+    session_timeout_ms: int = 10_000,
+    max_poll_interval_ms: int = 300_000,
+) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": False,
+        "session.timeout.ms": session_timeout_ms,
+        "heartbeat.interval.ms": max(500, session_timeout_ms // 5),
+        "max.poll.interval.ms": max_poll_interval_ms,
+        # Eager rebalancing: a revoked partition is flushed before anyone else can get it.
+        "partition.assignment.strategy": "range",
+        # Big fetches: the consumers are throughput-bound and batch everything.
+        "fetch.min.bytes": 1,
+        "fetch.wait.max.ms": 100,
+        "queued.min.messages": 200_000,
+        "queued.max.messages.kbytes": 262_144,
+        "max.partition.fetch.bytes": 8 * 2**20,
+        "fetch.max.bytes": 64 * 2**20,
+    }
+    if instance_id:
+        config["group.instance.id"] = instance_id
+    return config
+
+
+def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    """Idempotent, acks=all: a confirmed dead letter or alert is really in the log."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+    }
+    config.update(extra)
+    return config
+
+
+def lag(consumer: Consumer, positions: dict[int, int], topic: str) -> int:
+    """Messages behind the high watermark, summed over the given partitions (next offset each)."""
+    behind = 0
+    for partition, next_offset in positions.items():
+        try:
+            _, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=5.0, cached=False
+            )
+        except Exception:
+            continue
+        if next_offset < 0:
+            next_offset = 0
+        behind += max(0, high - next_offset)
+    return behind
