@@ -17,6 +17,7 @@ import time
 from streaming.settings import Settings
 
 BENCHMARKS: dict[str, str] = {
+    "stack": "streaming.stack.bench",
     "events": "streaming.events.bench",
     "simulator": "streaming.simulator.bench",
     "consumers": "streaming.consumers.bench",
@@ -28,7 +29,9 @@ BENCHMARKS: dict[str, str] = {
 def machine() -> str:
     cpus = os.cpu_count()
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{platform.machine()} {cpus} cores {mem_gib:.0f} GiB, Python {platform.python_version()}"
+    return (
+        f"{platform.machine()} {cpus} cores {mem_gib:.0f} GiB, Python {platform.python_version()}"
+    )
 
 
 def main(argv: list[str]) -> int:

@@ -29,7 +29,7 @@ def main(argv: list[str]) -> int:
             print(stack.describe())
             what = ", ".join(started) if started else "nothing (all running)"
             print(f"started: {what} in {took:.1f} s")
-            print("next: eval \"$(.venv/bin/ot stack env)\"")
+            print('next: eval "$(.venv/bin/ot stack env)"')
             return 0
         if args.action == "down":
             stopped = stack.down()

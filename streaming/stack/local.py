@@ -13,6 +13,7 @@ and creates the topics. `down` stops only the processes whose pid files it wrote
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import shutil
@@ -64,7 +65,9 @@ def _apt_install(packages: list[str], service: str, log: Path) -> None:
     """Install Debian packages when a service's binaries are missing (needs root or sudo)."""
     prefix = [] if _is_root() else (["sudo", "-n"] if shutil.which("sudo") else None)
     if prefix is None:
-        raise StackError(f"{service}: not installed and not root: apt-get install {' '.join(packages)}")
+        raise StackError(
+            f"{service}: not installed and not root: apt-get install {' '.join(packages)}"
+        )
     print(f"[stack] installing {' '.join(packages)} with apt-get (first run only)", flush=True)
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
@@ -75,6 +78,19 @@ def _apt_install(packages: list[str], service: str, log: Path) -> None:
         ):
             if subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env).returncode:
                 raise _fail(service, cmd, log, "package installation failed")
+
+
+def _reachable_by_postgres(path: Path) -> bool:
+    """Can the `postgres` OS user enter `path` (every ancestor searchable)?"""
+    try:
+        return (
+            subprocess.run(
+                ["test", "-x", str(path)], user="postgres", stdin=subprocess.DEVNULL
+            ).returncode
+            == 0
+        )
+    except (OSError, KeyError):
+        return False
 
 
 def _pid_alive(pid: int) -> bool:
@@ -289,7 +305,20 @@ class LocalStack:
     # -- PostgreSQL ----------------------------------------------------------------------------
     @property
     def _pg_dir(self) -> Path:
-        return self.root / "postgres"
+        """PostgreSQL's folder: `<root>/postgres`, unless the `postgres` OS user cannot reach it
+        (a checkout under a private folder, e.g. 0700): then a folder under /var/tmp it owns,
+        linked from `<root>/postgres` so everything stays findable in one place."""
+        link = self.root / "postgres"
+        if link.is_symlink() or not _is_root():
+            return link.resolve() if link.is_symlink() else link
+        if link.exists() or _reachable_by_postgres(self.root):
+            return link
+        digest = hashlib.sha1(str(self.root).encode()).hexdigest()[:12]
+        target = Path("/var/tmp") / f"ot-stack-postgres-{digest}"
+        target.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(target, target_is_directory=True)
+        return target
 
     def _pg_bin(self) -> Path | None:
         versions = sorted(
@@ -299,21 +328,22 @@ class LocalStack:
         return versions[-1].parent if versions else None
 
     def _pg_run(self, cmd: list[str], log: Path) -> subprocess.CompletedProcess[bytes]:
-        """Run a PostgreSQL tool as the `postgres` OS user when we are root (initdb refuses root)."""
-        kwargs = {"user": "postgres", "group": "postgres"} if _is_root() else {}
+        """Run a PostgreSQL tool as the `postgres` OS user when root (initdb refuses root)."""
+        user = "postgres" if _is_root() else None
         with log.open("ab") as out:
             return subprocess.run(
-                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **kwargs
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                user=user,
+                group=user,
             )
 
-    def _pg_socket_kwargs(self) -> dict[str, object]:
-        return {
-            "host": str(self._pg_dir / "run"),
-            "port": self.pg_port,
-            "user": "postgres",
-            "dbname": "postgres",
-            "connect_timeout": 3,
-        }
+    def _pg_socket_dsn(self, dbname: str = "postgres") -> str:
+        """Superuser access over the Unix socket (trust), for bootstrapping only."""
+        run = self._pg_dir / "run"
+        return f"host={run} port={self.pg_port} user=postgres dbname={dbname} connect_timeout=3"
 
     def _postgres_answers(self) -> bool:
         import psycopg
@@ -328,7 +358,8 @@ class LocalStack:
     def _postgres_up(self) -> list[str]:
         if self._postgres_answers():
             return []
-        log = self.logs / "postgres.log"
+        # pg_ctl writes its log as the postgres user: keep it in a folder that user owns.
+        log = self._pg_dir / "postgres.log"
         bindir = self._pg_bin()
         if bindir is None:
             _apt_install(["postgresql"], "postgres", self.logs / "apt.log")
@@ -336,8 +367,7 @@ class LocalStack:
             if bindir is None:
                 raise StackError("postgres: installed but no /usr/lib/postgresql/*/bin/postgres")
         data, run = self._pg_dir / "data", self._pg_dir / "run"
-        for d in (self._pg_dir, run):
-            d.mkdir(parents=True, exist_ok=True)
+        run.mkdir(parents=True, exist_ok=True)
         if _is_root():
             shutil.chown(self._pg_dir, "postgres", "postgres")
             shutil.chown(run, "postgres", "postgres")
@@ -387,13 +417,13 @@ class LocalStack:
         """Create the `ot` role and database once; enable timescaledb when it is there."""
         import psycopg
 
-        with psycopg.connect(**self._pg_socket_kwargs(), autocommit=True) as conn:  # type: ignore[arg-type]
+        with psycopg.connect(self._pg_socket_dsn(), autocommit=True) as conn:
             if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'ot'").fetchone():
                 conn.execute("CREATE ROLE ot LOGIN PASSWORD 'ot' CREATEDB")
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'ot'").fetchone():
                 conn.execute("CREATE DATABASE ot OWNER ot")
         note = self._pg_dir / "timescaledb.txt"
-        with psycopg.connect(**{**self._pg_socket_kwargs(), "dbname": "ot"}, autocommit=True) as conn:  # type: ignore[arg-type]
+        with psycopg.connect(self._pg_socket_dsn("ot"), autocommit=True) as conn:
             if timescale:
                 conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
                 note.write_text("enabled\n")
@@ -413,7 +443,7 @@ class LocalStack:
         if bindir is None:
             return False
         cmd = [str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]
-        return self._pg_run(cmd, self.logs / "postgres.log").returncode == 0
+        return self._pg_run(cmd, self._pg_dir / "postgres.log").returncode == 0
 
     # -- Kafka -----------------------------------------------------------------------------------
     @property
@@ -575,8 +605,10 @@ class LocalStack:
             started.append(name)
         (self.root / "kafka" / "running-brokers").write_text(str(self.brokers))
         ok = _wait(
-            lambda: self._kafka_answers(self.brokers, timeout=2)
-            or any(not _pid_alive(pid) for *_, pid in procs),
+            lambda: (
+                self._kafka_answers(self.brokers, timeout=2)
+                or any(not _pid_alive(pid) for *_, pid in procs)
+            ),
             90,
             interval=0.5,
         )
@@ -584,7 +616,9 @@ class LocalStack:
             if not _pid_alive(pid):
                 raise _fail(name, cmd, log, "exited during start-up")
         if not ok:
-            name, cmd, log, _ = procs[0] if procs else ("kafka", ["kafka"], self.logs / "kafka-1.log", 0)
+            name, cmd, log, _ = (
+                procs[0] if procs else ("kafka", ["kafka"], self.logs / "kafka-1.log", 0)
+            )
             raise _fail(name, cmd, log, f"did not answer on {self.bootstrap} within 90 s")
         return started
 
@@ -599,9 +633,11 @@ class LocalStack:
         if "redis" in self.services:
             lines.append(f"redis     {self.redis_url}")
         if "postgres" in self.services:
-            ts = (self._pg_dir / "timescaledb.txt").read_text().strip() if (
-                self._pg_dir / "timescaledb.txt"
-            ).exists() else "unknown"
+            ts = (
+                (self._pg_dir / "timescaledb.txt").read_text().strip()
+                if (self._pg_dir / "timescaledb.txt").exists()
+                else "unknown"
+            )
             lines.append(f"postgres  {self.pg_dsn}  (timescaledb: {ts})")
         return "\n".join(
             f"{'up  ' if state.get(line.split()[0]) else 'DOWN'}  {line}" for line in lines

@@ -23,7 +23,7 @@ def create_topics(
     timeout: float = 30.0,
 ) -> list[str]:
     """Create the missing topics; return the names created now. Existing topics are left alone."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
     existing = set(admin.list_topics(timeout=timeout).topics)
     config = {"min.insync.replicas": "2"} if replication_factor >= 3 else {}
     wanted = [
@@ -45,7 +45,7 @@ def create_topics(
 
 
 def delete_topics(bootstrap: str, names: list[str], timeout: float = 30.0) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
     for future in admin.delete_topics(names, operation_timeout=timeout).values():
         try:
             future.result(timeout)

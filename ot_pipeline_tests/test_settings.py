@@ -1,0 +1,68 @@
+"""Settings: one object from the environment; bad configuration is one clear line at start-up."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from streaming.settings import Settings, SettingsError
+
+
+def test_settings_default_to_the_local_stack():
+    settings = Settings.from_env({})
+    assert settings.kafka_bootstrap_servers == "127.0.0.1:19092"
+    assert settings.redis_url == "redis://127.0.0.1:16379/0"
+    assert settings.pg_dsn == "postgresql://ot:ot@127.0.0.1:15432/ot"
+    assert settings.topics.readings == "sensor-readings"
+    assert settings.readings_partitions == 6
+
+
+def test_settings_read_every_variable():
+    settings = Settings.from_env(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": "k1:9092,k2:9092",
+            "REDIS_URL": "redis://r:6379/1",
+            "OT_PG_DSN": "postgresql://u:p@db:5432/x",
+            "OT_LAKE_DIR": "/data/lake",
+            "DAGSTER_HOME": "/data/dagster",
+            "OT_API_KEYS": "a, b",
+            "OT_OFFLINE_AFTER_SECONDS": "12.5",
+        }
+    )
+    assert settings.kafka_bootstrap_servers == "k1:9092,k2:9092"
+    assert str(settings.lake_dir) == "/data/lake"
+    assert settings.api_keys == ("a", "b")
+    assert settings.offline_after_seconds == 12.5
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("KAFKA_BOOTSTRAP_SERVERS", "localhost", "host:port"),
+        ("REDIS_URL", "http://x", "redis://"),
+        ("OT_PG_DSN", "mysql://x", "postgresql://"),
+        ("OT_OFFLINE_AFTER_SECONDS", "soon", "not a number"),
+        ("OT_LANDING_RETENTION_DAYS", "0", "at least 1"),
+        ("OT_PG_SCHEMA", "Drop Table", "identifier"),
+    ],
+)
+def test_bad_configuration_names_the_variable_in_one_line(name, value, fragment):
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({name: value})
+    message = str(info.value)
+    assert name in message and fragment in message and "\n" not in message
+
+
+def test_cli_reports_bad_configuration_as_one_line_and_exit_code_2():
+    result = subprocess.run(
+        [sys.executable, "-m", "streaming.cli", "bench", "--quick", "events"],
+        env={"PATH": "/usr/bin:/bin", "REDIS_URL": "http://nope"},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "ot bench: configuration error: REDIS_URL='http://nope' must start with redis:// or rediss://"
+    ]
