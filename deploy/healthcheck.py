@@ -76,7 +76,12 @@ def _consumer_probe(marks: dict[int, tuple[int, int]], done: dict[int, int]) -> 
     return Probe(progress=sum(position.values()), backlog=backlog)
 
 
+SERVICES = ("simulator", "lander", "state-writer")
+
+
 def measure(service: str) -> Probe:
+    if service not in SERVICES:
+        raise SystemExit(f"usage: healthcheck.py {'|'.join(SERVICES)} (got {service!r})")
     from streaming.settings import Settings
 
     settings = Settings.from_env()
@@ -99,7 +104,7 @@ def measure(service: str) -> Probe:
                 partition, offset = int(field), int(value) + 1  # stored: last applied offset
                 applied[partition] = max(applied.get(partition, 0), offset)
         return _consumer_probe(marks, applied)
-    raise SystemExit(f"usage: healthcheck.py simulator|lander|state-writer (got {service!r})")
+    raise AssertionError(service)
 
 
 def main(argv: list[str]) -> int:
