@@ -25,7 +25,9 @@ def stack() -> Iterator[Settings]:
 
     local = LocalStack.from_env()
     started = local.up()
-    env = {**os.environ, **local.env()}
+    # Subprocesses started by tests (`ot land`, `ot simulate`, ...) find the stack through these.
+    os.environ.update(local.env())
+    env = dict(os.environ)
     try:
         yield Settings.from_env(env)
     finally:

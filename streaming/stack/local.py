@@ -131,7 +131,18 @@ class LocalStack:
     @classmethod
     def from_env(cls, brokers: int | None = None) -> LocalStack:
         root = Path(os.environ.get("OT_STACK_DIR") or REPO_ROOT / ".stack")
-        stack = cls(root=root.resolve(), brokers=1)
+        ports = {}
+        for field_name, var in (
+            ("kafka_port", "OT_STACK_KAFKA_PORT"),
+            ("redis_port", "OT_STACK_REDIS_PORT"),
+            ("pg_port", "OT_STACK_PG_PORT"),
+        ):
+            raw = os.environ.get(var, "").strip()
+            if raw:
+                if not raw.isdigit() or not 0 < int(raw) < 65536:
+                    raise StackError(f"{var}={raw!r} must be a TCP port number")
+                ports[field_name] = int(raw)
+        stack = cls(root=root.resolve(), brokers=1, **ports)
         stack.brokers = brokers or stack._running_brokers() or 1
         return stack
 
