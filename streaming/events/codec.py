@@ -66,11 +66,7 @@ def encode_avro_many(records: Sequence[Mapping[str, Any]]) -> list[bytes]:
     if not records:
         return []
     try:
-        columns = {f: [r[f] for r in records] for f in FIELDS}
-    except KeyError as exc:
-        raise ValueError(f"record without field {exc}") from None
-    try:
-        table = pa.Table.from_pydict(columns, schema=_RECORD_SCHEMA)
+        table = pa.Table.from_pylist(records, schema=_RECORD_SCHEMA)  # type: ignore[arg-type]
     except (pa.ArrowException, OverflowError, TypeError) as exc:
         raise ValueError(f"record does not fit the schema: {exc}") from None
     return encode_table(table)
