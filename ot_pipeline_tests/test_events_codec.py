@@ -153,4 +153,4 @@ def test_schema_file_agrees_with_the_model() -> None:
     assert fields["quality"]["symbols"] == [str(v) for v in Quality]
     assert fields["ts"] == {"type": "long", "logicalType": "timestamp-millis"}
     assert set(UNITS) == set(Metric)
-    assert PLAIN_SCHEMA["name"] == PARSED_SCHEMA["name"]
+    assert PLAIN_SCHEMA["name"] == PARSED_SCHEMA["name"]  # type: ignore[call-overload,index]

@@ -168,17 +168,19 @@ def test_each_rule_rejects_with_exactly_its_reason_code(
 
 def test_limits_are_inclusive() -> None:
     lo, hi = RANGES[Metric.TEMPERATURE]
-    payloads: list[bytes | None] = encode_avro_many(
-        [
-            reading(value=lo),
-            reading(value=hi),
-            reading(ts=NOW_MS + MAX_FUTURE_MS),
-            reading(ts=NOW_MS - MAX_AGE_MS),
-            reading(status_code=3),
-            reading(seq=0),
-            reading(machine_id="p" * 64, line_id="l" * 64),
-        ]
-    )
+    payloads: list[bytes | None] = [
+        *encode_avro_many(
+            [
+                reading(value=lo),
+                reading(value=hi),
+                reading(ts=NOW_MS + MAX_FUTURE_MS),
+                reading(ts=NOW_MS - MAX_AGE_MS),
+                reading(status_code=3),
+                reading(seq=0),
+                reading(machine_id="p" * 64, line_id="l" * 64),
+            ]
+        )
+    ]
     batch = _batch(payloads)
     assert batch.rejected == []
     assert batch.valid.num_rows == 7
