@@ -1,4 +1,4 @@
-# syntax=docker/dockerfile:1.7
+# syntax=docker/dockerfile:1
 # The project's one image: the `ot` CLI (simulator, lander, state writer) and the Dagster code
 # location with its webserver and daemon. docker-compose.yml runs each service from it.
 FROM python:3.11-slim

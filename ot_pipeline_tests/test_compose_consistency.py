@@ -155,6 +155,10 @@ def test_compose_defines_every_service_of_the_platform(services: dict[str, dict[
     assert services["timescaledb"]["image"] == "timescale/timescaledb:latest-pg17"
     commands = {name: services[name]["command"] for name in (*WORKERS, *DAGSTER_SERVICES)}
     assert commands["simulator"][:2] == ["ot", "simulate"]
+    # Real time and endless: no fast-forward (--hours), and --duration 0 (its default is bounded).
+    simulate = commands["simulator"]
+    assert "--hours" not in simulate
+    assert simulate[simulate.index("--duration") + 1] == "0"
     assert commands["lander"][:2] == ["ot", "land"]
     assert commands["state-writer"] == ["ot", "state"]
     assert commands["dagster-webserver"][:3] == ["dagster-webserver", "-w", "workspace.yaml"]
@@ -616,3 +620,19 @@ def test_docker_compose_accepts_the_file() -> None:
         cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_every_option_the_compose_commands_pass_is_one_the_command_accepts(
+    services: dict[str, dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from streaming.cli import main as ot
+
+    for name in WORKERS:
+        command = services[name]["command"]
+        assert command[0] == "ot", name
+        with pytest.raises(SystemExit) as done:
+            ot([command[1], "--help"])
+        assert done.value.code == 0, name
+        usage = capsys.readouterr().out
+        for option in (arg for arg in command[2:] if arg.startswith("--")):
+            assert re.search(rf"(^|\s|\[){re.escape(option)}\b", usage), f"{name}: {option}?"
