@@ -208,6 +208,12 @@ class RawColumns:
     json_index: np.ndarray  # positions of payloads that start with '{' (left to the JSON path)
 
 
+def _mask(size: int, rows: np.ndarray) -> np.ndarray:
+    mask = np.zeros(size, dtype=bool)
+    mask[rows] = True
+    return mask
+
+
 class _Cursor:
     """Parse state of m records in lock-step: position, end and 'broken' flag per record."""
 
@@ -224,37 +230,42 @@ class _Cursor:
             self.why[new] = why
             self.broken |= new
 
-    def varint(self, field: str, small: bool) -> np.ndarray:
-        """Zigzag-decoded varint per record. `small`: usually one byte, so try that first."""
+    def varint(self, field: str) -> np.ndarray:
+        """Zigzag-decoded varint per record.
+
+        Byte k of every still-open varint at once: one-byte varints (lengths, enums, status) cost
+        one pass, ts (6 bytes) six passes over the rows still open.
+        """
         pos, buf = self.pos, self.buf
-        if small:
-            b0 = buf[pos]
-            if not (b0 & 0x80).any():
-                z = b0.astype(np.uint64)
-                self._fail(pos + 1 > self.end, f"truncated in {field}")
-                self.pos = np.where(self.broken, self.pos, pos + 1)
-                return ((z >> np.uint64(1)).view(np.int64)) ^ -((z & np.uint64(1)).view(np.int64))
-        # Byte k of every still-open varint at once: ts (6 bytes) costs 6 passes over 1-D arrays.
-        z = np.zeros(pos.shape, dtype=np.uint64)
-        nbytes = np.zeros(pos.shape, dtype=np.int64)
-        open_ = np.ones(pos.shape, dtype=bool)
-        for k in range(10):
-            bk = buf[pos + k]
-            nbytes += open_
-            z |= np.where(open_, (bk & 0x7F).astype(np.uint64) << np.uint64(7 * k), np.uint64(0))
-            if k == 9:
-                self._fail(open_ & (bk > 1), f"varint overflow in {field}")
-            open_ &= bk >= 0x80
-            if not open_.any():
+        b0 = buf[pos]
+        z = (b0 & 0x7F).astype(np.uint64)
+        nbytes = np.ones(pos.shape, dtype=np.int64)
+        rows = np.flatnonzero(b0 >= 0x80)
+        for k in range(1, 10):
+            if not rows.size:
                 break
-        self._fail(open_, f"varint overflow in {field}")
+            if rows.size == pos.size:  # all still open (ts): dense arrays, no scatter
+                bk = buf[pos + k]
+                z |= (bk & 0x7F).astype(np.uint64) << np.uint64(7 * k)
+                nbytes += 1
+                last = bk
+            else:
+                bk = buf[pos[rows] + k]
+                z[rows] |= (bk & 0x7F).astype(np.uint64) << np.uint64(7 * k)
+                nbytes[rows] += 1
+                last = bk
+            if k == 9:  # the 10th byte may only carry bit 63
+                self._fail(_mask(pos.size, rows[last > 1]), f"varint overflow in {field}")
+            rows = rows[last >= 0x80]
+        if rows.size:
+            self._fail(_mask(pos.size, rows), f"varint overflow in {field}")
         self._fail(pos + nbytes > self.end, f"truncated in {field}")
         self.pos = np.where(self.broken, self.pos, pos + nbytes)
         return ((z >> np.uint64(1)).view(np.int64)) ^ -((z & np.uint64(1)).view(np.int64))
 
     def string(self, field: str) -> tuple[np.ndarray, np.ndarray]:
         """(start, length) of a string's bytes per record (length 0 for broken records)."""
-        length = self.varint(field, small=True)
+        length = self.varint(field)
         self._fail((length < 0) | (length > self.end - self.pos), f"truncated in {field}")
         length = np.where(self.broken, 0, length)
         start = self.pos
@@ -353,11 +364,11 @@ def decode_payloads(payloads: Sequence[bytes | None]) -> RawColumns:
         if f in STRING_FIELDS:
             spans[f] = cur.string(f)
         elif f in ENUM_SYMBOLS:
-            enum_idx[f] = cur.varint(f, small=True)
+            enum_idx[f] = cur.varint(f)
         elif f == "value":
             value = cur.double(f)
         else:
-            ints[f] = cur.varint(f, small=f == "status_code")
+            ints[f] = cur.varint(f)
     cur._fail(cur.pos != cur.end, "trailing bytes after the record")
     status = ints["status_code"]
     cur._fail((status < INT32_MIN) | (status > INT32_MAX), "status_code outside Avro int range")
