@@ -230,9 +230,13 @@ def _validate(
             first = failed.argmax(axis=0)
             for row in np.flatnonzero(any_failed):
                 reason = checks[first[row]][0]
-                rejected.append(
-                    Rejection(int(index[row]), reason, _DETAILS[reason](table, int(row)))
-                )
+                if reason in (Reason.FUTURE_TIMESTAMP, Reason.TOO_OLD):
+                    delta = int(ts[row]) - ingest_ms
+                    limit = max_future_ms if delta > 0 else -max_age_ms
+                    detail = f"ts={int(ts[row])} is {delta:+d} ms from ingest (limit {limit:+d} ms)"
+                else:
+                    detail = _DETAILS[reason](table, int(row))
+                rejected.append(Rejection(int(index[row]), reason, detail))
             keep = np.flatnonzero(~any_failed)
             table = table.take(keep)
             index = index[keep]
@@ -282,6 +286,4 @@ _DETAILS: dict[Reason, Callable[[pa.Table, int], str]] = {
     Reason.NON_FINITE: lambda t, r: f"value={_row(t, r, 'value')!r}",
     Reason.OUT_OF_RANGE: _range_detail,
     Reason.BAD_STATUS_CODE: lambda t, r: f"status_code={_row(t, r, 'status_code')}",
-    Reason.FUTURE_TIMESTAMP: lambda t, r: f"ts={_row(t, r, 'ts')}",
-    Reason.TOO_OLD: lambda t, r: f"ts={_row(t, r, 'ts')}",
 }
