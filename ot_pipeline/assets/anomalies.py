@@ -1,0 +1,118 @@
+"""`anomalies`: the detectors applied to each hour, warmed with trailing history from the hour
+before, keeping the hour's flagged readings."""
+
+from datetime import timedelta
+
+import dagster as dg
+import polars as pl
+
+from ot_pipeline.assets.common import Stopwatch, preview
+from ot_pipeline.assets.readings import readings
+from ot_pipeline.lake_tables import read_hour, write_hour
+from ot_pipeline.partitions import HOURLY_TAG, follow_parents, hourly_partitions, single_run
+from ot_pipeline.resources import LakeResource, PipelineConfig
+from ot_pipeline.transforms.anomalies import ANOMALY_COLUMNS, hour_anomalies
+from ot_pipeline.transforms.readings import hour_bounds, hour_key
+
+DETECTION_INPUT = [
+    "event_id",
+    "machine_id",
+    "machine_type",
+    "line_id",
+    "metric",
+    "ts",
+    "value",
+    "seq",
+    "status_code",
+]
+
+
+@dg.asset(
+    deps=[readings],
+    partitions_def=hourly_partitions,
+    backfill_policy=single_run,
+    automation_condition=follow_parents,
+    tags=HOURLY_TAG,
+    group_name="lake",
+    kinds={"parquet", "polars"},
+)
+def anomalies(
+    context: dg.AssetExecutionContext, lake: LakeResource, pipeline: PipelineConfig
+) -> dg.MaterializeResult:
+    """Flagged readings of the hour: score, severity and the detector that fired."""
+    from ot_pipeline.detection import detect
+
+    the_lake = lake.lake()
+    clock = Stopwatch()
+    history_span = timedelta(minutes=pipeline.detection_history_minutes)
+    flagged_total = scored = 0
+    frames: list[pl.DataFrame] = []
+    for key in context.partition_keys:
+        start, end = hour_bounds(key)
+        with clock.time("read_s"):
+            hour = read_hour(the_lake, "readings", key)
+            if hour is None:
+                raise dg.Failure(f"readings {key} is missing: materialize readings first")
+            previous = read_hour(the_lake, "readings", hour_key(start - timedelta(hours=1)))
+            history = (
+                previous.filter(pl.col("ts") >= start - history_span).select(DETECTION_INPUT)
+                if previous is not None and history_span.total_seconds() > 0
+                else hour.select(DETECTION_INPUT).clear()
+            )
+        with clock.time("detect_s"):
+            flagged = hour_anomalies(history, hour.select(DETECTION_INPUT), start, end, detect)
+        with clock.time("write_s"):
+            write_hour(the_lake, "anomalies", key, flagged)
+        scored += hour.height
+        flagged_total += flagged.height
+        frames.append(flagged)
+    everything = (
+        pl.concat(frames) if frames else pl.DataFrame(schema=dict.fromkeys(ANOMALY_COLUMNS))
+    )
+    by_detector = (
+        everything.group_by("detector", "severity").len().sort("len", descending=True)
+        if everything.height
+        else pl.DataFrame()
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "rows": flagged_total,
+            "readings_scored": scored,
+            "anomaly_rate": round(flagged_total / scored, 6) if scored else 0.0,
+            "hours": len(context.partition_keys),
+            **clock.seconds,
+            "by_detector": preview(by_detector, 20),
+            "preview": preview(everything.sort("score", descending=True)),
+        }
+    )
+
+
+@dg.asset_check(
+    asset=anomalies,
+    blocking=True,
+    description="Every hour has an anomalies file with the expected columns, flagged rows only "
+    "inside their hour.",
+)
+def anomalies_schema(
+    context: dg.AssetCheckExecutionContext, lake: LakeResource
+) -> dg.AssetCheckResult:
+    the_lake = lake.lake()
+    problems: list[str] = []
+    for key in context.partition_keys:
+        frame = read_hour(the_lake, "anomalies", key)
+        if frame is None:
+            problems.append(f"{key}: missing")
+            continue
+        if tuple(frame.columns) != ANOMALY_COLUMNS:
+            problems.append(f"{key}: columns {frame.columns}")
+        start, end = hour_bounds(key)
+        outside = frame.filter((pl.col("ts") < start) | (pl.col("ts") >= end)).height
+        if outside:
+            problems.append(f"{key}: {outside} rows outside the hour")
+    return dg.AssetCheckResult(
+        passed=not problems,
+        metadata={
+            "hours": len(context.partition_keys),
+            "problems": "; ".join(problems[:10]) or "none",
+        },
+    )

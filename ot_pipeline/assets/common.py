@@ -1,0 +1,54 @@
+"""Small pieces every asset module shares: partition ranges and metadata previews."""
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+
+import dagster as dg
+import polars as pl
+
+from ot_pipeline.transforms.readings import hour_bounds
+
+
+def range_bounds(hour_keys: list[str]) -> tuple[datetime, datetime]:
+    """[start of the first hour, end of the last hour) of a run's partition keys."""
+    return hour_bounds(min(hour_keys))[0], hour_bounds(max(hour_keys))[1]
+
+
+def day_hours(day_key: str) -> list[str]:
+    """The 24 hourly keys of a daily key 'YYYY-MM-DD'."""
+    return [f"{day_key}-{h:02d}:00" for h in range(24)]
+
+
+def preview(frame: pl.DataFrame, rows: int = 10) -> dg.MetadataValue:
+    """A markdown preview of the first rows (small, readable in the UI)."""
+    head = frame.head(rows)
+    if head.height == 0:
+        return dg.MetadataValue.md("_no rows_")
+    columns = head.columns
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in head.iter_rows():
+        lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
+    return dg.MetadataValue.md("\n".join(lines))
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def time(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(
+                self.seconds.get(name, 0.0) + time.perf_counter() - started, 3
+            )

@@ -1,0 +1,263 @@
+"""`readings`: each hour's valid readings from every landed file that overlaps it, deduplicated,
+with its checks (schema, unique event_id, value ranges, contiguous offsets, landing freshness)
+and the landing sensor that requests the hours new files touch, late hours included."""
+
+import hashlib
+import json
+import time
+from datetime import timedelta
+
+import dagster as dg
+import polars as pl
+
+from ot_pipeline.assets.common import Stopwatch, preview
+from ot_pipeline.lake_tables import schema_problems, write_hour
+from ot_pipeline.landing import event_hours, files_by_hour, landed_rows
+from ot_pipeline.partitions import HOURLY_TAG, hourly_partitions, single_run
+from ot_pipeline.resources import LakeResource, PipelineConfig
+from ot_pipeline.transforms.landing import contiguous_ranges, offset_gaps
+from ot_pipeline.transforms.readings import (
+    READINGS_COLUMNS,
+    hour_bounds,
+    out_of_range,
+    select_hour,
+)
+from streaming.lake import LANDED_SCHEMA
+
+landing_files = dg.AssetSpec(
+    "landing_files",
+    description="Micro-batch Parquet files written by the lander (`ot land`), exactly once; "
+    "their names carry the Kafka partition and offsets.",
+    group_name="lake",
+    kinds={"parquet", "kafka"},
+)
+
+
+@dg.asset(
+    partitions_def=hourly_partitions,
+    backfill_policy=single_run,
+    deps=[landing_files],
+    tags=HOURLY_TAG,
+    group_name="lake",
+    kinds={"parquet", "polars"},
+)
+def readings(
+    context: dg.AssetExecutionContext, lake: LakeResource, pipeline: PipelineConfig
+) -> dg.MaterializeResult:
+    """The hour's valid readings, one row per event_id (the first landed wins)."""
+    the_lake = lake.lake()
+    keys = context.partition_keys
+    clock = Stopwatch()
+    with clock.time("index_s"):
+        by_hour = files_by_hour(the_lake, keys)
+    grace = timedelta(seconds=pipeline.late_grace_seconds)
+    per_hour = []
+    last = pl.DataFrame()
+    for key in keys:
+        start, end = hour_bounds(key)
+        with clock.time("read_s"):
+            landed = landed_rows(by_hour[key], start, end)
+        with clock.time("dedup_s"):
+            hour = select_hour(landed, start, end, grace)
+        with clock.time("write_s"):
+            write_hour(the_lake, "readings", key, hour.readings)
+        per_hour.append(
+            {
+                "hour": key,
+                "files": len(by_hour[key]),
+                "rows": hour.readings.height,
+                "late_rows": hour.late_rows,
+                "duplicates": hour.duplicates,
+            }
+        )
+        if hour.readings.height:
+            last = hour.readings
+    table = pl.DataFrame(per_hour)
+    context.log.info(f"readings: {table.select(pl.exclude('hour')).sum().to_dicts()[0]}")
+    return dg.MaterializeResult(
+        metadata={
+            "rows": int(table["rows"].sum()),
+            "late_rows": int(table["late_rows"].sum()),
+            "duplicates": int(table["duplicates"].sum()),
+            "landing_files": int(table["files"].sum()),
+            "hours": len(keys),
+            **clock.seconds,
+            "per_hour": preview(table, rows=48),
+            "preview": preview(last),
+        }
+    )
+
+
+def _hour_paths(lake: LakeResource, keys: list[str]) -> list[str]:
+    the_lake = lake.lake()
+    return [str(p) for p in (the_lake.hour_path("readings", k) for k in keys) if p.exists()]
+
+
+@dg.asset_check(asset=readings, blocking=True, description="Columns and types as LANDED_SCHEMA.")
+def readings_schema(
+    context: dg.AssetCheckExecutionContext, lake: LakeResource
+) -> dg.AssetCheckResult:
+    wrong: list[str] = []
+    paths = _hour_paths(lake, context.partition_keys)
+    for path in paths:
+        problems = schema_problems(path, LANDED_SCHEMA)
+        if problems:
+            wrong.append(f"{path}: {problems}")
+    return dg.AssetCheckResult(
+        passed=not wrong and len(paths) == len(context.partition_keys),
+        metadata={
+            "files_checked": len(paths),
+            "hours": len(context.partition_keys),
+            "mismatches": dg.MetadataValue.md("\n".join(wrong[:10]) or "none"),
+        },
+    )
+
+
+@dg.asset_check(asset=readings, blocking=True, description="Every event_id appears once.")
+def readings_event_id_unique(
+    context: dg.AssetCheckExecutionContext, lake: LakeResource
+) -> dg.AssetCheckResult:
+    paths = _hour_paths(lake, context.partition_keys)
+    if not paths:
+        return dg.AssetCheckResult(passed=True, metadata={"rows": 0, "distinct_event_ids": 0})
+    counts = (
+        pl.scan_parquet(paths)
+        .select(pl.len().alias("rows"), pl.col("event_id").n_unique().alias("distinct"))
+        .collect()
+        .row(0, named=True)
+    )
+    return dg.AssetCheckResult(
+        passed=counts["rows"] == counts["distinct"],
+        metadata={"rows": counts["rows"], "distinct_event_ids": counts["distinct"]},
+    )
+
+
+@dg.asset_check(
+    asset=readings, blocking=True, description="Values inside the contract's physical ranges."
+)
+def readings_values_in_range(
+    context: dg.AssetCheckExecutionContext, lake: LakeResource
+) -> dg.AssetCheckResult:
+    paths = _hour_paths(lake, context.partition_keys)
+    frame = (
+        pl.scan_parquet(paths).select("event_id", "metric", "value").collect()
+        if paths
+        else pl.DataFrame(schema={"event_id": pl.String, "metric": pl.String, "value": pl.Float64})
+    )
+    bad = out_of_range(frame)
+    return dg.AssetCheckResult(
+        passed=bad.height == 0,
+        metadata={"rows": frame.height, "out_of_range": bad.height, "examples": preview(bad, 5)},
+    )
+
+
+@dg.asset_check(
+    asset=readings,
+    description="Per Kafka partition the landing files' offsets are gapless: nothing was lost "
+    "between Kafka and the lake (the lander's files cover dead-lettered offsets too).",
+)
+def landing_offsets_contiguous(lake: LakeResource) -> dg.AssetCheckResult:
+    files = lake.lake().landed_files()
+    gaps = offset_gaps((f.partition, f.first_offset, f.last_offset) for f in files)
+    partitions = sorted({f.partition for f in files})
+    covered = sum(f.count for f in files)
+    return dg.AssetCheckResult(
+        passed=not gaps,
+        metadata={
+            "files": len(files),
+            "partitions": len(partitions),
+            "offsets_covered": covered,
+            "gaps": len(gaps),
+            "first_gaps": dg.MetadataValue.md(
+                "\n".join(
+                    f"p{g.partition}: expected {g.expected_first}, found {g.found_first}"
+                    for g in gaps[:10]
+                )
+                or "none"
+            ),
+        },
+    )
+
+
+@dg.asset_check(
+    asset=readings,
+    description="The newest landing file is recent: the lander is alive and keeping up.",
+)
+def landing_freshness(lake: LakeResource, pipeline: PipelineConfig) -> dg.AssetCheckResult:
+    files = lake.lake().landed_files()
+    newest = max((f.path.stat().st_mtime for f in files), default=None)
+    age_min = (time.time() - newest) / 60.0 if newest is not None else None
+    return dg.AssetCheckResult(
+        passed=age_min is not None and age_min <= pipeline.landing_fresh_minutes,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "newest_file_age_minutes": round(age_min, 2) if age_min is not None else -1.0,
+            "threshold_minutes": pipeline.landing_fresh_minutes,
+        },
+    )
+
+
+READINGS_CHECKS = [
+    readings_schema,
+    readings_event_id_unique,
+    readings_values_in_range,
+    landing_offsets_contiguous,
+    landing_freshness,
+]
+
+# Most files a sensor tick reads footers of; the cursor pages through the rest on later ticks.
+MAX_FILES_PER_TICK = 2000
+
+
+def plan_landing_requests(
+    files_after_cursor: list[tuple[int, int, int, list[str]]], all_keys: list[str]
+) -> tuple[list[tuple[str, str]], dict[int, int], list[str]]:
+    """From new files (partition, first, last, event hours): the hour ranges to request, the new
+    cursor position per partition, and hours outside the partition set (skipped)."""
+    hours: set[str] = set()
+    cursor: dict[int, int] = {}
+    for partition, _first, last, file_hours in files_after_cursor:
+        hours.update(file_hours)
+        cursor[partition] = max(cursor.get(partition, -1), last)
+    known = set(all_keys)
+    return contiguous_ranges(sorted(hours), all_keys), cursor, sorted(hours - known)
+
+
+@dg.sensor(
+    target=[readings],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Requests the hourly readings partitions that newly landed files touch "
+    "(late data re-runs old hours). Cursor: highest landed offset seen per Kafka partition.",
+)
+def landing_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult:
+    seen = {int(k): v for k, v in json.loads(context.cursor or "{}").items()}
+    new = [f for f in lake.lake().landed_files() if f.last_offset > seen.get(f.partition, -1)]
+    new = new[:MAX_FILES_PER_TICK]
+    if not new:
+        return dg.SensorResult(skip_reason="no new landing files")
+    planned = [(f.partition, f.first_offset, f.last_offset, event_hours(f.path)) for f in new]
+    all_keys = list(hourly_partitions.get_partition_keys())
+    ranges, advanced, skipped = plan_landing_requests(planned, all_keys)
+    if skipped:
+        context.log.warning(f"hours outside the partition set, skipped: {skipped[:10]}")
+    cursor = {**seen, **advanced}
+    cursor_text = json.dumps({str(k): v for k, v in sorted(cursor.items())})
+    digest = hashlib.sha1(cursor_text.encode()).hexdigest()[:12]
+    requests = [
+        dg.RunRequest(
+            run_key=f"landing-{first}-{last}-{digest}",
+            asset_selection=[readings.key],
+            tags={
+                "dagster/asset_partition_range_start": first,
+                "dagster/asset_partition_range_end": last,
+                "ot/trigger": "landing_sensor",
+            },
+        )
+        for first, last in ranges
+    ]
+    context.log.info(f"{len(new)} new landing files -> hour ranges {ranges}")
+    return dg.SensorResult(run_requests=requests, cursor=cursor_text)
+
+
+__all__ = ["READINGS_CHECKS", "READINGS_COLUMNS", "landing_files", "landing_sensor", "readings"]

@@ -1,0 +1,112 @@
+"""PostgreSQL / TimescaleDB rollups: the hourly lake tables loaded into schema `ot`, each run
+replacing exactly its time range in one transaction, with a check that the rows add up."""
+
+import time
+
+import dagster as dg
+
+from ot_pipeline.assets.anomalies import anomalies
+from ot_pipeline.assets.common import range_bounds
+from ot_pipeline.assets.health import machine_health_hourly
+from ot_pipeline.assets.windows import readings_rows, windows_1m, windows_5m
+from ot_pipeline.lake_tables import read_hours
+from ot_pipeline.partitions import HOURLY_TAG, follow_parents, hourly_partitions, single_run
+from ot_pipeline.resources import LakeResource, PostgresResource
+
+# warehouse table -> (lake asset it is loaded from, that asset)
+ROLLUPS: dict[str, tuple[str, dg.AssetsDefinition]] = {
+    "readings_1m": ("windows_1m", windows_1m),
+    "readings_5m": ("windows_5m", windows_5m),
+    "anomalies": ("anomalies", anomalies),
+    "machine_health_hourly": ("machine_health_hourly", machine_health_hourly),
+}
+
+
+def _rollup_asset(table: str, source: str, upstream: dg.AssetsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=f"pg_{table}",
+        deps=[upstream],
+        partitions_def=hourly_partitions,
+        backfill_policy=single_run,
+        automation_condition=follow_parents,
+        tags=HOURLY_TAG,
+        group_name="warehouse",
+        kinds={"postgres"},
+        pool="postgres",
+        description=f"`{source}` loaded into PostgreSQL table `{table}` (COPY; the run's time "
+        "range is replaced in one transaction).",
+    )
+    def rollup(
+        context: dg.AssetExecutionContext, lake: LakeResource, postgres: PostgresResource
+    ) -> dg.MaterializeResult:
+        keys = context.partition_keys
+        frame = read_hours(lake.lake(), source, keys)
+        if frame is None:
+            raise dg.Failure(f"{source} has none of {keys[0]}..{keys[-1]}: materialize it first")
+        warehouse = postgres.warehouse()
+        started = time.perf_counter()
+        capabilities = warehouse.ensure_schema()
+        start, end = range_bounds(keys)
+        result = warehouse.replace_range(table, start, end, frame)
+        if table == "readings_1m":
+            warehouse.refresh_hourly()
+        return dg.MaterializeResult(
+            metadata={
+                "rows": result.rows,
+                "replaced_rows": result.deleted,
+                "load_s": round(result.seconds, 3),
+                "rows_per_s": round(result.rows_per_s),
+                "total_s": round(time.perf_counter() - started, 3),
+                "table": f"{postgres.schema_name}.{table}",
+                "timescaledb": capabilities.timescaledb,
+                "timescaledb_license": capabilities.license or "none",
+                "range": f"[{start.isoformat()}, {end.isoformat()})",
+            }
+        )
+
+    return rollup
+
+
+def _rollup_check(table: str, source: str, asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
+    windows = table.startswith("readings_")
+
+    @dg.asset_check(
+        asset=asset,
+        name=f"pg_{table}_matches_lake",
+        blocking=True,
+        description=(
+            f"Sum of `count` in PostgreSQL {table} = readings rows over the run's hours."
+            if windows
+            else f"Rows in PostgreSQL {table} = rows of lake `{source}` over the run's hours."
+        ),
+    )
+    def check(
+        context: dg.AssetCheckExecutionContext, lake: LakeResource, postgres: PostgresResource
+    ) -> dg.AssetCheckResult:
+        keys = context.partition_keys
+        start, end = range_bounds(keys)
+        loaded = postgres.warehouse().count_in_range(
+            table, start, end, sum_column="count" if windows else None
+        )
+        if windows:
+            expected = readings_rows(lake, keys)
+        else:
+            frame = read_hours(lake.lake(), source, keys)
+            expected = frame.height if frame is not None else 0
+        return dg.AssetCheckResult(
+            passed=loaded == expected,
+            metadata={
+                "postgres": loaded,
+                "lake": expected,
+                "compared": "sum(count)" if windows else "rows",
+            },
+        )
+
+    return check
+
+
+ROLLUP_ASSETS = [_rollup_asset(t, src, up) for t, (src, up) in ROLLUPS.items()]
+ROLLUP_CHECKS = [
+    _rollup_check(t, src, a)
+    for (t, (src, _)), a in zip(ROLLUPS.items(), ROLLUP_ASSETS, strict=True)
+]

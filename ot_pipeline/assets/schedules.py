@@ -1,0 +1,41 @@
+"""Jobs and the daily schedule: the hourly chain as one job (used by `ot pipeline run`), the
+daily work (archive, retention, ground truth, scorecard) as another, run for yesterday at 00:30."""
+
+from datetime import datetime
+
+import dagster as dg
+
+from ot_pipeline.assets.archive import daily_archive, landing_retention, previous_day
+from ot_pipeline.assets.scorecard import detection_scorecard, ground_truth
+from ot_pipeline.partitions import daily_partitions, hourly_partitions
+
+HOURLY_JOB = "hourly_pipeline"
+DAILY_JOB = "daily_pipeline"
+
+hourly_job = dg.define_asset_job(
+    HOURLY_JOB,
+    selection=dg.AssetSelection.tag("ot/cadence", "hourly"),
+    partitions_def=hourly_partitions,
+    description="readings -> windows, anomalies, machine health -> PostgreSQL, with every check.",
+)
+daily_job = dg.define_asset_job(
+    DAILY_JOB,
+    selection=dg.AssetSelection.assets(
+        daily_archive, landing_retention, ground_truth, detection_scorecard
+    ),
+    partitions_def=daily_partitions,
+    description="Archive a day, apply landing retention, refresh ground truth, score detection.",
+)
+
+
+@dg.schedule(
+    cron_schedule="30 0 * * *",
+    job=daily_job,
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Yesterday's archive, retention and detection scorecard, every day at 00:30 UTC.",
+)
+def daily_archive_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    tick: datetime = context.scheduled_execution_time
+    day = previous_day(tick)
+    return dg.RunRequest(run_key=f"daily-{day}", partition_key=day)

@@ -1,0 +1,98 @@
+"""`windows_1m`, `windows_5m`: tumbling windows per machine and metric with a rolling average,
+and the hop check that their counts add up to the readings."""
+
+import dagster as dg
+import polars as pl
+
+from ot_pipeline.assets.common import Stopwatch, preview
+from ot_pipeline.assets.readings import readings
+from ot_pipeline.lake_tables import read_hour, write_hour
+from ot_pipeline.partitions import HOURLY_TAG, follow_parents, hourly_partitions, single_run
+from ot_pipeline.resources import LakeResource
+from ot_pipeline.transforms.windows import tumbling_windows
+
+# asset name -> (bucket width, rolling-average period)
+WINDOWS: dict[str, tuple[str, str]] = {"windows_1m": ("1m", "15m"), "windows_5m": ("5m", "1h")}
+
+
+def readings_rows(lake: LakeResource, keys: list[str]) -> int:
+    the_lake = lake.lake()
+    paths = [p for p in (the_lake.hour_path("readings", k) for k in keys) if p.exists()]
+    return int(pl.scan_parquet(paths).select(pl.len()).collect().item()) if paths else 0
+
+
+def _window_asset(name: str, every: str, rolling: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=name,
+        deps=[readings],
+        partitions_def=hourly_partitions,
+        backfill_policy=single_run,
+        automation_condition=follow_parents,
+        tags=HOURLY_TAG,
+        group_name="lake",
+        kinds={"parquet", "polars"},
+        description=f"Tumbling {every} windows per machine and metric of event time: count, min, "
+        f"max, mean, stddev, first, last, and a {rolling} rolling count-weighted mean.",
+    )
+    def window_asset(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+        the_lake = lake.lake()
+        clock = Stopwatch()
+        rows = windows = 0
+        last = pl.DataFrame()
+        for key in context.partition_keys:
+            with clock.time("read_s"):
+                hour = read_hour(the_lake, "readings", key)
+            if hour is None:
+                raise dg.Failure(f"readings {key} is missing: materialize readings first")
+            with clock.time("compute_s"):
+                out = tumbling_windows(hour, every, rolling)
+            with clock.time("write_s"):
+                write_hour(the_lake, name, key, out)
+            rows += hour.height
+            windows += out.height
+            last = out if out.height else last
+        return dg.MaterializeResult(
+            metadata={
+                "rows": windows,
+                "readings_counted": rows,
+                "hours": len(context.partition_keys),
+                **clock.seconds,
+                "preview": preview(last),
+            }
+        )
+
+    return window_asset
+
+
+def _counts_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
+    name = asset.key.path[-1]
+
+    @dg.asset_check(
+        asset=asset,
+        name=f"{name}_counts_match_readings",
+        blocking=True,
+        description=f"Sum of {name} counts = readings rows over the same hours.",
+    )
+    def counts_check(
+        context: dg.AssetCheckExecutionContext, lake: LakeResource
+    ) -> dg.AssetCheckResult:
+        keys = context.partition_keys
+        the_lake = lake.lake()
+        paths = [p for p in (the_lake.hour_path(name, k) for k in keys) if p.exists()]
+        window_sum = (
+            int(pl.scan_parquet(paths).select(pl.col("count").sum()).collect().item())
+            if paths
+            else 0
+        )
+        expected = readings_rows(lake, keys)
+        return dg.AssetCheckResult(
+            passed=window_sum == expected and len(paths) == len(keys),
+            metadata={"sum_of_window_counts": window_sum, "readings_rows": expected},
+        )
+
+    return counts_check
+
+
+windows_1m = _window_asset("windows_1m", *WINDOWS["windows_1m"])
+windows_5m = _window_asset("windows_5m", *WINDOWS["windows_5m"])
+WINDOW_CHECKS = [_counts_check(windows_1m), _counts_check(windows_5m)]

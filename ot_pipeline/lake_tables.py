@@ -1,0 +1,55 @@
+"""Asset partitions in the lake: one Parquet file per (asset, hour), rewritten whole and
+atomically on every materialization, so reruns and backfills are idempotent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+
+from streaming.lake import Lake, write_atomically
+
+
+def write_frame(path: Path, frame: pl.DataFrame, *, compression: str = "zstd") -> None:
+    def write(tmp: Path) -> None:
+        frame.write_parquet(tmp, compression=compression, statistics=True)  # type: ignore[arg-type]
+
+    write_atomically(path, write)
+
+
+def write_hour(lake: Lake, asset: str, hour_key: str, frame: pl.DataFrame) -> Path:
+    path = lake.hour_path(asset, hour_key)
+    write_frame(path, frame)
+    return path
+
+
+def read_hours(lake: Lake, asset: str, hour_keys: list[str]) -> pl.DataFrame | None:
+    """The partitions that exist of `hour_keys`, concatenated; None when none exists."""
+    paths = [p for p in (lake.hour_path(asset, k) for k in hour_keys) if p.exists()]
+    if not paths:
+        return None
+    return pl.read_parquet(paths)
+
+
+def read_hour(lake: Lake, asset: str, hour_key: str) -> pl.DataFrame | None:
+    path = lake.hour_path(asset, hour_key)
+    return pl.read_parquet(path) if path.exists() else None
+
+
+def _normalised(dtype: pl.DataType) -> str:
+    # Time unit is an encoding detail (DuckDB writes microseconds, the lander milliseconds);
+    # the time zone and the column's kind are the contract.
+    if isinstance(dtype, pl.Datetime):
+        return f"Datetime(tz={dtype.time_zone})"
+    return str(dtype)
+
+
+def schema_problems(path: Path | str, expected: pa.Schema) -> list[str]:
+    """Columns missing, extra or of another kind than `expected` (empty list = conforms)."""
+    want = {n: _normalised(t) for n, t in pl.from_arrow(expected.empty_table()).schema.items()}  # type: ignore[union-attr]
+    found = {n: _normalised(t) for n, t in pl.read_parquet_schema(path).items()}
+    problems = [f"missing {n}" for n in want if n not in found]
+    problems += [f"extra {n}" for n in found if n not in want]
+    problems += [f"{n}: {found[n]} != {t}" for n, t in want.items() if n in found and found[n] != t]
+    return problems

@@ -1,0 +1,30 @@
+"""Event-time partitions: hourly for everything derived from readings, daily for archives.
+
+`end_offset=1` makes the current (still open) hour and day materializable, so late-arriving
+and fast-forwarded data for the current hour is processed as soon as it lands.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+PARTITIONS_START = "2025-01-01"
+
+hourly_partitions = dg.HourlyPartitionsDefinition(
+    start_date=f"{PARTITIONS_START}-00:00", timezone="UTC", end_offset=1
+)
+daily_partitions = dg.DailyPartitionsDefinition(
+    start_date=PARTITIONS_START, timezone="UTC", end_offset=1
+)
+
+# Every hourly asset materializes a whole range of hours in one run (UI backfills included).
+single_run = dg.BackfillPolicy.single_run()
+
+# Downstream assets follow their parents, for late data in old hours too (eager() alone only
+# targets the latest time window).
+follow_parents = dg.AutomationCondition.eager().without(
+    dg.AutomationCondition.in_latest_time_window()
+)
+
+HOURLY_TAG = {"ot/cadence": "hourly"}
+DAILY_TAG = {"ot/cadence": "daily"}

@@ -1,0 +1,136 @@
+"""Machine health per hour: uptime, time in each device status, anomalies, alerts, data gaps."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import polars as pl
+
+# Device status codes (contract v1) -> column names of the time spent in each.
+STATUS_COLUMNS: dict[int, str] = {0: "ok_s", 1: "warning_s", 2: "fault_s", 3: "maintenance_s"}
+# Severities that raise an operator alert (the rest are logged anomalies only).
+ALERT_SEVERITIES: tuple[str, ...] = ("HIGH", "CRITICAL")
+
+HEALTH_COLUMNS: tuple[str, ...] = (
+    "hour",
+    "machine_id",
+    "machine_type",
+    "line_id",
+    "readings",
+    "uptime_pct",
+    "ok_s",
+    "warning_s",
+    "fault_s",
+    "maintenance_s",
+    "no_data_s",
+    "anomalies",
+    "alerts",
+    "seq_gaps",
+    "missing_readings",
+)
+
+
+def machine_health(
+    readings: pl.DataFrame,
+    anomalies: pl.DataFrame,
+    start: datetime,
+    end: datetime,
+    max_gap_s: float,
+) -> pl.DataFrame:
+    """One row per machine that reported in [start, end).
+
+    Each status sample holds until the machine's next sample, at most `max_gap_s` (silence longer
+    than that is `no_data_s`). Uptime counts OK and WARNING time. Data gaps come from the
+    per-machine `seq`: a jump of k > 1 between consecutive seqs is one gap of k-1 lost readings.
+    """
+    hour_s = (end - start).total_seconds()
+    if readings.height == 0:
+        return pl.DataFrame(
+            schema={c: t for c, t in _health_schema().items()},
+        )
+    samples = (
+        readings.select("machine_id", "ts", "status_code")
+        .unique(subset=["machine_id", "ts"], keep="first")
+        .sort("machine_id", "ts")
+        .with_columns(
+            pl.col("ts").shift(-1).over("machine_id").alias("next_ts"),
+        )
+        .with_columns(
+            pl.coalesce(pl.col("next_ts"), pl.lit(end, dtype=pl.Datetime("ms", "UTC")))
+            .sub(pl.col("ts"))
+            .dt.total_milliseconds()
+            .truediv(1000.0)
+            .clip(0.0, max_gap_s)
+            .alias("held_s")
+        )
+    )
+    status_time = samples.group_by("machine_id").agg(
+        [
+            pl.col("held_s").filter(pl.col("status_code") == code).sum().alias(name)
+            for code, name in STATUS_COLUMNS.items()
+        ]
+    )
+    seqs = (
+        readings.select("machine_id", "seq")
+        .unique()
+        .sort("machine_id", "seq")
+        .with_columns((pl.col("seq").diff().over("machine_id") - 1).alias("missing"))
+        .group_by("machine_id")
+        .agg(
+            (pl.col("missing") > 0).sum().cast(pl.Int64).alias("seq_gaps"),
+            pl.col("missing")
+            .filter(pl.col("missing") > 0)
+            .sum()
+            .cast(pl.Int64)
+            .alias("missing_readings"),
+        )
+    )
+    machines = readings.group_by("machine_id").agg(
+        pl.col("machine_type").first(),
+        pl.col("line_id").first(),
+        pl.len().cast(pl.Int64).alias("readings"),
+    )
+    flagged = anomalies.group_by("machine_id").agg(
+        pl.len().cast(pl.Int64).alias("anomalies"),
+        pl.col("severity").is_in(ALERT_SEVERITIES).sum().cast(pl.Int64).alias("alerts"),
+    )
+    health = (
+        machines.join(status_time, on="machine_id", how="left")
+        .join(seqs, on="machine_id", how="left")
+        .join(flagged, on="machine_id", how="left")
+        .with_columns(
+            pl.lit(start, dtype=pl.Datetime("ms", "UTC")).alias("hour"),
+            pl.col("anomalies", "alerts", "seq_gaps", "missing_readings").fill_null(0),
+            pl.col(list(STATUS_COLUMNS.values())).fill_null(0.0),
+        )
+        .with_columns(
+            (hour_s - pl.sum_horizontal(list(STATUS_COLUMNS.values())))
+            .clip(0.0, hour_s)
+            .alias("no_data_s"),
+            ((pl.col("ok_s") + pl.col("warning_s")) * 100.0 / hour_s).alias("uptime_pct"),
+        )
+    )
+    return health.select(HEALTH_COLUMNS).sort("machine_id")
+
+
+def _health_schema() -> dict[str, pl.DataType]:
+    schema: dict[str, pl.DataType] = {
+        "hour": pl.Datetime("ms", "UTC"),
+        "machine_id": pl.String(),
+        "machine_type": pl.String(),
+        "line_id": pl.String(),
+        "readings": pl.Int64(),
+        "uptime_pct": pl.Float64(),
+    }
+    for name in STATUS_COLUMNS.values():
+        schema[name] = pl.Float64()
+    schema.update(
+        {
+            "no_data_s": pl.Float64(),
+            "anomalies": pl.Int64(),
+            "alerts": pl.Int64(),
+            "seq_gaps": pl.Int64(),
+            "missing_readings": pl.Int64(),
+        }
+    )
+    return schema
