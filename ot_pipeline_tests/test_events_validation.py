@@ -92,7 +92,12 @@ CASES: dict[Reason, list[Callable[[], bytes | None]]] = {
         _avro_with_bad_utf8,
         lambda: HEADER + b"\xff" * 12,
     ],
-    Reason.INVALID_JSON: [lambda: b"{not json", lambda: b'{"a": 1', lambda: b"{\xff}"],
+    Reason.INVALID_JSON: [
+        lambda: b"{not json",
+        lambda: b'{"a": 1',
+        lambda: b"{\xff}",
+        lambda: _json(line_id="LINE").replace(b"LINE", b"\\ud800"),
+    ],
     Reason.MISSING_FIELD: [lambda: _json(unit=_DROP), lambda: b"{}"],
     Reason.BAD_TYPE: [
         lambda: _json(value="71.2"),

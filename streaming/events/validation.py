@@ -156,6 +156,11 @@ def _check_json_record(obj: dict[str, Any]) -> dict[str, Any]:
     for f in _STRING_FIELDS:
         if not isinstance(obj[f], str):
             raise DecodeError(Reason.BAD_TYPE, f"{f} is a {type(obj[f]).__name__}, not a string")
+        if not obj[f].isascii():
+            try:
+                obj[f].encode()
+            except UnicodeEncodeError:  # a lone surrogate escape such as "\ud800"
+                raise DecodeError(Reason.INVALID_JSON, f"{f} is not valid Unicode") from None
     for f, symbols in _ENUMS.items():
         v = obj[f]
         if not isinstance(v, str):
