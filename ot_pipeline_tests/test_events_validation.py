@@ -258,3 +258,9 @@ def test_a_bug_in_the_batch_path_rejects_only_the_payloads_that_trip_it(
         (1, Reason.UNDECODABLE),
         (3, Reason.EMPTY),
     ]
+
+
+def test_time_limits_may_be_given_as_floats() -> None:
+    payloads: list[bytes | None] = [encode_avro(reading(ts=NOW_MS + 2 * MAX_FUTURE_MS))]
+    batch = decode_batch(payloads, NOW_MS + 0.5, max_future_ms=300_000.0, max_age_ms=1e12)  # type: ignore[arg-type]
+    assert [r.reason for r in batch.rejected] == [Reason.FUTURE_TIMESTAMP]

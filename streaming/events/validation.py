@@ -101,6 +101,7 @@ def decode_batch(
     max_age_ms: int,
 ) -> DecodedBatch:
     """Decode (Avro wire format, or JSON when the first byte is '{') and validate every payload."""
+    ingest_ms, max_future_ms, max_age_ms = int(ingest_ms), int(max_future_ms), int(max_age_ms)
     try:
         return _decode_batch(payloads, ingest_ms, max_future_ms, max_age_ms)
     except Exception:
