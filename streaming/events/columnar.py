@@ -282,7 +282,7 @@ class _Cursor:
 def _gather_strings(
     buf: np.ndarray, start: np.ndarray, length: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(offsets int32[n+1], data) of strings scattered through `buf`."""
+    """(offsets int64[n+1], data) of strings scattered through `buf`, gathered in one pass."""
     offsets = np.zeros(len(length) + 1, dtype=np.int64)
     np.cumsum(length, out=offsets[1:])
     total = int(offsets[-1])

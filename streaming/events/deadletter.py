@@ -4,6 +4,7 @@ Kafka headers say why, at which stage, and where it came from (so it can be foun
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 HEADER_REASON = "ot.reason"
@@ -41,7 +42,7 @@ class DeadLetter:
     detail: str
 
 
-def parse_dlq_headers(headers: list[tuple[str, bytes | None]] | None) -> DeadLetter:
+def parse_dlq_headers(headers: Sequence[tuple[str, bytes | None]] | None) -> DeadLetter:
     """Inverse of `dlq_headers` (for tests and tools); KeyError if a required header is missing."""
     found = {k: (v or b"").decode(errors="replace") for k, v in (headers or [])}
     return DeadLetter(
