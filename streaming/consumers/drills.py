@@ -3,11 +3,18 @@ watermarks and the dead-letter topic back, and run a consumer as a child process
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import signal
+import subprocess
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
@@ -59,6 +66,34 @@ def readings(
         for i in range(garbage_every - 1, n, garbage_every):
             values[i] = GARBAGE[(i // garbage_every) % len(GARBAGE)]
     return list(zip(keys, values, strict=True))
+
+
+def heavy_fleet(
+    machines: int = 40, minutes: float = 3.0, seed: int = 3, interval_s: float = 1.0
+) -> list[tuple[bytes, bytes]]:
+    """(key, value) pairs of the simulator's `heavy` chaos profile, ending now, in delivery order;
+    its malformed messages become undecodable or out-of-range payloads at their place."""
+    from datetime import UTC, datetime, timedelta
+
+    import polars as pl
+
+    from streaming.simulator import generate
+
+    start = datetime.now(UTC) - timedelta(minutes=minutes + 1)
+    data = generate(machines, start, minutes / 60, interval_s, seed, "heavy")
+    frame = data.readings.with_columns(pl.col("ts").dt.epoch("ms"))
+    keys = [m.encode() for m in frame["machine_id"]]
+    values = encode_avro_many(frame.to_dicts())
+    pairs = list(zip(keys, values, strict=True))
+    rng = random.Random(seed)
+    bad_value = {**frame.row(0, named=True), "value": 1e12}
+    for row in data.malformed.iter_rows(named=True):
+        kind = row["kind"]
+        payload = encode_avro_many([bad_value])[0] if kind == "out_of_range" else GARBAGE[1]
+        if kind == "unknown_enum":
+            payload = b'{"machine_type": "ROBOT"}'
+        pairs.insert(rng.randrange(len(pairs) + 1), (row["machine_id"].encode(), payload))
+    return pairs
 
 
 def produce(settings: Settings, topic: str, messages: Sequence[tuple[bytes, bytes]]) -> None:
@@ -132,3 +167,81 @@ def child_env(settings: Settings) -> dict[str, str]:
         "OT_MAX_FUTURE_SECONDS": str(settings.max_future_seconds),
         "PYTHONUNBUFFERED": "1",
     }
+
+
+def produce_paced(
+    settings: Settings, topic: str, messages: Sequence[tuple[bytes, bytes]], seconds: float
+) -> threading.Thread:
+    """Produce in the background, spread over about `seconds`, so consumers die mid-stream."""
+    chunks = max(1, int(seconds / 0.1))
+    size = max(1, len(messages) // chunks + 1)
+
+    def work() -> None:
+        producer = Producer(producer_config(settings))
+        started = time.monotonic()
+        for n, i in enumerate(range(0, len(messages), size)):
+            for key, value in messages[i : i + size]:
+                while True:
+                    try:
+                        producer.produce(topic, value=value, key=key)
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+            producer.poll(0)
+            delay = started + (n + 1) * seconds / chunks - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        if producer.flush(60):
+            raise RuntimeError("paced producer: messages not delivered")
+
+    thread = threading.Thread(target=work, name="paced-producer", daemon=True)
+    thread.start()
+    return thread
+
+
+def spawn(
+    command: str, settings: Settings, args: Sequence[str], log: Path
+) -> subprocess.Popen[str]:
+    """`ot <command> <args>` as a child process; logs (stderr) appended to `log`."""
+    with open(log, "a") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "streaming.cli", command, *args],
+            env=child_env(settings),
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+
+
+def summary_of(proc: subprocess.Popen[str], timeout: float = 120) -> dict[str, Any]:
+    """Wait for a child and parse the JSON of its last stdout line."""
+    out, _ = proc.communicate(timeout=timeout)
+    lines = [line for line in out.splitlines() if line.strip()]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"child exited {proc.returncode}: {out[-500:]!r}")
+    summary: dict[str, Any] = json.loads(lines[-1])
+    return summary
+
+
+def kill_repeatedly(
+    command: str,
+    settings: Settings,
+    args: Sequence[str],
+    log: Path,
+    *,
+    kills: int,
+    seed: int = 1,
+    alive: tuple[float, float] = (0.8, 2.5),
+) -> int:
+    """Start the consumer and SIGKILL it at a random moment, `kills` times. Returns the kills
+    that hit a running process (all of them unless it exited on its own first)."""
+    rng = random.Random(seed)
+    hits = 0
+    for _ in range(kills):
+        proc = spawn(command, settings, args, log)
+        time.sleep(rng.uniform(*alive))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            hits += 1
+        proc.communicate(timeout=30)
+    return hits
