@@ -39,9 +39,9 @@ def _read_all(settings: Settings, topic: str) -> list[tuple[int, bytes | None, b
         while not all(done.values()) and time.monotonic() < deadline:
             for msg in consumer.consume(10_000, 0.5):
                 assert msg.error() is None, msg.error()
-                p = msg.partition()
+                p, offset = int(msg.partition() or 0), int(msg.offset() or 0)
                 out.append((p, msg.key(), msg.value()))
-                if msg.offset() + 1 >= highs[p]:
+                if offset + 1 >= highs[p]:
                     done[p] = True
         assert all(done.values()), "timed out reading back"
         return out
