@@ -20,7 +20,8 @@ def instance_yaml(template: str, postgres_url: str | None) -> str:
     """The instance config: the template, with PostgreSQL storage when a URL is configured."""
     if not postgres_url:
         return template
-    return re.sub(r"(?ms)^storage:\n(?:[ \t]+.*\n)+", POSTGRES_STORAGE, template, count=1)
+    without = re.sub(r"(?m)^storage:\n(?:[ \t]+.*\n)+", "", template)
+    return without.rstrip("\n") + "\n\n" + POSTGRES_STORAGE
 
 
 def ensure_dagster_home(home: Path, postgres_url: str | None = None) -> Path:

@@ -9,19 +9,21 @@ from datetime import timedelta
 
 import dagster as dg
 import polars as pl
+import pyarrow.parquet as pq
 
 from ot_pipeline.assets.common import Stopwatch, preview
 from ot_pipeline.lake_tables import schema_problems, write_hour
 from ot_pipeline.landing import event_hours, files_by_hour, landed_rows
 from ot_pipeline.partitions import HOURLY_TAG, hourly_partitions, single_run
 from ot_pipeline.resources import LakeResource, PipelineConfig
-from ot_pipeline.transforms.landing import contiguous_ranges, offset_gaps
+from ot_pipeline.transforms.landing import FileAccount, contiguous_ranges, offset_gaps
 from ot_pipeline.transforms.readings import (
     READINGS_COLUMNS,
     hour_bounds,
     out_of_range,
     select_hour,
 )
+from streaming.consumers.landing import DEAD_LETTERED_KEY
 from streaming.lake import LANDED_SCHEMA
 
 landing_files = dg.AssetSpec(
@@ -151,30 +153,46 @@ def readings_values_in_range(
     )
 
 
+def _account(path: str, partition: int, first: int, last: int) -> FileAccount:
+    meta = pq.read_metadata(path)
+    footer = meta.metadata or {}
+    dead = footer.get(DEAD_LETTERED_KEY)
+    return FileAccount(partition, first, last, meta.num_rows, int(dead) if dead else None)
+
+
 @dg.asset_check(
     asset=readings,
-    description="Per Kafka partition the landing files' offsets are gapless: nothing was lost "
-    "between Kafka and the lake (the lander's files cover dead-lettered offsets too).",
+    description="Per Kafka partition the landing files' offsets are gapless from the first "
+    "retained file on, and in each file rows + dead letters = its offset range: nothing was lost "
+    "between Kafka and the lake, dead letters accounted for.",
 )
 def landing_offsets_contiguous(lake: LakeResource) -> dg.AssetCheckResult:
     files = lake.lake().landed_files()
     gaps = offset_gaps((f.partition, f.first_offset, f.last_offset) for f in files)
-    partitions = sorted({f.partition for f in files})
-    covered = sum(f.count for f in files)
+    accounts = [_account(str(f.path), f.partition, f.first_offset, f.last_offset) for f in files]
+    unbalanced = [a for a in accounts if not a.balanced]
+    first_by_partition: dict[int, int] = {}
+    for f in files:
+        first_by_partition.setdefault(f.partition, f.first_offset)
+    lines = [f"p{g.partition}: expected {g.expected_first}, found {g.found_first}" for g in gaps]
+    lines += [
+        f"p{a.partition} {a.first_offset}-{a.last_offset}: rows {a.rows} + dead {a.dead_lettered}"
+        for a in unbalanced
+    ]
     return dg.AssetCheckResult(
-        passed=not gaps,
+        passed=not gaps and not unbalanced,
         metadata={
             "files": len(files),
-            "partitions": len(partitions),
-            "offsets_covered": covered,
+            "partitions": len(first_by_partition),
+            "offsets_covered": sum(f.count for f in files),
+            "rows_landed": sum(a.rows for a in accounts),
+            "dead_lettered": sum(a.dead_lettered or 0 for a in accounts),
             "gaps": len(gaps),
-            "first_gaps": dg.MetadataValue.md(
-                "\n".join(
-                    f"p{g.partition}: expected {g.expected_first}, found {g.found_first}"
-                    for g in gaps[:10]
-                )
-                or "none"
+            "unbalanced_files": len(unbalanced),
+            "first_retained_offsets": dg.MetadataValue.json(
+                {str(k): v for k, v in first_by_partition.items()}
             ),
+            "problems": dg.MetadataValue.md("\n".join(lines[:10]) or "none"),
         },
     )
 

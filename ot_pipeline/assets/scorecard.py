@@ -71,9 +71,10 @@ def read_topic_whole(bootstrap: str, topic: str, timeout_s: float = 30.0) -> lis
                 value, partition, offset = msg.value(), msg.partition(), msg.offset()
                 if value is not None:
                     values.append(value)
-                high = pending.get(partition) if partition is not None else None
-                if high is not None and offset is not None and offset + 1 >= high:
-                    del pending[partition]  # type: ignore[arg-type]
+                if partition is None or offset is None:
+                    continue
+                if partition in pending and offset + 1 >= pending[partition]:
+                    del pending[partition]
         if pending:
             raise TimeoutError(f"{topic}: did not reach the high watermark of {sorted(pending)}")
         return values
@@ -156,10 +157,22 @@ def detection_scorecard(
     for day in context.partition_keys:
         hours = day_hours(day)
         flagged = read_hours(the_lake, "anomalies", hours)
-        day_readings = read_hours(the_lake, "readings", hours)
-        if flagged is None or day_readings is None:
+        readings_paths = [
+            p for p in (the_lake.hour_path("readings", h) for h in hours) if p.exists()
+        ]
+        if flagged is None or not readings_paths:
             context.log.warning(f"{day}: no anomalies/readings partitions; scorecard skipped")
             continue
+        # Exposure for the false-alarm rate: machine-hours that reported, in days.
+        machine_days = (
+            pl.scan_parquet(readings_paths)
+            .select("machine_id", pl.col("ts").dt.truncate("1h"))
+            .unique()
+            .select(pl.len())
+            .collect()
+            .item()
+            / 24.0
+        )
         day_start_ms = int(
             pl.Series([day]).str.to_datetime("%Y-%m-%d", time_zone="UTC").dt.epoch("ms")[0]
         )
@@ -171,6 +184,7 @@ def detection_scorecard(
             flagged.with_columns(pl.lit(True).alias("is_anomaly")),
             faults,
             tolerance_s=pipeline.scorecard_tolerance_seconds,
+            machine_days=machine_days,
         ).with_columns(pl.lit(day).alias("day"))
         write_frame(the_lake.root / "detection_scorecard" / f"{day}.parquet", card)
         cards.append(card)

@@ -66,3 +66,22 @@ def removable_files(
         for path, days in file_days.items()
         if file_age_days.get(path, 0.0) > retention_days and days and days <= archived_days
     )
+
+
+@dataclass(frozen=True)
+class FileAccount:
+    """One landing file's offsets by name, and what it holds: rows, and dead letters recorded
+    in its footer (None when the writer recorded none)."""
+
+    partition: int
+    first_offset: int
+    last_offset: int
+    rows: int
+    dead_lettered: int | None
+
+    @property
+    def balanced(self) -> bool:
+        """Every offset of the file's range is one landed row or one dead letter."""
+        if self.dead_lettered is None:
+            return self.rows <= self.last_offset - self.first_offset + 1
+        return self.rows + self.dead_lettered == self.last_offset - self.first_offset + 1

@@ -1,0 +1,136 @@
+"""The Dagster layer without servers: the landing sensor, blocking checks, definitions."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from ot_pipeline.assets.readings import READINGS_CHECKS, landing_sensor, readings
+from ot_pipeline.assets.windows import WINDOW_CHECKS, windows_1m
+from ot_pipeline.resources import LakeResource, PipelineConfig
+from ot_pipeline.synthetic_landing import land, synthetic_readings, write_landing_file
+from streaming.lake import Lake
+
+H0 = datetime(2026, 11, 20, 6, tzinfo=UTC)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _tick(lake: Lake, cursor: str | None) -> dg.SensorResult:
+    context = dg.build_sensor_context(
+        cursor=cursor, resources={"lake": LakeResource(root=str(lake.root))}
+    )
+    result = landing_sensor(context)
+    assert isinstance(result, dg.SensorResult)
+    return result
+
+
+def _ranges(result: dg.SensorResult) -> list[tuple[str, str]]:
+    return [
+        (
+            r.tags["dagster/asset_partition_range_start"],
+            r.tags["dagster/asset_partition_range_end"],
+        )
+        for r in result.run_requests or []
+    ]
+
+
+def test_landing_sensor_requests_touched_hours_once_and_late_hours_again(tmp_path: Path):
+    lake = Lake(tmp_path / "lake")
+    readings_ = synthetic_readings(H0, 3, machines=4, interval_s=30.0)
+    land(lake, readings_, partitions=2, file_rows=500)
+
+    first = _tick(lake, None)
+    assert _ranges(first) == [("2026-11-20-06:00", "2026-11-20-08:00")]
+    assert all(r.asset_selection == [readings.key] for r in first.run_requests or [])
+
+    again = _tick(lake, first.cursor)
+    assert not again.run_requests  # the cursor remembers what was requested
+
+    # late data: a reading of 06:xx lands now, after the files of 08:00
+    late = readings_.filter(pl.col("ts") < H0 + timedelta(minutes=1)).head(3)
+    late = late.with_columns(
+        pl.lit(0, dtype=pl.Int32).alias("kafka_partition"),
+        (pl.int_range(pl.len(), dtype=pl.Int64) + lake.next_offset(0)).alias("kafka_offset"),  # type: ignore[operator]
+        pl.lit(datetime.now(UTC)).cast(pl.Datetime("ms", "UTC")).alias("ingest_ts"),
+        (pl.col("event_id") + "-late").alias("event_id"),
+    )
+    write_landing_file(lake, late)
+    late_tick = _tick(lake, again.cursor or first.cursor)
+    assert _ranges(late_tick) == [("2026-11-20-06:00", "2026-11-20-06:00")]
+    assert (
+        late_tick.run_requests
+        and late_tick.run_requests[0].run_key != (first.run_requests or [None])[0].run_key
+    )  # type: ignore[union-attr]
+
+
+def _materialize(lake: Lake, hour: str) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [readings, windows_1m, *READINGS_CHECKS, *WINDOW_CHECKS[:1]],
+        partition_key=hour,
+        resources={"lake": LakeResource(root=str(lake.root)), "pipeline": PipelineConfig()},
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+
+
+def test_failing_blocking_check_stops_downstream_assets(tmp_path: Path):
+    lake = Lake(tmp_path / "lake")
+    good = synthetic_readings(H0, 2, machines=2, interval_s=60.0)
+    # hour 07:00 carries one temperature beyond the contract's physical range
+    bad_id = good.filter(
+        (pl.col("ts") >= H0 + timedelta(hours=1)) & (pl.col("metric") == "temperature")
+    )["event_id"][0]
+    land(
+        lake,
+        good.with_columns(
+            pl.when(pl.col("event_id") == bad_id)
+            .then(999.0)
+            .otherwise(pl.col("value"))
+            .alias("value")
+        ),
+    )
+
+    ok = _materialize(lake, "2026-11-20-06:00")
+    assert ok.success
+    assert lake.hour_path("windows_1m", "2026-11-20-06:00").exists()
+
+    failed = _materialize(lake, "2026-11-20-07:00")
+    assert not failed.success
+    evaluations = {e.check_name: e.passed for e in failed.get_asset_check_evaluations()}
+    assert evaluations["readings_values_in_range"] is False
+    assert evaluations["readings_event_id_unique"] is True
+    assert lake.hour_path("readings", "2026-11-20-07:00").exists()
+    assert not lake.hour_path("windows_1m", "2026-11-20-07:00").exists()
+    materialized = {m.asset_key.to_user_string() for m in failed.get_asset_materialization_events()}  # type: ignore[attr-defined]
+    assert "windows_1m" not in materialized
+
+
+def test_dagster_definitions_validate_loads_the_code_location():
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("dagster")),
+            "definitions",
+            "validate",
+            "-w",
+            "workspace.yaml",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name", ["landing_sensor", "follow_readings"])
+def test_sensors_and_automation_are_on_by_default(name: str):
+    from ot_pipeline.definitions import defs
+
+    sensor = defs.resolve_sensor_def(name)
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
