@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from streaming.events.model import RANGES, UNITS, MachineType, Metric
+from streaming.events.model import RANGES, UNITS, Metric
 from streaming.simulator.chaos import (
     MALFORMED_KINDS,
     Fault,
@@ -470,11 +470,11 @@ def generate(
     )
     return SimulatedData(
         readings=readings_frame(sim.fleet, good),
-        faults=faults_frame(faults),
+        faults=faults_frame(sorted(faults, key=lambda f: (f.start_ms, f.fault_id))),
         machines=sim.fleet.records(),
         malformed=malformed,
         lost=sim.lost_total,
     )
 
 
-__all__ = ["MachineType", "SimulatedData", "generate"]
+__all__ = ["SimulatedData", "generate"]

@@ -166,7 +166,6 @@ def simulate(
     running = ~planned & ~tripped
     load = np.where(running, load, 0.0)
     amb = ambient(fleet, ts_ms)
-    is_motor = fleet.is_type(MachineType.MOTOR)[None, :]
     is_pump = fleet.is_type(MachineType.PUMP)[None, :]
     is_tank = fleet.is_type(MachineType.TANK)[None, :]
     is_pcb = fleet.is_type(MachineType.PCB)[None, :]
@@ -227,7 +226,6 @@ def simulate(
         Metric.VOLTAGE: voltage,
         Metric.HUMIDITY: humidity,
     }
-    del is_motor
     return Physics(
         load=load,
         planned_stop=planned,
