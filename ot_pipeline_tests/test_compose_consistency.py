@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import functools
 import inspect
 import json
 import re
@@ -47,9 +48,12 @@ NEEDS = {
     "simulator": {"KAFKA_BOOTSTRAP_SERVERS"},
     "lander": {"KAFKA_BOOTSTRAP_SERVERS", "OT_LAKE_DIR"},
     "state-writer": {"KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL"},
-    "dagster-webserver": {"OT_PG_DSN", "OT_LAKE_DIR", "DAGSTER_HOME"},
-    "dagster-daemon": {"OT_PG_DSN", "OT_LAKE_DIR", "DAGSTER_HOME"},
+    "dagster-webserver": {"OT_PG_DSN", "OT_LAKE_DIR", "DAGSTER_HOME", "OT_DAGSTER_PG_URL"},
+    "dagster-daemon": {"OT_PG_DSN", "OT_LAKE_DIR", "DAGSTER_HOME", "OT_DAGSTER_PG_URL"},
 }
+
+
+COMPOSE_INSTANCE = "./deploy/dagster/dagster.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +102,8 @@ _ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _ENV_READERS = {"_get", "_int", "_float", "getenv", "EnvVar"}
 
 
-def environment_names_read_by_the_code() -> set[str]:
+@functools.cache
+def environment_names_read_by_the_code() -> frozenset[str]:
     """Names the code reads: arguments of the settings readers (`_get(env, "NAME", ...)`),
     `os.getenv`, `os.environ[...]`/`.get(...)`, Dagster `EnvVar`, and `env:` in the instance and
     workspace YAML. Scanned, not listed, so a new setting needs no edit here."""
@@ -133,7 +138,7 @@ def environment_names_read_by_the_code() -> set[str]:
         path = ROOT / config
         if path.exists():
             names |= set(re.findall(r"\benv:\s*['\"]?([A-Z][A-Z0-9_]*)", path.read_text()))
-    return names
+    return frozenset(names)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,7 +165,7 @@ def test_compose_defines_every_service_of_the_platform(services: dict[str, dict[
     assert "--hours" not in simulate
     assert simulate[simulate.index("--duration") + 1] == "0"
     assert commands["lander"][:2] == ["ot", "land"]
-    assert commands["state-writer"] == ["ot", "state"]
+    assert commands["state-writer"][:2] == ["ot", "state"]
     assert commands["dagster-webserver"][:3] == ["dagster-webserver", "-w", "workspace.yaml"]
     assert commands["dagster-daemon"][:2] == ["dagster-daemon", "run"]
 
@@ -212,9 +217,41 @@ def test_services_that_share_data_mount_the_shared_volumes_where_the_settings_po
         settings = Settings.from_env(_env(services[name]))
         mounts = _mounts(services[name])
         assert mounts.get(str(settings.dagster_home)) == "dagster-home", name
-        # The instance configuration comes from the repository's dagster.yaml.
-        assert mounts.get(f"{settings.dagster_home}/dagster.yaml") == "./dagster.yaml", name
+        # The instance configuration: the compose variant of the repository's dagster.yaml.
+        assert mounts.get(f"{settings.dagster_home}/dagster.yaml") == COMPOSE_INSTANCE, name
     assert {"lake", "dagster-home"} <= set(compose["volumes"])
+
+
+def test_compose_dagster_instance_is_the_repository_one_with_postgres_storage(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dagster._core.instance.config import dagster_instance_config
+
+    from ot_pipeline.instance import instance_yaml
+
+    compose_instance = ROOT / COMPOSE_INSTANCE
+    expected = instance_yaml((ROOT / "dagster.yaml").read_text(), "postgresql://set-by-compose")
+    assert yaml.safe_load(compose_instance.read_text()) == yaml.safe_load(expected), (
+        "deploy/dagster/dagster.yaml is out of step with dagster.yaml"
+    )
+    referenced = set(re.findall(r"\benv:\s*([A-Z][A-Z0-9_]*)", compose_instance.read_text()))
+    assert referenced, "the compose instance should read its PostgreSQL URL from the environment"
+    pg_env = _env(services["timescaledb"])
+    for name in DAGSTER_SERVICES:
+        env = _env(services[name])
+        assert referenced <= set(env), f"{name} does not set {sorted(referenced - set(env))}"
+        for var in referenced:
+            url = urlsplit(env[var])
+            assert (url.hostname, url.port, url.path.lstrip("/")) == (
+                "timescaledb",
+                5432,
+                pg_env["POSTGRES_DB"],
+            ), f"{name}: {var}"
+    # Dagster's own schema accepts the file (no server needed for that).
+    for var in referenced:
+        monkeypatch.setenv(var, "postgresql://ot:ot@timescaledb:5432/ot")
+    config, _ = dagster_instance_config(str(compose_instance.parent))
+    assert "postgres" in config["storage"]
 
 
 def test_topic_init_creates_the_settings_topics_with_the_configured_partitions(
