@@ -19,6 +19,10 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from streaming.settings import Settings
 
 # A consumer this close to the end of the topic is caught up, even if it did not move since the
 # last probe (there was simply nothing new, or less than one micro-batch).
@@ -79,12 +83,9 @@ def _consumer_probe(marks: dict[int, tuple[int, int]], done: dict[int, int]) -> 
 SERVICES = ("simulator", "lander", "state-writer")
 
 
-def measure(service: str) -> Probe:
+def measure(service: str, settings: Settings) -> Probe:
     if service not in SERVICES:
         raise SystemExit(f"usage: healthcheck.py {'|'.join(SERVICES)} (got {service!r})")
-    from streaming.settings import Settings
-
-    settings = Settings.from_env()
     marks = _watermarks(settings.kafka_bootstrap_servers, settings.topics.readings)
     if service == "simulator":
         return Probe(progress=sum(high for _low, high in marks.values()), backlog=0)
@@ -111,7 +112,9 @@ def main(argv: list[str]) -> int:
     service = argv[0] if argv else ""
     state_file = STATE_DIR / f"ot-health-{service}.json"
     try:
-        current = measure(service)
+        from streaming.settings import Settings
+
+        current = measure(service, Settings.from_env())
     except Exception as exc:  # any failure to measure is unhealthy, with the reason in the log
         print(f"{service}: unhealthy: {type(exc).__name__}: {exc}")
         return 1

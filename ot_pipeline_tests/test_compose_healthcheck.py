@@ -9,6 +9,9 @@ from types import ModuleType
 
 import pytest
 
+from streaming.lake import Lake
+from streaming.settings import Settings
+
 PROBE_FILE = Path(__file__).resolve().parents[1] / "deploy" / "healthcheck.py"
 
 
@@ -57,4 +60,34 @@ def test_consumer_position_starts_at_the_low_watermark_and_counts_the_backlog(
 
 def test_unknown_service_is_a_usage_error(probe: ModuleType) -> None:
     with pytest.raises(SystemExit, match="usage"):
-        probe.measure("nonsense")
+        probe.measure("nonsense", Settings())
+
+
+@pytest.mark.stack
+def test_probes_measure_each_workers_progress_on_the_real_servers(
+    probe: ModuleType, isolated: Settings
+) -> None:
+    """25 readings in the topic; the lander has landed 10 of partition 0 and the state writer
+    applied 4 of partition 1: each probe sees its own worker's position and backlog."""
+    import redis
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": isolated.kafka_bootstrap_servers})
+    for partition, count in ((0, 15), (1, 10)):
+        for _ in range(count):
+            producer.produce(isolated.topics.readings, value=b"x", partition=partition)
+    assert producer.flush(10) == 0
+    assert probe.measure("simulator", isolated) == probe.Probe(progress=25, backlog=0)
+    assert probe.measure("lander", isolated) == probe.Probe(progress=0, backlog=25)
+
+    Lake(isolated.lake_dir).landed_path(0, 0, 9).parent.mkdir(parents=True)
+    Lake(isolated.lake_dir).landed_path(0, 0, 9).touch()  # the probe reads file names only
+    assert probe.measure("lander", isolated) == probe.Probe(progress=10, backlog=15)
+
+    client = redis.Redis.from_url(isolated.redis_url)
+    key = f"{isolated.redis_prefix}offsets:state-writer"
+    try:
+        client.hset(key, mapping={"1": 3})  # last applied offset 3 = four messages
+        assert probe.measure("state-writer", isolated) == probe.Probe(progress=4, backlog=21)
+    finally:
+        client.delete(key)
