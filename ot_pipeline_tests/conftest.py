@@ -36,8 +36,9 @@ def stack() -> Iterator[Settings]:
 
 
 @pytest.fixture
-def isolated(stack: Settings, tmp_path: Path) -> Settings:
-    """Settings with fresh, uniquely named topics, a Redis database prefix and a lake of its own."""
+def isolated(stack: Settings, tmp_path: Path) -> Iterator[Settings]:
+    """Settings with fresh, uniquely named topics, a Redis key prefix, a PostgreSQL schema and a
+    lake of its own; all removed again after the test."""
     from streaming.stack.topics import create_topics
 
     suffix = uuid.uuid4().hex[:10]
@@ -53,10 +54,27 @@ def isolated(stack: Settings, tmp_path: Path) -> Settings:
         readings_partitions=stack.readings_partitions,
         replication_factor=1,
     )
-    return replace(
+    settings = replace(
         stack,
         topics=topics,
         lake_dir=tmp_path / "lake",
         redis_prefix=f"ot-test-{suffix}:",
         pg_schema=f"ot_test_{suffix}",
     )
+    yield settings
+    _clean_up(settings)
+
+
+def _clean_up(settings: Settings) -> None:
+    import psycopg
+    import redis
+
+    from streaming.stack.topics import delete_topics
+
+    delete_topics(settings.kafka_bootstrap_servers, settings.topics.all())
+    client = redis.Redis.from_url(settings.redis_url)
+    keys = list(client.scan_iter(match=f"{settings.redis_prefix}*", count=1000))
+    for start in range(0, len(keys), 1000):
+        client.delete(*keys[start : start + 1000])
+    with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {settings.pg_schema} CASCADE")
