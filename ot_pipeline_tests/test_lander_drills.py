@@ -39,7 +39,7 @@ def test_lander_survives_repeated_sigkill_without_gaps_or_duplicates(
     args = ["--group", group, "--instance-id", "lander-0", *SMALL_FILES]
     log = tmp_path / "lander.log"
 
-    hits = drills.kill_repeatedly("land", isolated, args, log, kills=10, alive=(0.9, 2.0))
+    hits = drills.kill_repeatedly("land", isolated, args, log, kills=10)
     producer.join()
     final = drills.summary_of(drills.spawn("land", isolated, [*args, "--until-idle", "4"], log))
 

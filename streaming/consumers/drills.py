@@ -231,17 +231,30 @@ def kill_repeatedly(
     *,
     kills: int,
     seed: int = 1,
-    alive: tuple[float, float] = (0.8, 2.5),
+    alive: tuple[float, float] = (0.1, 1.5),
 ) -> int:
-    """Start the consumer and SIGKILL it at a random moment, `kills` times. Returns the kills
-    that hit a running process (all of them unless it exited on its own first)."""
+    """Start the consumer, wait until it has its partitions, SIGKILL it at a random moment
+    within `alive` seconds after that; `kills` times. Returns the kills that hit a live process."""
     rng = random.Random(seed)
     hits = 0
     for _ in range(kills):
+        assigned_before = _assignments(log)
         proc = spawn(command, settings, args, log)
+        deadline = time.monotonic() + 30
+        while _assignments(log) == assigned_before and time.monotonic() < deadline:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.05)
         time.sleep(rng.uniform(*alive))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             hits += 1
         proc.communicate(timeout=30)
     return hits
+
+
+def _assignments(log: Path) -> int:
+    try:
+        return log.read_text().count('"event": "assigned"')
+    except FileNotFoundError:
+        return 0
