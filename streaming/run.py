@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         Child(
             "simulator",
             [ot, "simulate", "--machines", str(args.machines), "--rate", str(args.rate),
-             "--chaos", args.chaos, "--seed", str(args.seed)],
+             "--chaos", args.chaos, "--seed", str(args.seed), "--duration", "0"],
             logs / "run-simulator.log",
         ),
         Child("lander", [ot, "land"], logs / "run-lander.log"),

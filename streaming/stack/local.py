@@ -80,6 +80,15 @@ def _apt_install(packages: list[str], service: str, log: Path) -> None:
                 raise _fail(service, cmd, log, "package installation failed")
 
 
+def _port_from_env(var: str, default: int) -> int:
+    raw = os.environ.get(var, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise StackError(f"{var}={raw!r} must be a TCP port number")
+    return int(raw)
+
+
 def _reachable_by_postgres(path: Path) -> bool:
     """Can the `postgres` OS user enter `path` (every ancestor searchable)?"""
     try:
@@ -131,18 +140,13 @@ class LocalStack:
     @classmethod
     def from_env(cls, brokers: int | None = None) -> LocalStack:
         root = Path(os.environ.get("OT_STACK_DIR") or REPO_ROOT / ".stack")
-        ports = {}
-        for field_name, var in (
-            ("kafka_port", "OT_STACK_KAFKA_PORT"),
-            ("redis_port", "OT_STACK_REDIS_PORT"),
-            ("pg_port", "OT_STACK_PG_PORT"),
-        ):
-            raw = os.environ.get(var, "").strip()
-            if raw:
-                if not raw.isdigit() or not 0 < int(raw) < 65536:
-                    raise StackError(f"{var}={raw!r} must be a TCP port number")
-                ports[field_name] = int(raw)
-        stack = cls(root=root.resolve(), brokers=1, **ports)
+        stack = cls(
+            root=root.resolve(),
+            brokers=1,
+            kafka_port=_port_from_env("OT_STACK_KAFKA_PORT", DEFAULT_KAFKA_PORT),
+            redis_port=_port_from_env("OT_STACK_REDIS_PORT", DEFAULT_REDIS_PORT),
+            pg_port=_port_from_env("OT_STACK_PG_PORT", DEFAULT_PG_PORT),
+        )
         stack.brokers = brokers or stack._running_brokers() or 1
         return stack
 
