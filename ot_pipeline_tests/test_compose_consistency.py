@@ -13,8 +13,6 @@ import functools
 import inspect
 import json
 import re
-import shutil
-import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -630,33 +628,6 @@ def test_dashboard_queries_run_on_the_tables_the_pipeline_creates(isolated: Sett
                     pytest.fail(f"{where}: {exc}")
     finally:
         warehouse.drop_schema()
-
-
-def _compose_command() -> list[str] | None:
-    docker = shutil.which("docker")
-    if docker:
-        plugin = subprocess.run(
-            [docker, "compose", "version"], capture_output=True, text=True, check=False
-        )
-        if plugin.returncode == 0:
-            return [docker, "compose"]
-    standalone = shutil.which("docker-compose")
-    return [standalone] if standalone else None
-
-
-def test_docker_compose_accepts_the_file() -> None:
-    """`docker compose config` validates against the Compose specification and needs no engine."""
-    command = _compose_command()
-    if command is None:
-        pytest.skip("no `docker compose` (plugin) or `docker-compose` on this machine")
-    result = subprocess.run(
-        [*command, "-f", str(COMPOSE_FILE), "config", "-q"],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=ROOT,
-    )
-    assert result.returncode == 0, result.stderr
 
 
 def test_every_option_the_compose_commands_pass_is_one_the_command_accepts(
