@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
 from ot_pipeline.assets.readings import READINGS_CHECKS, landing_sensor, readings
@@ -132,3 +134,46 @@ def test_sensors_and_automation_are_on_by_default(name: str):
 
     sensor = defs.resolve_sensor_def(name)
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_retention_prunes_old_landing_files_after_the_archive_passed_and_hours_rebuild_from_it(
+    tmp_path: Path,
+):
+    from ot_pipeline.assets.archive import (
+        daily_archive,
+        daily_archive_matches_readings,
+        landing_retention,
+    )
+
+    lake = Lake(tmp_path / "lake")
+    land(lake, synthetic_readings(H0, 2, machines=2, interval_s=60.0), file_rows=100)
+    resources = {
+        "lake": LakeResource(root=str(lake.root)),
+        "pipeline": PipelineConfig(landing_retention_days=7),
+    }
+    hours = ["2026-11-20-06:00", "2026-11-20-07:00"]
+    for hour in hours:
+        assert dg.materialize([readings], partition_key=hour, resources=resources).success
+    before = {h: pl.read_parquet(lake.hour_path("readings", h)).sort("event_id") for h in hours}
+    files = lake.landed_files()
+    young, old = files[0], files[1:]
+    ten_days_ago = datetime.now(UTC).timestamp() - 10 * 86400
+    for f in old:
+        os.utime(f.path, (ten_days_ago, ten_days_ago))
+
+    result = dg.materialize(
+        [daily_archive, daily_archive_matches_readings, landing_retention],
+        partition_key="2026-11-20",
+        resources=resources,
+    )
+    assert result.success
+    assert [f.path for f in lake.landed_files()] == [young.path]  # only old files went
+    assert pq.read_metadata(lake.archive_path("2026-11-20")).num_rows == sum(
+        b.height for b in before.values()
+    )
+
+    # a backfill of a pruned hour rebuilds the same readings from the archive + what is left
+    for hour in hours:
+        assert dg.materialize([readings], partition_key=hour, resources=resources).success
+        after = pl.read_parquet(lake.hour_path("readings", hour)).sort("event_id")
+        assert after.equals(before[hour])

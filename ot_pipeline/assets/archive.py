@@ -4,6 +4,7 @@
 import os
 import time
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -24,6 +25,12 @@ ARCHIVE_SORT = "machine_id, metric, ts, event_id"
 def checked_marker(lake: Lake, day: str) -> str:
     """Exists only while the day's latest archive has passed its blocking checks."""
     return str(lake.root / "archive" / "_checked" / day)
+
+
+def pruned_marker(lake: Lake, day: str) -> Path:
+    """Exists once retention removed landing files holding events of `day`: from then on the
+    day's readings are rebuilt from the archive plus whatever landing files remain."""
+    return lake.root / "archive" / "_pruned" / day
 
 
 def _readings_paths(lake: Lake, day: str) -> list[str]:
@@ -138,6 +145,10 @@ def landing_retention(
     ages = {str(f.path): (now - f.path.stat().st_mtime) / 86400.0 for f in files}
     doomed = removable_files(file_days, ages, checked, pipeline.landing_retention_days)
     for path in doomed:
+        for day in file_days[path]:
+            pruned = pruned_marker(the_lake, day)
+            pruned.parent.mkdir(parents=True, exist_ok=True)
+            pruned.touch()
         os.remove(path)
     return dg.MaterializeResult(
         metadata={

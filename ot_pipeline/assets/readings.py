@@ -5,7 +5,7 @@ and the landing sensor that requests the hours new files touch, late hours inclu
 import hashlib
 import json
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import dagster as dg
 import polars as pl
@@ -24,7 +24,7 @@ from ot_pipeline.transforms.readings import (
     select_hour,
 )
 from streaming.consumers.landing import DEAD_LETTERED_KEY
-from streaming.lake import LANDED_SCHEMA
+from streaming.lake import LANDED_SCHEMA, Lake
 
 landing_files = dg.AssetSpec(
     "landing_files",
@@ -59,6 +59,7 @@ def readings(
         start, end = hour_bounds(key)
         with clock.time("read_s"):
             landed = landed_rows(by_hour[key], start, end)
+            landed = with_archived_rows(the_lake, key, landed, start, end)
         with clock.time("dedup_s"):
             hour = select_hour(landed, start, end, grace)
         with clock.time("write_s"):
@@ -88,6 +89,26 @@ def readings(
             "preview": preview(last),
         }
     )
+
+
+def with_archived_rows(
+    lake: Lake, key: str, landed: pl.DataFrame, start: datetime, end: datetime
+) -> pl.DataFrame:
+    """After retention pruned landing files of this day, add the archive's rows of the hour that
+    the remaining landing files do not hold, so a backfill of an old hour loses nothing."""
+    day = key[:10]
+    archive = lake.archive_path(day)
+    if not (lake.root / "archive" / "_pruned" / day).exists() or not archive.exists():
+        return landed
+    archived = (
+        pl.scan_parquet(archive)
+        .filter((pl.col("ts") >= start) & (pl.col("ts") < end))
+        .select(READINGS_COLUMNS)
+        .collect()
+        .cast({"ts": pl.Datetime("ms", "UTC"), "ingest_ts": pl.Datetime("ms", "UTC")})
+        .filter(~pl.col("event_id").is_in(landed["event_id"].implode()))
+    )
+    return pl.concat([landed, archived.cast(landed.schema)], how="vertical")  # type: ignore[arg-type]
 
 
 def _hour_paths(lake: LakeResource, keys: list[str]) -> list[str]:
@@ -244,7 +265,7 @@ def plan_landing_requests(
 @dg.sensor(
     target=[readings],
     default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=60,
     description="Requests the hourly readings partitions that newly landed files touch "
     "(late data re-runs old hours). Cursor: highest landed offset seen per Kafka partition.",
 )
