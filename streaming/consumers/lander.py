@@ -15,6 +15,7 @@ import fcntl
 import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -55,6 +56,19 @@ class LanderStats:
     skipped: int = 0  # already-landed messages still in the fetch queue after a seek
     fenced: int = 0  # buffers dropped because another lander landed that range first
     flush_seconds: list[float] = field(default_factory=list)
+    first_batch_at: float | None = None  # for rates that leave the group join out
+    finished_at: float | None = None
+
+
+@dataclass
+class _Pending:
+    future: Future[int | None]
+    partition: int
+    buffer: PartitionBuffer
+    rows: int
+    dead_lettered: int
+    reason: str
+    started: float
 
 
 class Lander:
@@ -84,6 +98,8 @@ class Lander:
         # Next offset to land per assigned partition (-1: nothing landed yet, take what comes).
         self.positions: dict[int, int] = {}
         self._dlq_failures: list[str] = []
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lander-writer")
+        self._pending: list[_Pending] = []
         self._max_future_ms = int(settings.max_future_seconds * 1000)
         self._max_age_ms = int(settings.max_event_age_hours * 3_600_000)
         self.consumer = Consumer(
@@ -113,6 +129,7 @@ class Lander:
         # Flush what we hold (it continues the lake exactly), then let the partitions go.
         for tp in partitions:
             self._land(tp.partition, "revoke")
+        self.settle(wait=True)
         for tp in partitions:
             self.positions.pop(tp.partition, None)
             self.buffers.pop(tp.partition, None)
@@ -120,7 +137,9 @@ class Lander:
         self.log("revoked", partitions=[tp.partition for tp in partitions])
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Someone else may own them already: discard, the lake tells the next owner where to go.
+        # Someone else may own them already: discard, the lake tells the next owner where to go
+        # (writes already handed over finish behind the fence).
+        self.settle(wait=True)
         for tp in partitions:
             self.positions.pop(tp.partition, None)
             dropped = self.buffers.pop(tp.partition, None)
@@ -237,11 +256,12 @@ class Lander:
                 f"{remaining} dead letters unconfirmed, failures: {self._dlq_failures[:3]}"
             )
 
-    def _land(self, partition: int, reason: str) -> bool:
-        """Write one partition's buffer as a landing file, then commit. False if fenced off."""
+    def _land(self, partition: int, reason: str) -> None:
+        """Hand one partition's buffer to the writer thread (Parquet encoding releases the GIL,
+        so consuming goes on meanwhile). Files of a partition land in order: one writer."""
         buf = self.buffers.pop(partition, None)
         if buf is None or not buf.messages:
-            return False
+            return
         started = time.perf_counter()
         dead = buf.dead_lettered_offsets()
         if len(dead):
@@ -250,42 +270,64 @@ class Lander:
         table = table.replace_schema_metadata(
             footer(table, buf.first_offset, buf.last_offset, dead)
         )
-        path = self.lake.landed_path(partition, buf.first_offset, buf.last_offset)
+        if partition in self.positions:
+            self.positions[partition] = buf.last_offset + 1
+        future = self._pool.submit(self._write, partition, buf.first_offset, buf.last_offset, table)
+        self._pending.append(
+            _Pending(future, partition, buf, table.num_rows, len(dead), reason, started)
+        )
+        while len(self._pending) > 4:
+            self._settle(self._pending[0])
+
+    def _write(self, partition: int, first: int, last: int, table: pa.Table) -> int | None:
+        """Writer thread: land the file unless fenced; returns the lake's next offset if fenced."""
+        path = self.lake.landed_path(partition, first, last)
         with self._partition_lock(partition):
             # Fence: the file must continue the lake exactly, else another lander (a zombie
             # of an old rebalance) got there first and this range must not land twice.
             nxt = self.lake.next_offset(partition)
-            if nxt is not None and nxt != buf.first_offset:
-                self.stats.fenced += 1
-                self.log("fenced", partition=partition, first=buf.first_offset, lake_next=nxt)
-                if partition in self.positions:
-                    self.positions[partition] = nxt
-                    self.consumer.seek(TopicPartition(self.topic, partition, nxt))
-                return False
+            if nxt is not None and nxt != first:
+                return nxt
             write_atomically(path, lambda tmp: _write_parquet(table, tmp))
-        self.positions[partition] = buf.last_offset + 1
+        return None
+
+    def settle(self, wait: bool) -> None:
+        """Account for finished writes: stats, commit, log; on a fence, seek to the lake."""
+        while self._pending and (wait or self._pending[0].future.done()):
+            self._settle(self._pending[0])
+
+    def _settle(self, done: _Pending) -> None:
+        self._pending.remove(done)
+        fenced_at = done.future.result()  # a write error propagates: nothing was committed
+        p, buf = done.partition, done.buffer
+        if fenced_at is not None:
+            self.stats.fenced += 1
+            self.log("fenced", partition=p, first=buf.first_offset, lake_next=fenced_at)
+            if p in self.positions:
+                self.buffers.pop(p, None)
+                self.positions[p] = fenced_at
+                self.consumer.seek(TopicPartition(self.topic, p, fenced_at))
+            return
         self.stats.files += 1
-        self.stats.landed += table.num_rows
-        elapsed = time.perf_counter() - started
+        self.stats.landed += done.rows
+        elapsed = time.perf_counter() - done.started
         self.stats.flush_seconds.append(elapsed)
         try:
             self.consumer.commit(
-                offsets=[TopicPartition(self.topic, partition, buf.last_offset + 1)],
-                asynchronous=True,
+                offsets=[TopicPartition(self.topic, p, buf.last_offset + 1)], asynchronous=True
             )
         except Exception as exc:  # commits only report lag; the lake already holds the truth
-            self.log("commit_failed", partition=partition, error=str(exc))
+            self.log("commit_failed", partition=p, error=str(exc))
         self.log(
             "landed",
-            partition=partition,
+            partition=p,
             first=buf.first_offset,
             last=buf.last_offset,
-            rows=table.num_rows,
-            dead_lettered=len(dead),
-            reason=reason,
+            rows=done.rows,
+            dead_lettered=done.dead_lettered,
+            reason=done.reason,
             seconds=round(elapsed, 4),
         )
-        return True
 
     @contextmanager
     def _partition_lock(self, partition: int) -> Iterator[None]:
@@ -315,8 +357,11 @@ class Lander:
                 now = time.monotonic()
                 if messages:
                     bounds.saw_messages(now)
+                    if self.stats.first_batch_at is None:
+                        self.stats.first_batch_at = now
                     self.handle(messages)
                 self.flush_due(now)
+                self.settle(wait=False)
                 if progress and progress.due(now):
                     elapsed = max(now - started, 1e-9)
                     progress.show(
@@ -328,6 +373,8 @@ class Lander:
                         rate=round(self.stats.consumed / elapsed),
                     )
             self.flush_all("shutdown")
+            self.settle(wait=True)
+            self.stats.finished_at = time.monotonic()
         finally:
             if progress:
                 progress.done()
@@ -351,6 +398,8 @@ class Lander:
         }
 
     def close(self) -> None:
+        self.settle(wait=True)
+        self._pool.shutdown()
         self._confirm_dead_letters()
         self.consumer.close()
 

@@ -90,6 +90,8 @@ class WriterStats:
     alerts: int = 0
     stale: int = 0
     batch_ms: list[float] = field(default_factory=list)
+    first_batch_at: float | None = None  # for rates that leave the group join out
+    finished_at: float | None = None
 
 
 def _text(raw: Any) -> str:
@@ -426,6 +428,8 @@ class StateWriter:
             self._backlog = len(messages) >= want
             if messages:
                 bounds.saw_messages(now)
+                if self.stats.first_batch_at is None:
+                    self.stats.first_batch_at = now
                 self.handle(messages)
             if now - self._last_sweep >= self.sweep_every_s:
                 self._last_sweep = now
@@ -444,6 +448,7 @@ class StateWriter:
                     rate=round(rate),
                     lag=behind,
                 )
+        self.stats.finished_at = time.monotonic()
         if progress:
             progress.done()
         elapsed = max(time.monotonic() - started, 1e-9)
