@@ -1,0 +1,206 @@
+"""One documented detection config: defaults per metric type, overrides per metric and machine.
+
+Windows are counted in *samples*, not seconds: the same defaults then fit a pump bench sampled
+every second and a temperature sensor sampled every five minutes. Every threshold is expressed in
+robust standard deviations of the series itself, so data never seen before needs no tuning; only
+the physical noise floors (the smallest change worth a flag) depend on the metric's unit.
+
+A config is a `DetectionConfig` built in code or loaded from YAML (`DetectionConfig.from_yaml`):
+
+```yaml
+defaults: {z_threshold: 6.0}          # applies to every series
+metrics:                              # per metric type (the `metric` column)
+  temperature: {stuck_samples: 60}
+machines:                             # per machine, optionally per metric of that machine
+  press-07: {level_threshold: 6.0}
+  pump-03:
+    pressure: {upper_limit: 12.0}
+```
+
+Resolution order (later wins): built-in generic defaults, built-in per-metric defaults, `defaults`,
+`metrics[metric]`, `machines[machine]` (flat keys), `machines[machine][metric]`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+GENERIC = "generic"
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """Settings of every detector for one series (one machine's metric).
+
+    Windows are in samples (readings of the series) or in blocks of `block_samples` readings;
+    thresholds are in robust noise sigmas of the series unless named otherwise.
+    """
+
+    # Long-term statistics are kept per block of readings (block medians are immune to spikes
+    # and cheap to roll over a long history).
+    block_samples: int = 30
+    history_blocks: int = 1500  # long memory: the envelope of normal operation
+    min_history_blocks: int = 4  # no level/drift/regime decision before this many blocks
+    noise_blocks: int = 100  # window of the noise estimate (median absolute step)
+    # Spike: 1..spike_max_readings readings far from the level before them, then a return.
+    spike_threshold: float = 6.0
+    spike_max_readings: int = 5
+    spike_return_share: float = 0.3
+    # Level: outside the envelope of recent normal block medians for level_consecutive readings.
+    envelope_quantile: float = 0.02
+    envelope_margin: float = 0.5  # times the envelope's width
+    envelope_noise_margin: float = 8.0  # plus this many noise sigmas
+    level_consecutive: int = 10
+    # Static limits (e.g. from machine metadata), breached for limit_consecutive readings.
+    lower_limit: float | None = None
+    upper_limit: float | None = None
+    limit_consecutive: int = 5
+    # Drift: a consistent trend of block medians (the drift_consistency quantile of the last
+    # drift_blocks block-to-block changes, i.e. all but that share of them go the same way),
+    # against the usual value of that statistic in the series' history and against the noise.
+    drift_blocks: int = 40
+    drift_consistency: float = 0.2
+    drift_threshold: float = 2.0
+    drift_usual_quantile: float = 0.95
+    drift_noise_threshold: float = 4.0
+    drift_min_history_blocks: int = 60  # the usual trend needs a longer history to be known
+    # Rate of change: a step of this many noise sigmas that leaves the envelope.
+    roc_threshold: float = 8.0
+    # Stuck-at: this many consecutive readings within stuck_tolerance of each other ...
+    stuck_samples: int = 30
+    stuck_tolerance: float = 0.0
+    # ... on a series that normally moves (at most this share of its steps are flat).
+    stuck_max_flat_share: float = 0.2
+    # Data gaps: a time step this many times the series' median step, or a seq jump.
+    gap_factor: float = 5.0
+    # Regimes: a non-negative signal below this fraction of its running level is stopped/idle.
+    stop_fraction: float | None = 0.4
+    # Which departures from the envelope count: "both", "up" (only high is bad) or "down".
+    direction: str = "both"
+    # Smallest noise sigma (metric units, and relative to the running level).
+    abs_noise_floor: float = 0.0
+    rel_noise_floor: float = 0.0005
+    # Severity escalates one step once an anomalous run has lasted this many readings.
+    escalate_samples: int = 120
+
+    def validate(self) -> DetectorSettings:
+        for name in (
+            "block_samples",
+            "history_blocks",
+            "min_history_blocks",
+            "noise_blocks",
+            "spike_max_readings",
+            "level_consecutive",
+            "limit_consecutive",
+            "drift_blocks",
+            "drift_min_history_blocks",
+            "stuck_samples",
+            "escalate_samples",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.direction not in ("both", "up", "down"):
+            raise ValueError("direction must be one of both, up, down")
+        if not 0.0 <= self.envelope_quantile < 0.5:
+            raise ValueError("envelope_quantile must be in [0, 0.5)")
+        return self
+
+
+# Physical noise floors per metric type (units of the event contract): below these, a change is
+# sensor resolution, not an anomaly. Everything else is shared: thresholds are in robust sigmas.
+# For machinery quantities (heat, vibration, load, speed, throughput) a low value means idle or
+# stopped, not broken: only departures upwards from the envelope count. Levels, voltages and
+# humidity are watched both ways, as is a generic signal.
+_UP = {"direction": "up"}
+METRIC_DEFAULTS: dict[str, dict[str, Any]] = {
+    GENERIC: {},
+    "temperature": {"abs_noise_floor": 0.02, **_UP},
+    "vibration": {"abs_noise_floor": 0.005, **_UP},
+    "pressure": {"abs_noise_floor": 0.002, **_UP},
+    "energy": {"abs_noise_floor": 0.02, **_UP},
+    "rpm": {"abs_noise_floor": 0.5, **_UP},
+    "voltage": {"abs_noise_floor": 0.01},
+    "current": {"abs_noise_floor": 0.01, **_UP},
+    "level": {"abs_noise_floor": 0.02},
+    "flow": {"abs_noise_floor": 0.05, **_UP},
+    "humidity": {"abs_noise_floor": 0.05},
+}
+
+_FIELD_NAMES = {f.name for f in fields(DetectorSettings)}
+
+
+def _checked(overrides: Mapping[str, Any], where: str) -> dict[str, Any]:
+    unknown = set(overrides) - _FIELD_NAMES
+    if unknown:
+        raise ValueError(f"{where}: unknown detection setting(s) {sorted(unknown)}")
+    return dict(overrides)
+
+
+@dataclass(frozen=True)
+class DetectionConfig:
+    """Overrides on top of the built-in defaults; `settings_for` resolves one series."""
+
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    machines: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Flags on readings with these device status codes are suppressed (3 = maintenance).
+    suppress_status_codes: tuple[int, ...] = (3,)
+
+    def __post_init__(self) -> None:
+        _checked(self.defaults, "defaults")
+        for metric, overrides in self.metrics.items():
+            _checked(overrides, f"metrics.{metric}")
+        for machine, overrides in self.machines.items():
+            flat = {k: v for k, v in overrides.items() if not isinstance(v, Mapping)}
+            _checked(flat, f"machines.{machine}")
+            for metric, sub in overrides.items():
+                if isinstance(sub, Mapping):
+                    _checked(sub, f"machines.{machine}.{metric}")
+        self.settings_for(None, GENERIC)  # fail early on inconsistent values
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any]) -> DetectionConfig:
+        unknown = set(raw) - {"defaults", "metrics", "machines", "suppress_status_codes"}
+        if unknown:
+            raise ValueError(f"unknown detection config section(s) {sorted(unknown)}")
+        return cls(
+            defaults=dict(raw.get("defaults") or {}),
+            metrics={k: dict(v) for k, v in (raw.get("metrics") or {}).items()},
+            machines={k: dict(v) for k, v in (raw.get("machines") or {}).items()},
+            suppress_status_codes=tuple(raw.get("suppress_status_codes", (3,))),
+        )
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> DetectionConfig:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        return cls.from_mapping(raw)
+
+    def settings_for(self, machine_id: str | None, metric: str | None) -> DetectorSettings:
+        metric_key = metric if metric in METRIC_DEFAULTS else GENERIC
+        merged: dict[str, Any] = {**METRIC_DEFAULTS[metric_key], **self.defaults}
+        if metric is not None:
+            merged.update(self.metrics.get(metric, {}))
+        if machine_id is not None and machine_id in self.machines:
+            per_machine = self.machines[machine_id]
+            merged.update({k: v for k, v in per_machine.items() if not isinstance(v, Mapping)})
+            sub = per_machine.get(metric or "", {})
+            if isinstance(sub, Mapping):
+                merged.update(sub)
+        return replace(DetectorSettings(), **merged).validate()
+
+    def with_limits(
+        self, limits: Mapping[tuple[str, str], tuple[float | None, float | None]]
+    ) -> DetectionConfig:
+        """A copy with static limits per (machine_id, metric), e.g. from machine metadata."""
+        machines: dict[str, dict[str, Any]] = {k: dict(v) for k, v in self.machines.items()}
+        for (machine_id, metric), (lower, upper) in limits.items():
+            per_machine = machines.setdefault(machine_id, {})
+            sub = dict(per_machine.get(metric, {}))
+            sub.update({"lower_limit": lower, "upper_limit": upper})
+            per_machine[metric] = sub
+        return replace(self, machines=machines)

@@ -1,0 +1,399 @@
+"""The detectors and the combiner, as Polars expressions over one frame of readings.
+
+Every statistic a decision uses comes from the series' *earlier* readings: short rolling windows
+ending at the reading, and long-term statistics of *completed* blocks of readings (block medians
+rolled over many blocks, then shifted by one block). A flag at a reading therefore depends only
+on that reading and the ones before it, so the batch pipeline, a replay and a live stream agree.
+
+Series are (machine_id, metric), in device order (seq when every reading has one, else event
+time). Rows sharing one `DetectorSettings` are processed together (windows are constants of an
+expression): one vectorised pass per distinct settings, never a loop per row.
+"""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+
+from ot_pipeline.detection.config import DetectionConfig, DetectorSettings
+
+KEY = ["machine_id", "metric"]
+SEVERITIES = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
+# Order matters only for ties: the first detector with the highest score is named.
+DETECTORS = ("stuck", "gap", "limits", "level", "spike", "rate_of_change", "drift", "regime")
+MEDIAN_ABS_STEP_TO_SIGMA = 1.0 / 0.954  # white noise: median |x_t - x_t-1| = 0.954 sigma
+SPIKE_BASE_READINGS = 5
+NOISE_QUANTILE = 0.7  # of the per-block median absolute steps  # the level before an excursion is the median of this many readings
+
+
+def _run_length(condition: pl.Expr, index: pl.Expr) -> pl.Expr:
+    """Consecutive readings (ending at this one) for which `condition` holds; 0 when it fails."""
+    last_false = pl.when(~condition).then(index).otherwise(None).forward_fill().over("_sid")
+    return pl.when(condition).then(index - last_false.fill_null(-1)).otherwise(0)
+
+
+def _gather_blocks(rows: pl.DataFrame, blocks: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
+    """Attach per-block statistics to the rows of that block (blocks are dense per series)."""
+    first = blocks.with_row_index("_bi").group_by("_sid").agg(pl.col("_bi").min()).sort("_sid")
+    offsets = first["_bi"].gather(rows["_sid"])
+    index = offsets + rows["_blk"].cast(offsets.dtype)
+    return rows.with_columns(blocks.select(columns).to_series(i).gather(index) for i in
+                             range(len(columns)))
+
+
+def _block_history(blocks: pl.DataFrame, exprs: dict[str, pl.Expr]) -> pl.DataFrame:
+    return blocks.with_columns(**{name: e.over("_sid") for name, e in exprs.items()})
+
+
+def _detect_group(
+    rows: pl.DataFrame, s: DetectorSettings, use_seq: bool, flag_stops: bool
+) -> pl.DataFrame:
+    """All detectors for the series of one settings group; rows sorted by series and order."""
+    B = s.block_samples
+    N = s.history_blocks
+    mb = s.min_history_blocks
+    x = pl.col("_x")
+    n = pl.col("_n")
+
+    rows = rows.with_columns(_sid=pl.struct(KEY).rle_id())
+    rows = rows.with_columns(
+        _n=pl.int_range(pl.len()).over("_sid"),
+        _step=x.diff().over("_sid"),
+        _xv=pl.when(pl.col("_suppressed")).then(None).otherwise(x),
+    ).with_columns(
+        _blk=n // B,
+        _flat=(pl.col("_step").abs() <= s.stuck_tolerance).fill_null(False),
+    )
+    if use_seq:
+        seq_step = pl.col("seq").diff().over("_sid")
+        # Smallest positive step of the recent past = the series' stride (a machine's seq counts
+        # the readings of all its metrics); robust even while many packets are lost.
+        stride = (
+            pl.when(seq_step > 0)
+            .then(seq_step)
+            .rolling_min(B * mb, min_samples=1)
+            .shift(1)
+            .over("_sid")
+        )
+        gap_missing = pl.when(seq_step > 1.5 * stride).then((seq_step / stride - 1.0).round())
+    else:
+        dt = pl.col("_t").diff().over("_sid")
+        typical = dt.rolling_median(B * mb, min_samples=3).shift(1).over("_sid")
+        gap_missing = pl.when(dt > s.gap_factor * typical).then((dt / typical - 1.0).round())
+    rows = rows.with_columns(_gap_missing=gap_missing.fill_null(0.0))
+
+    # Long-term statistics, stage 1 (raw block medians): running level, noise, flat share.
+    blocks = rows.group_by("_sid", "_blk", maintain_order=True).agg(
+        _bmed=pl.col("_xv").median(),
+        _bstep=pl.col("_xv").diff().abs().median(),
+        _bflat=pl.col("_flat").mean(),
+    )
+    blocks = _block_history(
+        blocks,
+        {
+            "_run_level": pl.col("_bmed").rolling_quantile(0.75, window_size=N, min_samples=mb),
+            "_run_floor": pl.col("_bmed").rolling_min(N, min_samples=mb),
+            # A high quantile, so stretches of a quiet (stopped, stuck) signal do not make the
+            # noise look smaller than it is when the signal runs.
+            "_noise": pl.col("_bstep").rolling_quantile(
+                NOISE_QUANTILE, window_size=s.noise_blocks, min_samples=1
+            )
+            * MEDIAN_ABS_STEP_TO_SIGMA,
+            "_flat_share": pl.col("_bflat").rolling_mean(N, min_samples=mb),
+        },
+    )
+    blocks = _block_history(
+        blocks, {c: pl.col(c).shift(1) for c in ("_run_level", "_run_floor", "_noise", "_flat_share")}
+    )
+    rows = _gather_blocks(rows, blocks, ["_run_level", "_run_floor", "_noise", "_flat_share"])
+    floor = pl.max_horizontal(
+        pl.lit(max(s.abs_noise_floor, 1e-9)), s.rel_noise_floor * pl.col("_run_level").abs()
+    )
+    rows = rows.with_columns(_sigma=pl.max_horizontal(pl.col("_noise"), floor))
+    sigma = pl.col("_sigma")
+
+    # Regimes: a non-negative signal far below its running level (a planned stop, an idle
+    # machine) is not an anomaly; the first stopped reading is flagged once, LOW.
+    ready = (pl.col("_blk") >= mb) & pl.col("_xv").is_not_null()
+    if s.stop_fraction is None:
+        stopped = pl.lit(False)
+    else:
+        level = pl.col("_run_level")
+        stopped = (
+            (pl.col("_run_floor") >= 0.0)
+            & (pl.col("_xv") < s.stop_fraction * level)
+            & ((level - pl.col("_xv")) > 8.0 * sigma)
+        )
+    rows = rows.with_columns(_stopped=(stopped & ready).fill_null(False))
+    rows = rows.with_columns(
+        _judge=ready & ~pl.col("_stopped"),
+        _xr=pl.when(pl.col("_stopped")).then(None).otherwise(pl.col("_xv")),
+    )
+
+    # Stage 2 (block medians of running readings only): envelope of normal operation, trend.
+    blocks2 = rows.group_by("_sid", "_blk", maintain_order=True).agg(
+        _bmed_r=pl.col("_xr").median()
+    )
+    q = s.envelope_quantile
+    blocks2 = _block_history(
+        blocks2,
+        {
+            "_q_lo": pl.col("_bmed_r").rolling_quantile(q, window_size=N, min_samples=mb),
+            "_q_hi": pl.col("_bmed_r").rolling_quantile(1 - q, window_size=N, min_samples=mb),
+            # A drift is a *consistent* trend: all but a `drift_consistency` share of the last
+            # drift_blocks block-to-block changes go the same way. Normal ramps (setpoint
+            # changes, restarts) are shorter than the window and do not qualify.
+            "_rise": pl.col("_bmed_r")
+            .diff()
+            .rolling_quantile(
+                s.drift_consistency, window_size=s.drift_blocks, min_samples=s.drift_blocks // 2
+            ),
+            "_fall": pl.col("_bmed_r")
+            .diff()
+            .rolling_quantile(
+                1.0 - s.drift_consistency,
+                window_size=s.drift_blocks,
+                min_samples=s.drift_blocks // 2,
+            ),
+        },
+    )
+    blocks2 = blocks2.with_columns(
+        _trend=pl.when(pl.col("_rise") > 0)
+        .then(pl.col("_rise"))
+        .when(pl.col("_fall") < 0)
+        .then(pl.col("_fall"))
+        .otherwise(0.0)
+    )
+    blocks2 = _block_history(
+        blocks2,
+        {
+            "_usual": pl.col("_trend")
+            .abs()
+            .rolling_quantile(
+                s.drift_usual_quantile,
+                window_size=N,
+                min_samples=max(mb, s.drift_min_history_blocks),
+            )
+            .shift(1),
+            "_q_lo": pl.col("_q_lo").shift(1),
+            "_q_hi": pl.col("_q_hi").shift(1),
+            "_trend": pl.col("_trend").shift(1),
+        },
+    )
+    rows = _gather_blocks(rows, blocks2, ["_q_lo", "_q_hi", "_trend", "_usual"])
+
+    judge = pl.col("_judge")
+    xr = pl.col("_xr")
+    fence = s.envelope_margin * (pl.col("_q_hi") - pl.col("_q_lo")) + s.envelope_noise_margin * sigma
+    over_top = (xr - pl.col("_q_hi") - fence) / fence
+    under_bottom = (pl.col("_q_lo") - fence - xr) / fence
+    if s.direction == "up":
+        under_bottom = pl.lit(-1.0)
+    elif s.direction == "down":
+        over_top = pl.lit(-1.0)
+    rows = rows.with_columns(
+        _excess=pl.when(judge)
+        .then(pl.max_horizontal(over_top, under_bottom))
+        .otherwise(None)
+        .fill_null(-1.0)
+    )
+    breach = pl.col("_excess") > 0
+    limit_terms = []
+    if s.lower_limit is not None:
+        limit_terms.append(x < s.lower_limit)
+    if s.upper_limit is not None:
+        limit_terms.append(x > s.upper_limit)
+    limit_breach = (
+        (pl.any_horizontal(limit_terms) & judge).fill_null(False) if limit_terms else pl.lit(False)
+    )
+
+    # Spike: readings t-j .. t-1 all far (same side) from the level before them, reading t back.
+    # Shifted copies are materialised once: a nested expression would recompute them per use.
+    J = s.spike_max_readings
+    rows = rows.with_columns(
+        _med_base=xr.rolling_median(SPIKE_BASE_READINGS, min_samples=1).over("_sid"),
+        **{f"_lag{i}": xr.shift(i).over("_sid") for i in range(1, J + 1)},
+    )
+    rows = rows.with_columns(
+        **{f"_base{j}": pl.col("_med_base").shift(j + 1).over("_sid") for j in range(1, J + 1)}
+    )
+    # Deviations are measured from the midpoint of the level before and the level after, so a
+    # ramp (where the two differ) does not look like an excursion.
+    rows = rows.with_columns(
+        **{f"_mid{j}": (pl.col(f"_base{j}") + xr) / 2.0 for j in range(1, J + 1)}
+    )
+    rows = rows.with_columns(
+        **{
+            f"_lo{j}": pl.min_horizontal(
+                [pl.col(f"_lag{i}") - pl.col(f"_mid{j}") for i in range(1, j + 1)]
+            )
+            for j in range(1, J + 1)
+        },
+        **{
+            f"_hi{j}": pl.max_horizontal(
+                [pl.col(f"_lag{i}") - pl.col(f"_mid{j}") for i in range(1, j + 1)]
+            )
+            for j in range(1, J + 1)
+        },
+    )
+    rows = rows.with_columns(
+        **{
+            f"_size{j}": pl.when(pl.col(f"_lo{j}") > 0)
+            .then(pl.col(f"_lo{j}"))
+            .when(pl.col(f"_hi{j}") < 0)
+            .then(-pl.col(f"_hi{j}"))
+            .otherwise(0.0)
+            for j in range(1, J + 1)
+        }
+    )
+    spike_terms = [
+        pl.when(
+            ((xr - pl.col(f"_base{j}")).abs() < s.spike_return_share * pl.col(f"_size{j}"))
+            & (pl.col(f"_size{j}") > s.spike_threshold * sigma)
+        )
+        .then(pl.col(f"_size{j}") / (s.spike_threshold * sigma))
+        .otherwise(0.0)
+        for j in range(1, J + 1)
+    ]
+    drift_denominator = pl.max_horizontal(
+        s.drift_threshold * pl.col("_usual"),
+        s.drift_noise_threshold * sigma * math.sqrt(2.0 / B),
+    )
+    # After a stop or a suppressed stretch the machine ramps back up: no drift verdict until a
+    # whole drift window has passed.
+    quiet_before = pl.col("_stopped") | pl.col("_suppressed")
+    last_quiet = pl.when(quiet_before).then(n).otherwise(None).forward_fill().over("_sid")
+    settled = (n - last_quiet.fill_null(-(10**12))) > s.drift_blocks * B
+    trend = pl.col("_trend")
+    if s.direction == "up":
+        trend = trend.clip(lower_bound=0.0)
+    elif s.direction == "down":
+        trend = trend.clip(upper_bound=0.0)
+    rows = rows.with_columns(
+        _breach_run=_run_length(breach, n),
+        _limit_run=_run_length(limit_breach, n),
+        _flat_run=_run_length(pl.col("_flat"), n),
+        _stop_start=pl.col("_stopped") & ~pl.col("_stopped").shift(1).over("_sid").fill_null(False),
+        _s_spike=pl.when(judge).then(pl.max_horizontal(spike_terms)).otherwise(0.0),
+        _s_drift=pl.when(judge & settled).then(trend.abs() / drift_denominator).otherwise(0.0),
+    )
+
+    zero = pl.lit(0.0)
+    scores = {
+        "level": pl.when(pl.col("_breach_run") >= s.level_consecutive)
+        .then(1.0 + pl.col("_excess"))
+        .otherwise(zero),
+        "limits": pl.when(pl.col("_limit_run") >= s.limit_consecutive)
+        .then(1.0 + pl.col("_limit_run") / (4.0 * s.limit_consecutive))
+        .otherwise(zero),
+        "rate_of_change": pl.when(breach & (pl.col("_gap_missing") == 0))
+        .then(pl.col("_step").abs() / (math.sqrt(2.0) * sigma) / s.roc_threshold)
+        .otherwise(zero),
+        "stuck": pl.when(
+            judge
+            & (pl.col("_flat_run") >= s.stuck_samples)
+            & (pl.col("_flat_share") <= s.stuck_max_flat_share)
+        )
+        .then(2.0 * pl.col("_flat_run") / s.stuck_samples)
+        .otherwise(zero),
+        "gap": pl.when((pl.col("_gap_missing") >= 1) & (n >= 2))
+        .then(1.0 + pl.col("_gap_missing").log10())
+        .otherwise(zero),
+        "regime": pl.when(pl.col("_stop_start")).then(1.0 if flag_stops else 0.0).otherwise(zero),
+    }
+    rows = rows.with_columns(
+        **{f"_s_{name}": expr.fill_null(0.0) for name, expr in scores.items()},
+    ).with_columns(
+        _s_spike=pl.col("_s_spike").fill_null(0.0), _s_drift=pl.col("_s_drift").fill_null(0.0)
+    )
+    quiet = pl.col("_suppressed") | (pl.col("_stopped") & ~pl.col("_stop_start"))
+    rows = rows.with_columns(
+        _score=pl.when(quiet)
+        .then(0.0)
+        .otherwise(pl.max_horizontal([f"_s_{name}" for name in DETECTORS]))
+    )
+    named = pl.lit(None, dtype=pl.String)
+    for name in reversed(DETECTORS):
+        named = pl.when(pl.col(f"_s_{name}") == pl.col("_score")).then(pl.lit(name)).otherwise(named)
+    anomalous = pl.col("_score") >= 1.0
+    rows = rows.with_columns(_anomalous=anomalous, _named=named)
+
+    # Severity: magnitude sets the base step, duration escalates (a fault that lasts matters
+    # more); a regime transition stays LOW.
+    score = pl.col("_score")
+    base = (
+        pl.when(score >= 8.0).then(3).when(score >= 4.0).then(2).when(score >= 2.0).then(1).otherwise(0)
+    )
+    run = _run_length(pl.col("_anomalous"), n)
+    escalation = (run >= s.escalate_samples).cast(pl.Int32) + (
+        run >= 4 * s.escalate_samples
+    ).cast(pl.Int32)
+    step = pl.when(pl.col("_named") == "regime").then(0).otherwise(base + escalation).clip(0, 3)
+    severity = pl.when(anomalous).then(
+        step.replace_strict(list(range(4)), list(SEVERITIES), return_dtype=pl.String)
+    )
+    return rows.with_columns(
+        score=pl.col("_score").round(4),
+        is_anomaly=anomalous,
+        severity=severity,
+        detector=pl.when(anomalous).then(pl.col("_named")),
+    )
+
+
+def _epoch_ms(column: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    if isinstance(dtype, pl.Datetime):
+        return column.dt.epoch("ms").cast(pl.Float64)
+    if isinstance(dtype, pl.Date):
+        return column.cast(pl.Datetime("ms")).dt.epoch("ms").cast(pl.Float64)
+    return column.cast(pl.Float64)
+
+
+def detect(readings: pl.DataFrame, config: DetectionConfig | None = None) -> pl.DataFrame:
+    """Score every reading: the input rows (same order) plus score, is_anomaly, severity, detector.
+
+    Needs machine_id, metric, ts, value; seq and status_code are used when present (seq jumps are
+    data gaps; suppressed status codes, by default 3 = maintenance, are never anomalies).
+    """
+    config = config or DetectionConfig()
+    missing = {"machine_id", "metric", "ts", "value"} - set(readings.columns)
+    if missing:
+        raise ValueError(f"detect: readings lack column(s) {sorted(missing)}")
+    out_columns = [*readings.columns, "score", "is_anomaly", "severity", "detector"]
+    if readings.height == 0:
+        return readings.with_columns(
+            score=pl.lit(None, dtype=pl.Float64),
+            is_anomaly=pl.lit(None, dtype=pl.Boolean),
+            severity=pl.lit(None, dtype=pl.String),
+            detector=pl.lit(None, dtype=pl.String),
+        )
+    use_seq = "seq" in readings.columns and readings["seq"].null_count() == 0
+    # A device that reports its state (status codes) announces planned stops itself; without
+    # status, the transition into a stopped regime is flagged once, LOW.
+    flag_stops = "status_code" not in readings.columns
+    status = (
+        pl.col("status_code").is_in(list(config.suppress_status_codes)).fill_null(False)
+        if "status_code" in readings.columns
+        else pl.lit(False)
+    )
+    value = pl.col("value").cast(pl.Float64)
+    base = readings.with_row_index("_row").with_columns(
+        _x=pl.when(value.is_finite()).then(value),
+        _t=_epoch_ms(pl.col("ts"), readings.schema["ts"]),
+        _suppressed=status,
+    )
+    pairs = readings.select(KEY).unique()
+    settings_of = [config.settings_for(machine, metric) for machine, metric in pairs.iter_rows()]
+    distinct = list(dict.fromkeys(settings_of))
+    group_of = pairs.with_columns(
+        _group=pl.Series([distinct.index(s) for s in settings_of], dtype=pl.Int32)
+    )
+    order = [*KEY, "seq", "_t", "_row"] if use_seq else [*KEY, "_t", "_row"]
+    base = base.join(group_of, on=KEY, how="left").sort(["_group", *order])
+    parts = [
+        _detect_group(part, distinct[part["_group"][0]], use_seq, flag_stops)
+        for part in base.partition_by("_group", maintain_order=True)
+    ]
+    combined = pl.concat([p.select("_row", "score", "is_anomaly", "severity", "detector") for p in parts])
+    added = combined.sort("_row").drop("_row")
+    return pl.concat([readings, added], how="horizontal").select(out_columns)
