@@ -149,6 +149,7 @@ def test_machine_health_counts_status_time_uptime_anomalies_and_seq_gaps():
         rows.append(
             {
                 "machine_id": "m1",
+                "metric": "pressure",
                 "machine_type": "PUMP",
                 "line_id": "l1",
                 "ts": H + timedelta(minutes=minute),

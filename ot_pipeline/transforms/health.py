@@ -39,8 +39,9 @@ def machine_health(
 ) -> pl.DataFrame:
     """One row per machine that reported in [start, end).
 
-    Each status sample holds until the machine's next sample, at most `max_gap_s` (silence longer
-    than that is `no_data_s`). Uptime counts OK and WARNING time. Data gaps come from the
+    In each (machine, metric) series a status sample holds until the series' next sample, at most
+    `max_gap_s` (silence longer than that is `no_data_s`); a machine's time per status is the mean
+    over its metrics. Uptime counts OK and WARNING time. Data gaps come from the
     per-machine `seq`: a jump of k > 1 between consecutive seqs is one gap of k-1 lost readings.
     """
     hour_s = (end - start).total_seconds()
@@ -48,32 +49,35 @@ def machine_health(
         return pl.DataFrame(
             schema={c: t for c, t in _health_schema().items()},
         )
-    samples = (
-        readings.select("machine_id", "ts", "status_code")
-        .unique(subset=["machine_id", "ts"], keep="first")
-        .sort("machine_id", "ts")
-        .with_columns(
-            pl.col("ts").shift(-1).over("machine_id").alias("next_ts"),
-        )
-        .with_columns(
-            pl.coalesce(pl.col("next_ts"), pl.lit(end, dtype=pl.Datetime("ms", "UTC")))
-            .sub(pl.col("ts"))
-            .dt.total_milliseconds()
-            .truediv(1000.0)
-            .clip(0.0, max_gap_s)
-            .alias("held_s")
-        )
+    # Each (machine, metric) series is a status signal; a sample holds until the series' next
+    # sample. Window functions over a time-sorted frame: an integer sort, no string sort.
+    series = readings.select("machine_id", "metric", "ts", "status_code").sort("ts")
+    next_ts = pl.col("ts").shift(-1).over("machine_id", "metric")
+    end_ts = pl.lit(end, dtype=pl.Datetime("ms", "UTC"))
+    held = (
+        pl.coalesce(next_ts, end_ts)
+        .sub(pl.col("ts"))
+        .dt.total_milliseconds()
+        .truediv(1000.0)
+        .clip(0.0, max_gap_s)
     )
-    status_time = samples.group_by("machine_id").agg(
-        [
-            pl.col("held_s").filter(pl.col("status_code") == code).sum().alias(name)
-            for code, name in STATUS_COLUMNS.items()
-        ]
+    # A machine's time in a status = the mean over its metrics' series.
+    status_time = (
+        series.with_columns(held.alias("held_s"))
+        .group_by("machine_id")
+        .agg(
+            [
+                (
+                    pl.col("held_s").filter(pl.col("status_code") == code).sum()
+                    / pl.col("metric").n_unique()
+                ).alias(name)
+                for code, name in STATUS_COLUMNS.items()
+            ]
+        )
     )
     seqs = (
         readings.select("machine_id", "seq")
-        .unique()
-        .sort("machine_id", "seq")
+        .sort("seq")
         .with_columns((pl.col("seq").diff().over("machine_id") - 1).alias("missing"))
         .group_by("machine_id")
         .agg(
