@@ -11,9 +11,13 @@ import pyarrow as pa
 from streaming.lake import Lake, write_atomically
 
 
-def write_frame(path: Path, frame: pl.DataFrame, *, compression: str = "zstd") -> None:
+def write_frame(path: Path, frame: pl.DataFrame, *, compression_level: int = 1) -> None:
+    """zstd level 1: hourly files are rewritten often, the daily archive is the compact copy."""
+
     def write(tmp: Path) -> None:
-        frame.write_parquet(tmp, compression=compression, statistics=True)  # type: ignore[arg-type]
+        frame.write_parquet(
+            tmp, compression="zstd", compression_level=compression_level, statistics=True
+        )
 
     write_atomically(path, write)
 

@@ -20,7 +20,7 @@ from ot_pipeline.transforms.landing import (
     removable_files,
 )
 from ot_pipeline.transforms.readings import hour_bounds, out_of_range, select_hour
-from ot_pipeline.transforms.windows import tumbling_windows
+from ot_pipeline.transforms.windows import coarser_windows, tumbling_windows
 
 H = datetime(2026, 11, 20, 10, tzinfo=UTC)
 
@@ -220,3 +220,14 @@ def test_instance_config_switches_to_postgres_storage_only_when_configured():
     assert config["storage"] == {"postgres": {"postgres_url": {"env": "OT_DAGSTER_PG_URL"}}}
     assert config["concurrency"]["runs"]["max_concurrent_runs"] == 2
     assert "storage" not in (yaml.safe_load(template) or {})  # default: SQLite in DAGSTER_HOME
+
+
+def test_five_minute_windows_rolled_up_from_one_minute_windows_equal_direct_ones():
+    readings = synthetic_readings(H, 1, machines=3, interval_s=7.0)
+    direct = tumbling_windows(readings, "5m", "1h")
+    rolled = coarser_windows(tumbling_windows(readings, "1m", "15m"), "5m", "1h")
+    assert rolled.columns == direct.columns and rolled.height == direct.height
+    for column in ("count", "min", "max", "first", "last"):
+        assert rolled[column].to_list() == direct[column].to_list(), column
+    for column in ("mean", "stddev", "rolling_mean"):
+        assert rolled[column].to_list() == pytest.approx(direct[column].to_list(), rel=1e-9)

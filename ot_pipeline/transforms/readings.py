@@ -26,9 +26,9 @@ READINGS_COLUMNS: tuple[str, ...] = (
     "kafka_offset",
     "ingest_ts",
 )
-# Readings files are in event-time order (cheap integer sort; row-group statistics on ts make
-# time-range reads skip most of a file). The daily archive is sorted by machine, metric, time.
-SORT_KEYS: tuple[str, ...] = ("ts",)
+# Sort order of every readings file and of the archive: each machine's metric is one contiguous,
+# time-ordered run. Costs one string sort here; the detectors run about twice as fast on it.
+SORT_KEYS: tuple[str, ...] = ("machine_id", "metric", "ts")
 
 
 def hour_bounds(hour_key: str) -> tuple[datetime, datetime]:
