@@ -52,7 +52,7 @@ class DetectorSettings:
     spike_max_readings: int = 5
     spike_return_share: float = 0.3
     # Level: outside the envelope of recent normal block medians for level_consecutive readings.
-    envelope_quantile: float = 0.02
+    envelope_quantile: float = 0.1
     envelope_margin: float = 0.5  # times the envelope's width
     envelope_noise_margin: float = 8.0  # plus this many noise sigmas
     level_consecutive: int = 10
@@ -63,12 +63,17 @@ class DetectorSettings:
     # Drift: a consistent trend of block medians (the drift_consistency quantile of the last
     # drift_blocks block-to-block changes, i.e. all but that share of them go the same way),
     # against the usual value of that statistic in the series' history and against the noise.
-    drift_blocks: int = 40
+    drift_blocks: int = 60
     drift_consistency: float = 0.2
     drift_threshold: float = 2.0
     drift_usual_quantile: float = 0.95
     drift_noise_threshold: float = 4.0
     drift_min_history_blocks: int = 60  # the usual trend needs a longer history to be known
+    drift_direction_share: float = 0.8
+    drift_change_noise: float = 8.0
+    # After a stop or a suppressed stretch, the process settles (reheats, refills) for this many
+    # blocks before level and drift verdicts resume.
+    settle_blocks: int = 80
     # Rate of change: a step of this many noise sigmas that leaves the envelope.
     roc_threshold: float = 8.0
     # Stuck-at: this many consecutive readings within stuck_tolerance of each other ...
@@ -99,6 +104,7 @@ class DetectorSettings:
             "limit_consecutive",
             "drift_blocks",
             "drift_min_history_blocks",
+            "settle_blocks",
             "stuck_samples",
             "escalate_samples",
         ):

@@ -33,6 +33,10 @@ def _run_length(condition: pl.Expr, index: pl.Expr) -> pl.Expr:
     return pl.when(condition).then(index - last_false.fill_null(-1)).otherwise(0)
 
 
+def _spike_threshold(s: DetectorSettings, readings: int) -> float:
+    return max(s.spike_threshold / math.sqrt(readings), 0.6 * s.spike_threshold)
+
+
 def _gather_blocks(rows: pl.DataFrame, blocks: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
     """Attach per-block statistics to the rows of that block (blocks are dense per series)."""
     first = blocks.with_row_index("_bi").group_by("_sid").agg(pl.col("_bi").min()).sort("_sid")
@@ -158,11 +162,38 @@ def _detect_group(
             ),
         },
     )
+    # A slow drift under noise: most block-to-block changes (drift_direction_share) go one way
+    # and the net change over the window is far beyond what noise explains.
+    D = s.drift_blocks
+    rising = (pl.col("_bmed_r").diff() > 0).cast(pl.Float64)
     blocks2 = blocks2.with_columns(
         _trend=pl.when(pl.col("_rise") > 0)
         .then(pl.col("_rise"))
         .when(pl.col("_fall") < 0)
         .then(pl.col("_fall"))
+        .otherwise(0.0),
+        _up_share=rising.rolling_mean(D, min_samples=D // 2).over("_sid"),
+        _net=(pl.col("_bmed_r") - pl.col("_bmed_r").shift(D)).over("_sid"),
+        # evenly spread: the typical block change accounts for most of the net change (a few
+        # steps or one ramp inside the window do not)
+        _spread=(
+            pl.col("_bmed_r").diff().rolling_median(D, min_samples=D // 2) * D
+        ).over("_sid"),
+    ).with_columns(
+        _even=(pl.col("_spread") / pl.col("_net")) >= 0.5,
+    ).with_columns(
+        _change=pl.when(
+            (pl.col("_up_share") >= s.drift_direction_share)
+            & (pl.col("_net") > 0)
+            & pl.col("_even")
+        )
+        .then(pl.col("_net"))
+        .when(
+            (pl.col("_up_share") <= 1.0 - s.drift_direction_share)
+            & (pl.col("_net") < 0)
+            & pl.col("_even")
+        )
+        .then(pl.col("_net"))
         .otherwise(0.0)
     )
     blocks2 = _block_history(
@@ -176,15 +207,32 @@ def _detect_group(
                 min_samples=max(mb, s.drift_min_history_blocks),
             )
             .shift(1),
+            "_usual_change": pl.col("_change")
+            .abs()
+            .rolling_quantile(
+                s.drift_usual_quantile,
+                window_size=N,
+                min_samples=max(mb, s.drift_min_history_blocks),
+            )
+            .shift(1),
+            "_change": pl.col("_change").shift(1),
             "_q_lo": pl.col("_q_lo").shift(1),
             "_q_hi": pl.col("_q_hi").shift(1),
             "_trend": pl.col("_trend").shift(1),
         },
     )
-    rows = _gather_blocks(rows, blocks2, ["_q_lo", "_q_hi", "_trend", "_usual"])
+    rows = _gather_blocks(
+        rows, blocks2, ["_q_lo", "_q_hi", "_trend", "_usual", "_change", "_usual_change"]
+    )
 
     judge = pl.col("_judge")
     xr = pl.col("_xr")
+    # After a stop or a suppressed stretch the process settles (restart ramps, reheating,
+    # refilling): no level or drift verdict until settle_blocks blocks have passed.
+    quiet_before = pl.col("_stopped") | pl.col("_suppressed")
+    last_quiet = pl.when(quiet_before).then(n).otherwise(None).forward_fill().over("_sid")
+    rows = rows.with_columns(_settled=(n - last_quiet.fill_null(-(10**12))) > s.settle_blocks * B)
+    settled = pl.col("_settled")
     fence = s.envelope_margin * (pl.col("_q_hi") - pl.col("_q_lo")) + s.envelope_noise_margin * sigma
     over_top = (xr - pl.col("_q_hi") - fence) / fence
     under_bottom = (pl.col("_q_lo") - fence - xr) / fence
@@ -193,7 +241,7 @@ def _detect_group(
     elif s.direction == "down":
         over_top = pl.lit(-1.0)
     rows = rows.with_columns(
-        _excess=pl.when(judge)
+        _excess=pl.when(judge & settled)
         .then(pl.max_horizontal(over_top, under_bottom))
         .otherwise(None)
         .fill_null(-1.0)
@@ -210,10 +258,13 @@ def _detect_group(
 
     # Spike: readings t-j .. t-1 all far (same side) from the level before them, reading t back.
     # Shifted copies are materialised once: a nested expression would recompute them per use.
+    # Spikes are judged in every regime (a spike while idle is still a spike), only not on
+    # readings with a suppressed status.
     J = s.spike_max_readings
+    xv = pl.col("_xv")
     rows = rows.with_columns(
-        _med_base=xr.rolling_median(SPIKE_BASE_READINGS, min_samples=1).over("_sid"),
-        **{f"_lag{i}": xr.shift(i).over("_sid") for i in range(1, J + 1)},
+        _med_base=xv.rolling_median(SPIKE_BASE_READINGS, min_samples=1).over("_sid"),
+        **{f"_lag{i}": xv.shift(i).over("_sid") for i in range(1, J + 1)},
     )
     rows = rows.with_columns(
         **{f"_base{j}": pl.col("_med_base").shift(j + 1).over("_sid") for j in range(1, J + 1)}
@@ -221,7 +272,7 @@ def _detect_group(
     # Deviations are measured from the midpoint of the level before and the level after, so a
     # ramp (where the two differ) does not look like an excursion.
     rows = rows.with_columns(
-        **{f"_mid{j}": (pl.col(f"_base{j}") + xr) / 2.0 for j in range(1, J + 1)}
+        **{f"_mid{j}": (pl.col(f"_base{j}") + xv) / 2.0 for j in range(1, J + 1)}
     )
     rows = rows.with_columns(
         **{
@@ -247,12 +298,14 @@ def _detect_group(
             for j in range(1, J + 1)
         }
     )
+    # An excursion of j readings must clear threshold / sqrt(j) on every one of them: as
+    # unlikely by chance as one reading clearing the full threshold.
     spike_terms = [
         pl.when(
-            ((xr - pl.col(f"_base{j}")).abs() < s.spike_return_share * pl.col(f"_size{j}"))
-            & (pl.col(f"_size{j}") > s.spike_threshold * sigma)
+            ((xv - pl.col(f"_base{j}")).abs() < s.spike_return_share * pl.col(f"_size{j}"))
+            & (pl.col(f"_size{j}") > _spike_threshold(s, j) * sigma)
         )
-        .then(pl.col(f"_size{j}") / (s.spike_threshold * sigma))
+        .then(pl.col(f"_size{j}") / (_spike_threshold(s, j) * sigma))
         .otherwise(0.0)
         for j in range(1, J + 1)
     ]
@@ -260,23 +313,29 @@ def _detect_group(
         s.drift_threshold * pl.col("_usual"),
         s.drift_noise_threshold * sigma * math.sqrt(2.0 / B),
     )
-    # After a stop or a suppressed stretch the machine ramps back up: no drift verdict until a
-    # whole drift window has passed.
-    quiet_before = pl.col("_stopped") | pl.col("_suppressed")
-    last_quiet = pl.when(quiet_before).then(n).otherwise(None).forward_fill().over("_sid")
-    settled = (n - last_quiet.fill_null(-(10**12))) > s.drift_blocks * B
-    trend = pl.col("_trend")
+    block_noise = sigma * math.sqrt(2.0 / B)
+    # A drift moves the value away from where the series normally sits; ramps back towards the
+    # middle of the envelope (a restart, the end of a shift change) are recoveries, not drifts.
+    center = (pl.col("_q_lo") + pl.col("_q_hi")) / 2.0
+    direction = pl.when(pl.col("_change") != 0).then(pl.col("_change")).otherwise(pl.col("_trend"))
+    away = ((xr - center) * direction > 0).fill_null(False)
     if s.direction == "up":
-        trend = trend.clip(lower_bound=0.0)
+        away = away & (direction > 0)
     elif s.direction == "down":
-        trend = trend.clip(upper_bound=0.0)
+        away = away & (direction < 0)
+    trend_score = pl.col("_trend").abs() / drift_denominator
+    change_score = pl.col("_change").abs() / pl.max_horizontal(
+        s.drift_threshold * pl.col("_usual_change"), s.drift_change_noise * block_noise
+    )
     rows = rows.with_columns(
         _breach_run=_run_length(breach, n),
         _limit_run=_run_length(limit_breach, n),
         _flat_run=_run_length(pl.col("_flat"), n),
         _stop_start=pl.col("_stopped") & ~pl.col("_stopped").shift(1).over("_sid").fill_null(False),
-        _s_spike=pl.when(judge).then(pl.max_horizontal(spike_terms)).otherwise(0.0),
-        _s_drift=pl.when(judge & settled).then(trend.abs() / drift_denominator).otherwise(0.0),
+        _s_spike=pl.when(ready).then(pl.max_horizontal(spike_terms)).otherwise(0.0),
+        _s_drift=pl.when(judge & settled & away)
+        .then(pl.max_horizontal(trend_score, change_score))
+        .otherwise(0.0),
     )
 
     zero = pl.lit(0.0)
