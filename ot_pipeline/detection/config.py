@@ -54,7 +54,7 @@ class DetectorSettings:
     # Level: outside the envelope of recent normal block medians for level_consecutive readings.
     envelope_quantile: float = 0.1
     envelope_margin: float = 0.5  # times the envelope's width
-    envelope_noise_margin: float = 8.0  # plus this many noise sigmas
+    envelope_noise_margin: float = 3.0  # plus this many noise sigmas
     level_consecutive: int = 10
     # Static limits (e.g. from machine metadata), breached for limit_consecutive readings.
     lower_limit: float | None = None

@@ -96,7 +96,7 @@ def _detect_group(
     blocks = _block_history(
         blocks,
         {
-            "_run_level": pl.col("_bmed").rolling_quantile(0.75, window_size=N, min_samples=mb),
+            "_run_level": pl.col("_bmed").rolling_median(N, min_samples=mb),
             "_run_floor": pl.col("_bmed").rolling_min(N, min_samples=mb),
             # A high quantile, so stretches of a quiet (stopped, stuck) signal do not make the
             # noise look smaller than it is when the signal runs.
