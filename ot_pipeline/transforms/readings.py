@@ -70,7 +70,8 @@ def select_hour(
     else:
         deduped = in_hour
     late = deduped.filter(pl.col("ingest_ts") > end + late_grace).height
-    readings = deduped.select(READINGS_COLUMNS).sort(SORT_KEYS)
+    # Stable sort: ties keep landed order, so a rerun writes the very same file.
+    readings = deduped.select(READINGS_COLUMNS).sort(SORT_KEYS, maintain_order=True)
     return HourReadings(
         readings=readings,
         landed_rows=in_hour.height,
