@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -66,15 +65,12 @@ class Child:
 
 
 def prepare_dagster_home(settings: Settings) -> Path:
-    """DAGSTER_HOME holds the instance; it takes its dagster.yaml from the repository."""
+    """DAGSTER_HOME with the repository's dagster.yaml: the UI and `ot pipeline run` share it."""
+    from ot_pipeline.instance import ensure_dagster_home
+
     home = settings.dagster_home
-    if not home.is_absolute():
-        home = REPO_ROOT / home
-    home.mkdir(parents=True, exist_ok=True)
-    source = REPO_ROOT / "dagster.yaml"
-    if source.exists():
-        shutil.copyfile(source, home / "dagster.yaml")
-    return home
+    home = home if home.is_absolute() else REPO_ROOT / home
+    return ensure_dagster_home(home, os.environ.get("OT_DAGSTER_PG_URL"))
 
 
 def status_line(settings: Settings) -> str:
