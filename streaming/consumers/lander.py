@@ -34,7 +34,14 @@ from confluent_kafka import (
 
 from streaming.consumers.kafka_clients import consumer_config, lag, producer_config
 from streaming.consumers.landing import FlushPolicy, PartitionBuffer, footer, slices
-from streaming.consumers.lifecycle import Bounds, JsonLog, Progress, StopFlag, print_summary
+from streaming.consumers.lifecycle import (
+    Bounds,
+    JsonLog,
+    Progress,
+    StopFlag,
+    consumer_parser,
+    run_bounded,
+)
 from streaming.events import decode_batch, dlq_headers
 from streaming.lake import Lake, write_atomically
 from streaming.settings import Settings
@@ -409,19 +416,10 @@ def _write_parquet(table: pa.Table, path: Any) -> None:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="ot land", description=__doc__)
-    p.add_argument("--group", default=GROUP, help="consumer group (default %(default)s)")
-    p.add_argument("--instance-id", help="static group member id: a restart rejoins at once")
-    p.add_argument("--batch-size", type=int, default=20_000, help="messages per consume call")
-    p.add_argument("--poll-timeout", type=float, default=0.5, help="seconds per consume call")
+    p = consumer_parser("ot land", __doc__, GROUP, poll_timeout=0.5)
     p.add_argument("--flush-rows", type=int, default=FlushPolicy.max_rows)
     p.add_argument("--flush-bytes", type=int, default=FlushPolicy.max_bytes)
     p.add_argument("--flush-age", type=float, default=FlushPolicy.max_age_s, help="seconds")
-    p.add_argument("--session-timeout-ms", type=int, default=10_000)
-    p.add_argument("--until-idle", type=float, help="stop after this many seconds without data")
-    p.add_argument("--max-messages", type=int, help="stop after consuming this many messages")
-    p.add_argument("--duration", type=float, help="stop after this many seconds")
-    p.add_argument("--progress-every", type=float, default=2.0, help="seconds between progress")
     return p.parse_args(argv)
 
 
@@ -441,10 +439,4 @@ def main(argv: list[str]) -> int:
         log=log,
     )
     log("started", topic=settings.topics.readings, group=args.group, lake=str(settings.lake_dir))
-    summary = lander.run(
-        Bounds(args.max_messages, args.until_idle, args.duration),
-        stop,
-        Progress(log, args.progress_every),
-    )
-    print_summary(summary)
-    return 0
+    return run_bounded(lander, args, stop, log)

@@ -3,6 +3,7 @@ progress line and structured logs on stderr, and the one-line JSON summary on st
 
 from __future__ import annotations
 
+import argparse
 import json
 import signal
 import sys
@@ -27,6 +28,36 @@ class StopFlag:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.stopped = True
         self.signal = signal.Signals(signum).name
+
+
+def consumer_parser(
+    prog: str, description: str | None, group: str, poll_timeout: float
+) -> argparse.ArgumentParser:
+    """The options every consumer has: group membership, batching and the bounded modes."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--group", default=group, help="consumer group (default %(default)s)")
+    p.add_argument("--instance-id", help="static group member id: a restart rejoins at once")
+    p.add_argument("--batch-size", type=int, default=20_000, help="messages per consume call")
+    p.add_argument(
+        "--poll-timeout", type=float, default=poll_timeout, help="seconds per consume call"
+    )
+    p.add_argument("--session-timeout-ms", type=int, default=10_000)
+    p.add_argument("--until-idle", type=float, help="stop after this many seconds without data")
+    p.add_argument("--max-messages", type=int, help="stop after consuming this many messages")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--progress-every", type=float, default=2.0, help="seconds between progress")
+    return p
+
+
+def run_bounded(consumer: Any, args: argparse.Namespace, stop: StopFlag, log: JsonLog) -> int:
+    """Run a consumer's loop within the bounds the options set, then print the JSON summary."""
+    summary = consumer.run(
+        Bounds(args.max_messages, args.until_idle, args.duration),
+        stop,
+        Progress(log, args.progress_every),
+    )
+    print_summary(summary)
+    return 0
 
 
 @dataclass

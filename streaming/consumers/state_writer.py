@@ -45,7 +45,14 @@ from streaming.consumers.alerting import (
     rules_frame,
 )
 from streaming.consumers.kafka_clients import consumer_config, lag, producer_config
-from streaming.consumers.lifecycle import Bounds, JsonLog, Progress, StopFlag, print_summary
+from streaming.consumers.lifecycle import (
+    Bounds,
+    JsonLog,
+    Progress,
+    StopFlag,
+    consumer_parser,
+    run_bounded,
+)
 from streaming.consumers.live_state import machine_fields, summarise
 from streaming.events import decode_batch
 from streaming.settings import Settings
@@ -480,19 +487,10 @@ class StateWriter:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="ot state", description=__doc__)
-    p.add_argument("--group", default=GROUP, help="consumer group (default %(default)s)")
-    p.add_argument("--instance-id", help="static group member id: a restart rejoins at once")
-    p.add_argument("--batch-size", type=int, default=20_000, help="messages per consume call")
-    p.add_argument("--poll-timeout", type=float, default=0.1, help="seconds per consume call")
+    p = consumer_parser("ot state", __doc__, GROUP, poll_timeout=0.1)
     p.add_argument("--rules", type=Path, help="JSON file of alert rules (default: built in)")
     p.add_argument("--sweep-every", type=float, default=1.0, help="OFFLINE sweep period, s")
     p.add_argument("--expire-after", type=int, default=86_400, help="drop silent machines, s")
-    p.add_argument("--session-timeout-ms", type=int, default=10_000)
-    p.add_argument("--until-idle", type=float, help="stop after this many seconds without data")
-    p.add_argument("--max-messages", type=int, help="stop after consuming this many messages")
-    p.add_argument("--duration", type=float, help="stop after this many seconds")
-    p.add_argument("--progress-every", type=float, default=2.0, help="seconds between progress")
     return p.parse_args(argv)
 
 
@@ -514,13 +512,7 @@ def main(argv: list[str]) -> int:
         log=log,
     )
     log("started", topic=settings.topics.readings, group=args.group, prefix=settings.redis_prefix)
-    summary = writer.run(
-        Bounds(args.max_messages, args.until_idle, args.duration),
-        stop,
-        Progress(log, args.progress_every),
-    )
-    print_summary(summary)
-    return 0
+    return run_bounded(writer, args, stop, log)
 
 
 __all__ = ["KEY", "RedisKeys", "StateWriter", "main"]
