@@ -66,10 +66,10 @@ class DetectorSettings:
     drift_blocks: int = 60
     drift_consistency: float = 0.2
     drift_threshold: float = 2.0
-    drift_usual_quantile: float = 0.95
+    drift_usual_quantile: float = 0.99
     drift_noise_threshold: float = 4.0
     drift_min_history_blocks: int = 60  # the usual trend needs a longer history to be known
-    drift_direction_share: float = 0.8
+    drift_direction_share: float = 0.9
     drift_change_noise: float = 8.0
     # After a stop or a suppressed stretch, the process settles (reheats, refills) for this many
     # blocks before level and drift verdicts resume.

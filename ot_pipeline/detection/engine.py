@@ -24,7 +24,8 @@ SEVERITIES = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
 DETECTORS = ("stuck", "gap", "limits", "level", "spike", "rate_of_change", "drift", "regime")
 MEDIAN_ABS_STEP_TO_SIGMA = 1.0 / 0.954  # white noise: median |x_t - x_t-1| = 0.954 sigma
 SPIKE_BASE_READINGS = 5
-NOISE_QUANTILE = 0.7  # of the per-block median absolute steps  # the level before an excursion is the median of this many readings
+NOISE_QUANTILE = 0.7
+DRIFT_LAG_BLOCKS = 6  # of the per-block median absolute steps  # the level before an excursion is the median of this many readings
 
 
 def _run_length(condition: pl.Expr, index: pl.Expr) -> pl.Expr:
@@ -165,7 +166,8 @@ def _detect_group(
     # A slow drift under noise: most block-to-block changes (drift_direction_share) go one way
     # and the net change over the window is far beyond what noise explains.
     D = s.drift_blocks
-    rising = (pl.col("_bmed_r").diff() > 0).cast(pl.Float64)
+    # Direction over a few blocks (a slow drift is buried in the noise of consecutive blocks).
+    rising = (pl.col("_bmed_r").diff(DRIFT_LAG_BLOCKS) > 0).cast(pl.Float64)
     blocks2 = blocks2.with_columns(
         _trend=pl.when(pl.col("_rise") > 0)
         .then(pl.col("_rise"))
