@@ -49,7 +49,7 @@ class DetectorSettings:
     noise_blocks: int = 100  # window of the noise estimate (median absolute step)
     # Spike: 1..spike_max_readings readings far from the level before them, then a return.
     spike_threshold: float = 6.0
-    spike_max_readings: int = 5
+    spike_max_readings: int = 3
     spike_return_share: float = 0.3
     # Level: outside the envelope of recent normal block medians for level_consecutive readings.
     envelope_quantile: float = 0.1

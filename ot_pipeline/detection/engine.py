@@ -29,9 +29,21 @@ DRIFT_LAG_BLOCKS = 6  # of the per-block median absolute steps  # the level befo
 
 
 def _run_length(condition: pl.Expr, index: pl.Expr) -> pl.Expr:
-    """Consecutive readings (ending at this one) for which `condition` holds; 0 when it fails."""
-    last_false = pl.when(~condition).then(index).otherwise(None).forward_fill().over("_sid")
-    return pl.when(condition).then(index - last_false.fill_null(-1)).otherwise(0)
+    """Consecutive readings (ending at this one) for which `condition` holds; 0 when it fails.
+
+    Rows are sorted by series; `_i` is the global row index and `_start` the index of the
+    series' first row, so one global forward fill replaces a per-series window.
+    """
+    del index  # kept for the call sites' readability
+    last_false = pl.when(~condition).then(pl.col("_i")).otherwise(None).forward_fill()
+    floor = pl.col("_start") - 1
+    since = pl.col("_i") - pl.max_horizontal(last_false.fill_null(-1), floor)
+    return pl.when(condition).then(since).otherwise(0)
+
+
+def _lag(expr: pl.Expr, k: int) -> pl.Expr:
+    """`expr` k rows earlier in the same series (null before the series' k-th reading)."""
+    return pl.when(pl.col("_n") >= k).then(expr.shift(k))
 
 
 def _spike_threshold(s: DetectorSettings, readings: int) -> float:
@@ -61,10 +73,13 @@ def _detect_group(
     x = pl.col("_x")
     n = pl.col("_n")
 
-    rows = rows.with_columns(_sid=pl.struct(KEY).rle_id())
+    index = pl.int_range(pl.len(), dtype=pl.Int64)
+    rows = rows.with_columns(_sid=pl.col("_code").rle_id(), _i=index)
+    first = pl.col("_sid") != pl.col("_sid").shift(1).fill_null(-1)
+    rows = rows.with_columns(_start=pl.when(first).then(pl.col("_i")).forward_fill())
+    rows = rows.with_columns(_n=pl.col("_i") - pl.col("_start"))
     rows = rows.with_columns(
-        _n=pl.int_range(pl.len()).over("_sid"),
-        _step=x.diff().over("_sid"),
+        _step=_lag(x, 1).pipe(lambda prev: x - prev),
         _xv=pl.when(pl.col("_suppressed")).then(None).otherwise(x),
     ).with_columns(
         _blk=n // B,
@@ -232,8 +247,11 @@ def _detect_group(
     # After a stop or a suppressed stretch the process settles (restart ramps, reheating,
     # refilling): no level or drift verdict until settle_blocks blocks have passed.
     quiet_before = pl.col("_stopped") | pl.col("_suppressed")
-    last_quiet = pl.when(quiet_before).then(n).otherwise(None).forward_fill().over("_sid")
-    rows = rows.with_columns(_settled=(n - last_quiet.fill_null(-(10**12))) > s.settle_blocks * B)
+    last_quiet = pl.when(quiet_before).then(pl.col("_i")).otherwise(None).forward_fill()
+    in_series = pl.when(last_quiet >= pl.col("_start")).then(last_quiet)
+    rows = rows.with_columns(
+        _settled=(pl.col("_i") - in_series.fill_null(-(10**15))) > s.settle_blocks * B
+    )
     settled = pl.col("_settled")
     fence = s.envelope_margin * (pl.col("_q_hi") - pl.col("_q_lo")) + s.envelope_noise_margin * sigma
     over_top = (xr - pl.col("_q_hi") - fence) / fence
@@ -265,11 +283,13 @@ def _detect_group(
     J = s.spike_max_readings
     xv = pl.col("_xv")
     rows = rows.with_columns(
-        _med_base=xv.rolling_median(SPIKE_BASE_READINGS, min_samples=1).over("_sid"),
-        **{f"_lag{i}": xv.shift(i).over("_sid") for i in range(1, J + 1)},
+        # global windows are exact here: spikes are only judged from the min_history_blocks-th
+        # block of a series on, long after these short windows left the previous series
+        _med_base=xv.rolling_median(SPIKE_BASE_READINGS, min_samples=1),
+        **{f"_lag{i}": xv.shift(i) for i in range(1, J + 1)},
     )
     rows = rows.with_columns(
-        **{f"_base{j}": pl.col("_med_base").shift(j + 1).over("_sid") for j in range(1, J + 1)}
+        **{f"_base{j}": pl.col("_med_base").shift(j + 1) for j in range(1, J + 1)}
     )
     # Deviations are measured from the midpoint of the level before and the level after, so a
     # ramp (where the two differ) does not look like an excursion.
@@ -333,8 +353,10 @@ def _detect_group(
         _breach_run=_run_length(breach, n),
         _limit_run=_run_length(limit_breach, n),
         _flat_run=_run_length(pl.col("_flat"), n),
-        _stop_start=pl.col("_stopped") & ~pl.col("_stopped").shift(1).over("_sid").fill_null(False),
-        _s_spike=pl.when(ready).then(pl.max_horizontal(spike_terms)).otherwise(0.0),
+        _stop_start=pl.col("_stopped") & ~_lag(pl.col("_stopped"), 1).fill_null(False),
+        _s_spike=pl.when(ready & (n > J + SPIKE_BASE_READINGS))
+        .then(pl.max_horizontal(spike_terms))
+        .otherwise(0.0),
         _s_drift=pl.when(judge & settled & away)
         .then(pl.max_horizontal(trend_score, change_score))
         .otherwise(0.0),
@@ -438,19 +460,41 @@ def detect(readings: pl.DataFrame, config: DetectionConfig | None = None) -> pl.
         else pl.lit(False)
     )
     value = pl.col("value").cast(pl.Float64)
-    base = readings.with_row_index("_row").with_columns(
+    # Only the columns the detectors need travel through the sort (strings are costly to move).
+    base = readings.select(
+        pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row"),
+        *KEY,
+        *(["seq"] if use_seq else []),
         _x=pl.when(value.is_finite()).then(value),
         _t=_epoch_ms(pl.col("ts"), readings.schema["ts"]),
         _suppressed=status,
     )
-    pairs = readings.select(KEY).unique()
-    settings_of = [config.settings_for(machine, metric) for machine, metric in pairs.iter_rows()]
+    # Integer series codes: sorting and grouping on them is far cheaper than on the strings.
+    codes = [pl.col(c).cast(pl.String).cast(pl.Categorical).to_physical().cast(pl.Int64) for c in KEY]
+    base = base.with_columns(_machine_code=codes[0], _metric_code=codes[1])
+    width = int(base["_metric_code"].max() or 0) + 1
+    base = base.with_columns(_code=pl.col("_machine_code") * width + pl.col("_metric_code"))
+    pairs = base.group_by("_code").agg(pl.col(KEY[0]).first(), pl.col(KEY[1]).first())
+    settings_of = [
+        config.settings_for(machine, metric)
+        for machine, metric in pairs.select(KEY).iter_rows()
+    ]
     distinct = list(dict.fromkeys(settings_of))
-    group_of = pairs.with_columns(
-        _group=pl.Series([distinct.index(s) for s in settings_of], dtype=pl.Int32)
+    group_of = dict(
+        zip(pairs["_code"].to_list(), (distinct.index(s) for s in settings_of), strict=True)
     )
-    order = [*KEY, "seq", "_t", "_row"] if use_seq else [*KEY, "_t", "_row"]
-    base = base.join(group_of, on=KEY, how="left").sort(["_group", *order])
+    base = base.drop(KEY).with_columns(
+        _group=pl.col("_code").replace_strict(group_of, return_dtype=pl.Int32)
+    )
+    within = pl.col("seq") if use_seq else pl.col("_t").cast(pl.Int64)
+    spans = base.select(low=within.min(), high=within.max(), codes=pl.col("_code").max())
+    low, high, top = spans.row(0)
+    span = int(high - low + 1) if high is not None else 1
+    if span * (int(top) + 1) < 2**62:  # one integer key sorts far faster than two columns
+        key = pl.col("_code") * span + (within - low).fill_null(0)
+        base = base.sort(key, maintain_order=True)
+    else:
+        base = base.sort(["_code", within], maintain_order=True)
     parts = [
         _detect_group(part, distinct[part["_group"][0]], use_seq, flag_stops)
         for part in base.partition_by("_group", maintain_order=True)
