@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,7 +16,7 @@ T0 = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
 
 
 def series(
-    values: list[float | None],
+    values: Sequence[float | None],
     *,
     machine: str = "m1",
     metric: str = "generic",
@@ -67,9 +68,7 @@ def test_flags_on_a_prefix_do_not_change_when_more_data_follows() -> None:
     for cut in (500, 1201, 2050, 2600, 3333):
         prefix_rows = full.with_row_index("i").filter(pl.col("ts") < T0 + timedelta(seconds=cut))
         on_prefix = detect(prefix_rows.drop("i"))
-        same_rows = everything.with_row_index("i").join(
-            prefix_rows.select("i"), on="i", how="semi"
-        )
+        same_rows = everything.with_row_index("i").join(prefix_rows.select("i"), on="i", how="semi")
         cols = ["score", "is_anomaly", "severity", "detector"]
         assert on_prefix.select(cols).equals(same_rows.select(cols)), f"cut at {cut}"
 
@@ -114,7 +113,7 @@ def test_level_shift_is_flagged_after_consecutive_breaches_and_keeps_being_flagg
     result = flagged(detect(series(values)))
     inside = result.filter((pl.col("i") >= 2000) & (pl.col("i") < 2300))
     assert inside.height >= 200
-    assert inside["i"].min() <= 2010
+    assert min(inside["i"].to_list()) <= 2010
     assert result.filter(pl.col("i") < 2000).height == 0
     assert {"level", "rate_of_change"} >= set(inside["detector"].unique().to_list())
 
@@ -147,7 +146,7 @@ def test_slow_drift_is_flagged_while_it_lasts_and_not_before() -> None:
     drift = result.filter(pl.col("detector") == "drift")
     assert drift.height > 0
     assert result.filter(pl.col("i") < 8000).height == 0
-    assert drift["i"].min() > 8000
+    assert min(drift["i"].to_list()) > 8000
 
 
 def test_stuck_sensor_is_flagged_once_flat_for_stuck_samples() -> None:
@@ -156,8 +155,8 @@ def test_stuck_sensor_is_flagged_once_flat_for_stuck_samples() -> None:
         values[i] = values[999]
     result = flagged(detect(series(values)))
     stuck = result.filter(pl.col("detector") == "stuck")
-    assert stuck["i"].min() == 1000 + 29
-    assert stuck["i"].max() == 1199
+    assert min(stuck["i"].to_list()) == 1000 + 29
+    assert max(stuck["i"].to_list()) == 1199
     assert result.filter(pl.col("i") < 1000).height == 0
 
 

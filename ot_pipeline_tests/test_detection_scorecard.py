@@ -13,8 +13,14 @@ T0 = datetime(2026, 1, 5, 0, 0, tzinfo=UTC)
 T0_MS = int(T0.timestamp() * 1000)
 
 
-def readings(machine: str, metric: str, flagged_at: set[int], *, seconds: int = 86_400,
-             status_at: dict[int, int] | None = None) -> pl.DataFrame:
+def readings(
+    machine: str,
+    metric: str,
+    flagged_at: set[int],
+    *,
+    seconds: int = 86_400,
+    status_at: dict[int, int] | None = None,
+) -> pl.DataFrame:
     """One reading every 10 s for a day; `flagged_at` are seconds with is_anomaly true."""
     times = list(range(0, seconds, 10))
     status_at = status_at or {}
@@ -29,8 +35,15 @@ def readings(machine: str, metric: str, flagged_at: set[int], *, seconds: int = 
     ).with_columns(pl.col("ts").cast(pl.Datetime("ms", "UTC")))
 
 
-def fault(fault_id: str, fault_type: str, machine: str, metric: str | None, start_s: int,
-          end_s: int, detectable: bool = True) -> dict[str, object]:
+def fault(
+    fault_id: str,
+    fault_type: str,
+    machine: str,
+    metric: str | None,
+    start_s: int,
+    end_s: int,
+    detectable: bool = True,
+) -> dict[str, object]:
     return {
         "fault_id": fault_id,
         "fault_type": fault_type,
@@ -70,7 +83,9 @@ def test_alarm_outside_every_window_is_false_and_counted_per_machine_day() -> No
     assert total["recall"] == 0.0
     assert total["precision"] == 0.0
     assert total["machine_days"] == pytest.approx(2 * 86_390 / 86_400, rel=1e-3)
-    assert total["false_alarms_per_machine_day"] == pytest.approx(2 / total["machine_days"], rel=1e-3)
+    assert total["false_alarms_per_machine_day"] == pytest.approx(
+        2 / total["machine_days"], rel=1e-3
+    )
 
 
 def test_flag_after_the_fault_within_tolerance_counts_and_beyond_it_does_not() -> None:
@@ -89,9 +104,7 @@ def test_flag_after_the_fault_within_tolerance_counts_and_beyond_it_does_not() -
 
 def test_flags_in_windows_of_faults_not_meant_for_detectors_are_excused_not_false() -> None:
     anomalies = readings("m1", "rpm", {4000})
-    faults = pl.DataFrame(
-        [fault("skew", "clock_skew", "m1", None, 3900, 4100, detectable=False)]
-    )
+    faults = pl.DataFrame([fault("skew", "clock_skew", "m1", None, 3900, 4100, detectable=False)])
     card = score(anomalies, faults, tolerance_s=60)
     total = card.filter(pl.col("fault_type") == ALL).row(0, named=True)
     assert total["false_alarms"] == 0
@@ -101,8 +114,7 @@ def test_flags_in_windows_of_faults_not_meant_for_detectors_are_excused_not_fals
 
 def test_flags_while_the_device_reports_a_fault_are_excused() -> None:
     anomalies = readings("m1", "vibration", {7000, 7010}, status_at={7000: 2, 7010: 2})
-    card = score(anomalies, pl.DataFrame([fault("f", "spike", "m2", "rpm", 1, 2)]),
-                 tolerance_s=60)
+    card = score(anomalies, pl.DataFrame([fault("f", "spike", "m2", "rpm", 1, 2)]), tolerance_s=60)
     total = card.filter(pl.col("fault_type") == ALL).row(0, named=True)
     assert total["false_alarms"] == 0 and total["excused_episodes"] == 1
 

@@ -36,7 +36,8 @@ def parse_time(text: pl.Series) -> pl.Series:
     numeric = stripped.cast(pl.Float64, strict=False)
     present = stripped.is_not_null() & (stripped != "")
     if numeric.is_not_null().sum() == present.sum():
-        scale = 1.0 if (numeric.abs().max() or 0.0) > EPOCH_MS_ABOVE else 1000.0
+        peak = numeric.abs().max()
+        scale = 1.0 if isinstance(peak, int | float) and peak > EPOCH_MS_ABOVE else 1000.0
         return (numeric * scale).round().cast(pl.Int64)
     parsed = stripped.str.to_datetime(time_unit="ms", strict=False, time_zone="UTC")
     bad = present & parsed.is_null()
@@ -121,8 +122,10 @@ def run(
     scored = detect(readings.select("machine_id", "metric", "ts", "value"), config)
     detected = time.perf_counter()
     out = pl.concat(
-        [readings.select("_input_row", "_ts_text", "column", "_value_text"), scored.drop(
-            "machine_id", "metric", "ts", "value")],
+        [
+            readings.select("_input_row", "_ts_text", "column", "_value_text"),
+            scored.drop("machine_id", "metric", "ts", "value"),
+        ],
         how="horizontal",
     ).sort("_input_row", maintain_order=True)
     out.select(
@@ -130,9 +133,10 @@ def run(
         "column",
         pl.col("_value_text").alias("value"),
         pl.col("score").fill_null(0.0),
-        pl.when(pl.col("is_anomaly")).then(pl.lit("true")).otherwise(pl.lit("false")).alias(
-            "is_anomaly"
-        ),
+        pl.when(pl.col("is_anomaly"))
+        .then(pl.lit("true"))
+        .otherwise(pl.lit("false"))
+        .alias("is_anomaly"),
         "severity",
         "detector",
     ).write_csv(output_path)

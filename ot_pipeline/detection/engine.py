@@ -23,9 +23,9 @@ SEVERITIES = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
 # Order matters only for ties: the first detector with the highest score is named.
 DETECTORS = ("stuck", "gap", "limits", "level", "spike", "rate_of_change", "drift", "regime")
 MEDIAN_ABS_STEP_TO_SIGMA = 1.0 / 0.954  # white noise: median |x_t - x_t-1| = 0.954 sigma
-SPIKE_BASE_READINGS = 5
-NOISE_QUANTILE = 0.7
-DRIFT_LAG_BLOCKS = 6  # of the per-block median absolute steps  # the level before an excursion is the median of this many readings
+SPIKE_BASE_READINGS = 5  # the level before an excursion is the median of this many readings
+NOISE_QUANTILE = 0.7  # of the per-block median absolute steps, over noise_blocks blocks
+DRIFT_LAG_BLOCKS = 6  # a drift's direction is read from changes over this many blocks
 
 
 def _run_length(condition: pl.Expr, index: pl.Expr) -> pl.Expr:
@@ -55,8 +55,9 @@ def _gather_blocks(rows: pl.DataFrame, blocks: pl.DataFrame, columns: list[str])
     first = blocks.with_row_index("_bi").group_by("_sid").agg(pl.col("_bi").min()).sort("_sid")
     offsets = first["_bi"].gather(rows["_sid"])
     index = offsets + rows["_blk"].cast(offsets.dtype)
-    return rows.with_columns(blocks.select(columns).to_series(i).gather(index) for i in
-                             range(len(columns)))
+    return rows.with_columns(
+        blocks.select(columns).to_series(i).gather(index) for i in range(len(columns))
+    )
 
 
 def _block_history(blocks: pl.DataFrame, exprs: dict[str, pl.Expr]) -> pl.DataFrame:
@@ -124,7 +125,8 @@ def _detect_group(
         },
     )
     blocks = _block_history(
-        blocks, {c: pl.col(c).shift(1) for c in ("_run_level", "_run_floor", "_noise", "_flat_share")}
+        blocks,
+        {c: pl.col(c).shift(1) for c in ("_run_level", "_run_floor", "_noise", "_flat_share")},
     )
     rows = _gather_blocks(rows, blocks, ["_run_level", "_run_floor", "_noise", "_flat_share"])
     floor = pl.max_horizontal(
@@ -152,9 +154,7 @@ def _detect_group(
     )
 
     # Stage 2 (block medians of running readings only): envelope of normal operation, trend.
-    blocks2 = rows.group_by("_sid", "_blk", maintain_order=True).agg(
-        _bmed_r=pl.col("_xr").median()
-    )
+    blocks2 = rows.group_by("_sid", "_blk", maintain_order=True).agg(_bmed_r=pl.col("_xr").median())
     q = s.envelope_quantile
     blocks2 = _block_history(
         blocks2,
@@ -183,35 +183,39 @@ def _detect_group(
     D = s.drift_blocks
     # Direction over a few blocks (a slow drift is buried in the noise of consecutive blocks).
     rising = (pl.col("_bmed_r").diff(DRIFT_LAG_BLOCKS) > 0).cast(pl.Float64)
-    blocks2 = blocks2.with_columns(
-        _trend=pl.when(pl.col("_rise") > 0)
-        .then(pl.col("_rise"))
-        .when(pl.col("_fall") < 0)
-        .then(pl.col("_fall"))
-        .otherwise(0.0),
-        _up_share=rising.rolling_mean(D, min_samples=D // 2).over("_sid"),
-        _net=(pl.col("_bmed_r") - pl.col("_bmed_r").shift(D)).over("_sid"),
-        # evenly spread: the typical block change accounts for most of the net change (a few
-        # steps or one ramp inside the window do not)
-        _spread=(
-            pl.col("_bmed_r").diff().rolling_median(D, min_samples=D // 2) * D
-        ).over("_sid"),
-    ).with_columns(
-        _even=(pl.col("_spread") / pl.col("_net")) >= 0.5,
-    ).with_columns(
-        _change=pl.when(
-            (pl.col("_up_share") >= s.drift_direction_share)
-            & (pl.col("_net") > 0)
-            & pl.col("_even")
+    blocks2 = (
+        blocks2.with_columns(
+            _trend=pl.when(pl.col("_rise") > 0)
+            .then(pl.col("_rise"))
+            .when(pl.col("_fall") < 0)
+            .then(pl.col("_fall"))
+            .otherwise(0.0),
+            _up_share=rising.rolling_mean(D, min_samples=D // 2).over("_sid"),
+            _net=(pl.col("_bmed_r") - pl.col("_bmed_r").shift(D)).over("_sid"),
+            # evenly spread: the typical block change accounts for most of the net change (a few
+            # steps or one ramp inside the window do not)
+            _spread=(pl.col("_bmed_r").diff().rolling_median(D, min_samples=D // 2) * D).over(
+                "_sid"
+            ),
         )
-        .then(pl.col("_net"))
-        .when(
-            (pl.col("_up_share") <= 1.0 - s.drift_direction_share)
-            & (pl.col("_net") < 0)
-            & pl.col("_even")
+        .with_columns(
+            _even=(pl.col("_spread") / pl.col("_net")) >= 0.5,
         )
-        .then(pl.col("_net"))
-        .otherwise(0.0)
+        .with_columns(
+            _change=pl.when(
+                (pl.col("_up_share") >= s.drift_direction_share)
+                & (pl.col("_net") > 0)
+                & pl.col("_even")
+            )
+            .then(pl.col("_net"))
+            .when(
+                (pl.col("_up_share") <= 1.0 - s.drift_direction_share)
+                & (pl.col("_net") < 0)
+                & pl.col("_even")
+            )
+            .then(pl.col("_net"))
+            .otherwise(0.0)
+        )
     )
     blocks2 = _block_history(
         blocks2,
@@ -253,7 +257,9 @@ def _detect_group(
         _settled=(pl.col("_i") - in_series.fill_null(-(10**15))) > s.settle_blocks * B
     )
     settled = pl.col("_settled")
-    fence = s.envelope_margin * (pl.col("_q_hi") - pl.col("_q_lo")) + s.envelope_noise_margin * sigma
+    fence = (
+        s.envelope_margin * (pl.col("_q_hi") - pl.col("_q_lo")) + s.envelope_noise_margin * sigma
+    )
     over_top = (xr - pl.col("_q_hi") - fence) / fence
     under_bottom = (pl.col("_q_lo") - fence - xr) / fence
     if s.direction == "up":
@@ -398,7 +404,9 @@ def _detect_group(
     )
     named = pl.lit(None, dtype=pl.String)
     for name in reversed(DETECTORS):
-        named = pl.when(pl.col(f"_s_{name}") == pl.col("_score")).then(pl.lit(name)).otherwise(named)
+        named = (
+            pl.when(pl.col(f"_s_{name}") == pl.col("_score")).then(pl.lit(name)).otherwise(named)
+        )
     anomalous = pl.col("_score") >= 1.0
     rows = rows.with_columns(_anomalous=anomalous, _named=named)
 
@@ -406,12 +414,18 @@ def _detect_group(
     # more); a regime transition stays LOW.
     score = pl.col("_score")
     base = (
-        pl.when(score >= 8.0).then(3).when(score >= 4.0).then(2).when(score >= 2.0).then(1).otherwise(0)
+        pl.when(score >= 8.0)
+        .then(3)
+        .when(score >= 4.0)
+        .then(2)
+        .when(score >= 2.0)
+        .then(1)
+        .otherwise(0)
     )
     run = _run_length(pl.col("_anomalous"), n)
-    escalation = (run >= s.escalate_samples).cast(pl.Int32) + (
-        run >= 4 * s.escalate_samples
-    ).cast(pl.Int32)
+    escalation = (run >= s.escalate_samples).cast(pl.Int32) + (run >= 4 * s.escalate_samples).cast(
+        pl.Int32
+    )
     step = pl.when(pl.col("_named") == "regime").then(0).otherwise(base + escalation).clip(0, 3)
     severity = pl.when(anomalous).then(
         step.replace_strict(list(range(4)), list(SEVERITIES), return_dtype=pl.String)
@@ -470,14 +484,15 @@ def detect(readings: pl.DataFrame, config: DetectionConfig | None = None) -> pl.
         _suppressed=status,
     )
     # Integer series codes: sorting and grouping on them is far cheaper than on the strings.
-    codes = [pl.col(c).cast(pl.String).cast(pl.Categorical).to_physical().cast(pl.Int64) for c in KEY]
+    codes = [
+        pl.col(c).cast(pl.String).cast(pl.Categorical).to_physical().cast(pl.Int64) for c in KEY
+    ]
     base = base.with_columns(_machine_code=codes[0], _metric_code=codes[1])
-    width = int(base["_metric_code"].max() or 0) + 1
+    width = int(base.select(pl.col("_metric_code").max().fill_null(0)).item()) + 1
     base = base.with_columns(_code=pl.col("_machine_code") * width + pl.col("_metric_code"))
     pairs = base.group_by("_code").agg(pl.col(KEY[0]).first(), pl.col(KEY[1]).first())
     settings_of = [
-        config.settings_for(machine, metric)
-        for machine, metric in pairs.select(KEY).iter_rows()
+        config.settings_for(machine, metric) for machine, metric in pairs.select(KEY).iter_rows()
     ]
     distinct = list(dict.fromkeys(settings_of))
     group_of = dict(
@@ -487,10 +502,12 @@ def detect(readings: pl.DataFrame, config: DetectionConfig | None = None) -> pl.
         _group=pl.col("_code").replace_strict(group_of, return_dtype=pl.Int32)
     )
     within = pl.col("seq") if use_seq else pl.col("_t").cast(pl.Int64)
-    spans = base.select(low=within.min(), high=within.max(), codes=pl.col("_code").max())
-    low, high, top = spans.row(0)
-    span = int(high - low + 1) if high is not None else 1
-    if span * (int(top) + 1) < 2**62:  # one integer key sorts far faster than two columns
+    spans = base.select(
+        low=within.min().fill_null(0), high=within.max().fill_null(0), top=pl.col("_code").max()
+    ).cast(pl.Int64)
+    low, high, top = (int(spans[c].item()) for c in ("low", "high", "top"))
+    span = high - low + 1
+    if span * (top + 1) < 2**62:  # one integer key sorts far faster than two columns
         key = pl.col("_code") * span + (within - low).fill_null(0)
         base = base.sort(key, maintain_order=True)
     else:
@@ -499,6 +516,8 @@ def detect(readings: pl.DataFrame, config: DetectionConfig | None = None) -> pl.
         _detect_group(part, distinct[part["_group"][0]], use_seq, flag_stops)
         for part in base.partition_by("_group", maintain_order=True)
     ]
-    combined = pl.concat([p.select("_row", "score", "is_anomaly", "severity", "detector") for p in parts])
+    combined = pl.concat(
+        [p.select("_row", "score", "is_anomaly", "severity", "detector") for p in parts]
+    )
     added = combined.sort("_row").drop("_row")
     return pl.concat([readings, added], how="horizontal").select(out_columns)

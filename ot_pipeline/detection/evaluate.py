@@ -91,8 +91,17 @@ def evaluate(
         "readings": readings.height,
         "detect_s": round(detected - generated, 2),
         "detect_readings_per_s": round(readings.height / max(detected - generated, 1e-9)),
-        **{k: all_row[k] for k in ("precision", "recall", "f1", "false_alarms",
-                                   "false_alarms_per_machine_day", "median_delay_s")},
+        **{
+            k: all_row[k]
+            for k in (
+                "precision",
+                "recall",
+                "f1",
+                "false_alarms",
+                "false_alarms_per_machine_day",
+                "median_delay_s",
+            )
+        },
         "median_delay_s_by_type": {
             row["fault_type"]: row["median_delay_s"] for row in card.iter_rows(named=True)
         },
@@ -106,9 +115,11 @@ def evaluate(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ot_pipeline.detection.evaluate",
-                                     description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m ot_pipeline.detection.evaluate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--machines", type=int, default=50)
     parser.add_argument("--hours", type=float, default=24.0, help="scored hours (after warm-up)")
     parser.add_argument("--seed", type=int, default=7)
@@ -133,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         use_limits=args.limits,
         config=config,
     )
-    with pl.Config(tbl_cols=-1, tbl_width_chars=200, float_precision=3, tbl_hide_dataframe_shape=True):
+    with pl.Config(
+        tbl_cols=-1, tbl_width_chars=200, float_precision=3, tbl_hide_dataframe_shape=True
+    ):
         print(card.drop("machine_days", "excused_episodes"))
     print(json.dumps(summary, default=str))
     return 0

@@ -56,9 +56,9 @@ def episodes(anomalies: pl.DataFrame, *, merge_gap_s: float) -> pl.DataFrame:
         "machine_id",
         "metric",
         _ms(anomalies, "ts").alias("t"),
-        (
-            pl.col("status_code") if "status_code" in anomalies.columns else pl.lit(None)
-        ).alias("status_code"),
+        (pl.col("status_code") if "status_code" in anomalies.columns else pl.lit(None)).alias(
+            "status_code"
+        ),
     )
     if flagged.height == 0:
         return pl.DataFrame(
@@ -150,7 +150,10 @@ def score(
     eps = episodes(anomalies, merge_gap_s=merge_gap_s).with_row_index("episode")
     overlaps = (
         eps.join(windows, on="machine_id", how="inner")
-        .filter((pl.col("start_ms") <= pl.col("until_ms")) & (pl.col("end_ms") >= pl.col("start_ms_right")))
+        .filter(
+            (pl.col("start_ms") <= pl.col("until_ms"))
+            & (pl.col("end_ms") >= pl.col("start_ms_right"))
+        )
         .group_by("episode")
         .agg(true=pl.col("detectable").any())
     )
