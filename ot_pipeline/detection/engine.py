@@ -357,7 +357,7 @@ def _detect_group(
     )
     rows = rows.with_columns(
         _breach_run=_run_length(breach, n),
-        _limit_run=_run_length(limit_breach, n),
+        _limit_run=_run_length(limit_breach, n) if limit_terms else pl.lit(0),
         _flat_run=_run_length(pl.col("_flat"), n),
         _stop_start=pl.col("_stopped") & ~_lag(pl.col("_stopped"), 1).fill_null(False),
         _s_spike=pl.when(ready & (n > J + SPIKE_BASE_READINGS))
