@@ -140,14 +140,21 @@ def _detect_group(
     ready = (pl.col("_blk") >= mb) & pl.col("_xv").is_not_null()
     if s.stop_fraction is None:
         stopped = pl.lit(False)
+        stopping = pl.lit(False)
     else:
         level = pl.col("_run_level")
+        positive = pl.col("_run_floor") >= 0.0
         stopped = (
-            (pl.col("_run_floor") >= 0.0)
+            positive
             & (pl.col("_xv") < s.stop_fraction * level)
             & ((level - pl.col("_xv")) > 8.0 * sigma)
         )
-    rows = rows.with_columns(_stopped=(stopped & ready).fill_null(False))
+        # On the way down to a stop (a machine cooling, spinning down) a reading is not yet
+        # stopped but not a downward anomaly either: the transition is flagged once, as a stop.
+        stopping = positive & (pl.col("_xv") < (1.0 + s.stop_fraction) / 2.0 * level)
+    rows = rows.with_columns(
+        _stopped=(stopped & ready).fill_null(False), _stopping=stopping.fill_null(False)
+    )
     rows = rows.with_columns(
         _judge=ready & ~pl.col("_stopped"),
         _xr=pl.when(pl.col("_stopped")).then(None).otherwise(pl.col("_xv")),
@@ -261,7 +268,9 @@ def _detect_group(
         s.envelope_margin * (pl.col("_q_hi") - pl.col("_q_lo")) + s.envelope_noise_margin * sigma
     )
     over_top = (xr - pl.col("_q_hi") - fence) / fence
-    under_bottom = (pl.col("_q_lo") - fence - xr) / fence
+    under_bottom = (
+        pl.when(pl.col("_stopping")).then(-1.0).otherwise((pl.col("_q_lo") - fence - xr) / fence)
+    )
     if s.direction == "up":
         under_bottom = pl.lit(-1.0)
     elif s.direction == "down":
