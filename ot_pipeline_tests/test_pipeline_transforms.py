@@ -79,6 +79,23 @@ def test_readings_of_an_hour_keep_the_first_landed_copy_and_count_late_and_dupli
     assert hour.late_rows == 1
 
 
+def test_readings_of_an_hour_are_sorted_by_machine_metric_time_whatever_the_landed_order():
+    """The integer-keyed sort equals a stable (machine_id, metric, ts) string sort, duplicates
+    resolved to the lowest (partition, offset) even when a later copy comes first in the frame."""
+    readings = synthetic_readings(H, 0.05, 7, interval_s=5.0)
+    landed = readings.with_columns(
+        pl.lit(0, dtype=pl.Int32).alias("kafka_partition"),
+        pl.int_range(pl.len(), dtype=pl.Int64).alias("kafka_offset"),
+        pl.col("ts").alias("ingest_ts"),
+    )
+    resent = landed.head(50).with_columns(pl.col("kafka_offset") + 10_000, pl.col("value") + 1)
+    shuffled = pl.concat([resent, landed]).sample(fraction=1.0, shuffle=True, seed=3)
+    start, end = hour_bounds("2026-11-20-10:00")
+    hour = select_hour(shuffled, start, end, timedelta(minutes=5))
+    assert hour.duplicates == 50
+    assert hour.readings.equals(landed.sort("machine_id", "metric", "ts", maintain_order=True))
+
+
 def test_values_outside_the_contract_ranges_are_found():
     frame = pl.DataFrame(
         {

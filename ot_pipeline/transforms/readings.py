@@ -27,7 +27,7 @@ READINGS_COLUMNS: tuple[str, ...] = (
     "ingest_ts",
 )
 # Sort order of every readings file and of the archive: each machine's metric is one contiguous,
-# time-ordered run. Costs one string sort here; the detectors run about twice as fast on it.
+# time-ordered run (sort_by_series); the detectors run about twice as fast on it.
 SORT_KEYS: tuple[str, ...] = ("machine_id", "metric", "ts")
 
 
@@ -57,27 +57,70 @@ def select_hour(
 ) -> HourReadings:
     """Keep the rows of [start, end), one per event_id: the first landed (lowest partition and
     offset), so a resent reading never counts twice and reruns pick the same row."""
-    in_hour = landed.filter((pl.col("ts") >= start) & (pl.col("ts") < end))
-    # Duplicates are rare: hash once to find them, sort only those (a full sort costs seconds).
-    duplicated = in_hour.select(pl.col("event_id").is_duplicated()).to_series()
-    if duplicated.any():
-        copies = (
-            in_hour.filter(duplicated)
-            .sort(["kafka_partition", "kafka_offset"])
-            .unique(subset="event_id", keep="first", maintain_order=True)
-        )
-        deduped = pl.concat([in_hour.filter(~duplicated), copies], how="vertical")
-    else:
-        deduped = in_hour
-    late = deduped.filter(pl.col("ingest_ts") > end + late_grace).height
-    # Stable sort: ties keep landed order, so a rerun writes the very same file.
-    readings = deduped.select(READINGS_COLUMNS).sort(SORT_KEYS, maintain_order=True)
+    outside = (pl.col("ts") < start) | (pl.col("ts") >= end)
+    in_hour = landed.filter(~outside) if landed.select(outside.any()).item() else landed
+    keep = first_landed_copies(in_hour)
+    kept = int(keep.sum())
+    late = in_hour.select(((pl.col("ingest_ts") > end + late_grace) & keep).sum()).item()
+    # One gather does the dedup and the sort.
+    order = series_order(in_hour, start, end, keep)
+    readings = in_hour.select(READINGS_COLUMNS)[order]
     return HourReadings(
         readings=readings,
         landed_rows=in_hour.height,
-        duplicates=in_hour.height - deduped.height,
-        late_rows=late,
+        duplicates=in_hour.height - kept,
+        late_rows=int(late),
     )
+
+
+def first_landed_copies(frame: pl.DataFrame) -> pl.Series:
+    """Mask of the rows to keep: every row whose event_id is unique, and of each duplicated id
+    the copy with the lowest (kafka_partition, kafka_offset).
+
+    Duplicates are rare, so the strings are hashed once and 64-bit hashes compared (3x faster
+    than is_duplicated on strings); only rows whose hash repeats (real duplicates plus rare
+    collisions) are compared as strings and sorted by landing position."""
+    repeated = frame.select(pl.col("event_id").hash().is_duplicated()).to_series()
+    if not repeated.any():
+        return ~repeated
+    rows = repeated.arg_true()
+    candidates = frame[rows].select("event_id", "kafka_partition", "kafka_offset")
+    winners = (
+        candidates.with_columns(pl.Series("row", rows))
+        .sort(["kafka_partition", "kafka_offset", "row"])
+        .unique(subset="event_id", keep="first", maintain_order=True)["row"]
+    )
+    return (~repeated).scatter(winners, True)
+
+
+def series_order(
+    frame: pl.DataFrame, start: datetime, end: datetime, keep: pl.Series | None = None
+) -> pl.Series:
+    """Row indices (of the rows in `keep`) in SORT_KEYS order, ties in frame order, for rows
+    with ts in [start, end). About twice as fast as a stable sort on the two string columns: the
+    few (machine_id, metric) series are ranked as strings once, then rows are ordered by one
+    integer key (series rank, microseconds since start)."""
+    if frame.height == 0:
+        return pl.Series("row", [], dtype=pl.UInt32)
+    span_us = int((end - start).total_seconds() * 1_000_000)
+    shift = max(1, span_us.bit_length())
+    series = pl.col("machine_id").cast(pl.Categorical).to_physical().cast(pl.UInt64) * (
+        1 << 32
+    ) + pl.col("metric").cast(pl.Categorical).to_physical().cast(pl.UInt64)
+    codes = frame.select(series.alias("code")).to_series()
+    first_rows = codes.to_frame().with_row_index("row").group_by("code").agg(pl.col("row").first())
+    ranks = (
+        frame.select("machine_id", "metric")[first_rows["row"]]
+        .with_columns(first_rows["code"])
+        .sort("machine_id", "metric")
+        .with_row_index("rank")
+    )
+    rank = codes.replace_strict(ranks["code"], ranks["rank"], return_dtype=pl.UInt64)
+    offset_us = (frame["ts"] - start).dt.total_microseconds().cast(pl.UInt64)
+    keys = pl.DataFrame({"key": rank * (1 << shift) + offset_us}).with_row_index("row")
+    if keep is not None:
+        keys = keys.filter(keep)
+    return keys.sort("key", maintain_order=True)["row"]
 
 
 def out_of_range(readings: pl.DataFrame) -> pl.DataFrame:
