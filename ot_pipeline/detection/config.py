@@ -44,7 +44,7 @@ class DetectorSettings:
     # Long-term statistics are kept per block of readings (block medians are immune to spikes
     # and cheap to roll over a long history).
     block_samples: int = 30
-    history_blocks: int = 1500  # long memory: the envelope of normal operation
+    history_blocks: int = 3000  # long memory: the envelope of normal operation
     min_history_blocks: int = 4  # no level/drift/regime decision before this many blocks
     noise_blocks: int = 100  # window of the noise estimate (median absolute step)
     # Spike: 1..spike_max_readings readings far from the level before them, then a return.
@@ -67,10 +67,10 @@ class DetectorSettings:
     drift_consistency: float = 0.2
     drift_threshold: float = 2.0
     drift_usual_quantile: float = 0.99
-    drift_noise_threshold: float = 4.0
+    drift_noise_threshold: float = 6.0
     drift_min_history_blocks: int = 60  # the usual trend needs a longer history to be known
     drift_direction_share: float = 0.9
-    drift_change_noise: float = 8.0
+    drift_change_noise: float = 16.0
     # After a stop or a suppressed stretch, the process settles (reheats, refills) for this many
     # blocks before level and drift verdicts resume.
     settle_blocks: int = 80
@@ -84,7 +84,7 @@ class DetectorSettings:
     # Data gaps: a time step this many times the series' median step, or a seq jump.
     gap_factor: float = 5.0
     # Regimes: a non-negative signal below this fraction of its running level is stopped/idle.
-    stop_fraction: float | None = 0.4
+    stop_fraction: float | None = 0.6
     # Which departures from the envelope count: "both", "up" (only high is bad) or "down".
     direction: str = "both"
     # Smallest noise sigma (metric units, and relative to the running level).
@@ -130,7 +130,7 @@ METRIC_DEFAULTS: dict[str, dict[str, Any]] = {
     "pressure": {"abs_noise_floor": 0.002, **_UP},
     "energy": {"abs_noise_floor": 0.02, **_UP},
     "rpm": {"abs_noise_floor": 0.5, **_UP},
-    "voltage": {"abs_noise_floor": 0.01},
+    "voltage": {"abs_noise_floor": 0.01, "direction": "down"},
     "current": {"abs_noise_floor": 0.01, **_UP},
     "level": {"abs_noise_floor": 0.02},
     "flow": {"abs_noise_floor": 0.05, **_UP},
