@@ -36,9 +36,11 @@ def read_hours(lake: Lake, asset: str, hour_keys: list[str]) -> pl.DataFrame | N
     return pl.read_parquet(paths)
 
 
-def read_hour(lake: Lake, asset: str, hour_key: str) -> pl.DataFrame | None:
+def read_hour(
+    lake: Lake, asset: str, hour_key: str, columns: list[str] | None = None
+) -> pl.DataFrame | None:
     path = lake.hour_path(asset, hour_key)
-    return pl.read_parquet(path) if path.exists() else None
+    return pl.read_parquet(path, columns=columns) if path.exists() else None
 
 
 def _normalised(dtype: pl.DataType) -> str:

@@ -14,6 +14,9 @@ from ot_pipeline.transforms.anomalies import empty_anomalies
 from ot_pipeline.transforms.health import machine_health
 from ot_pipeline.transforms.readings import hour_bounds
 
+# The readings columns machine_health uses (the rest, event_id above all, is not read).
+HEALTH_INPUT = ["machine_id", "machine_type", "line_id", "metric", "ts", "status_code", "seq"]
+
 
 @dg.asset(
     deps=[readings, anomalies],
@@ -34,7 +37,7 @@ def machine_health_hourly(
     for key in context.partition_keys:
         start, end = hour_bounds(key)
         with clock.time("read_s"):
-            hour = read_hour(the_lake, "readings", key)
+            hour = read_hour(the_lake, "readings", key, columns=HEALTH_INPUT)
             flagged = read_hour(the_lake, "anomalies", key)
         if hour is None or flagged is None:
             raise dg.Failure(f"readings or anomalies {key} missing: materialize them first")

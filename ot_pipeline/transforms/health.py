@@ -50,9 +50,22 @@ def machine_health(
             schema={c: t for c, t in _health_schema().items()},
         )
     # Each (machine, metric) series is a status signal; a sample holds until the series' next
-    # sample. Window functions over a time-sorted frame: an integer sort, no string sort.
-    series = readings.select("machine_id", "metric", "ts", "status_code").sort("ts")
-    next_ts = pl.col("ts").shift(-1).over("machine_id", "metric")
+    # sample. Integer codes for machine and metric (categorical codes), so the sorts and the
+    # series boundaries work on integers, never on the strings.
+    coded = readings.select(
+        pl.col("machine_id").cast(pl.Categorical).to_physical().alias("_m"),
+        pl.col("metric").cast(pl.Categorical).to_physical().alias("_x"),
+        "ts",
+        "status_code",
+        "seq",
+    )
+    series = coded.select("_m", "_x", "ts", "status_code").sort(
+        "_m", "_x", "ts", maintain_order=True
+    )
+    same_series = (pl.col("_m") == pl.col("_m").shift(-1)) & (
+        pl.col("_x") == pl.col("_x").shift(-1)
+    )
+    next_ts = pl.when(same_series).then(pl.col("ts").shift(-1))
     end_ts = pl.lit(end, dtype=pl.Datetime("ms", "UTC"))
     held = (
         pl.coalesce(next_ts, end_ts)
@@ -64,22 +77,23 @@ def machine_health(
     # A machine's time in a status = the mean over its metrics' series.
     status_time = (
         series.with_columns(held.alias("held_s"))
-        .group_by("machine_id")
+        .group_by("_m")
         .agg(
             [
                 (
                     pl.col("held_s").filter(pl.col("status_code") == code).sum()
-                    / pl.col("metric").n_unique()
+                    / pl.col("_x").n_unique()
                 ).alias(name)
                 for code, name in STATUS_COLUMNS.items()
             ]
         )
     )
+    same_machine = pl.col("_m") == pl.col("_m").shift(1)
     seqs = (
-        readings.select("machine_id", "seq")
-        .sort("seq")
-        .with_columns((pl.col("seq").diff().over("machine_id") - 1).alias("missing"))
-        .group_by("machine_id")
+        coded.select("_m", "seq")
+        .sort("_m", "seq")
+        .with_columns(pl.when(same_machine).then(pl.col("seq").diff() - 1).alias("missing"))
+        .group_by("_m")
         .agg(
             (pl.col("missing") > 0).sum().cast(pl.Int64).alias("seq_gaps"),
             pl.col("missing")
@@ -89,18 +103,24 @@ def machine_health(
             .alias("missing_readings"),
         )
     )
-    machines = readings.group_by("machine_id").agg(
-        pl.col("machine_type").first(),
-        pl.col("line_id").first(),
-        pl.len().cast(pl.Int64).alias("readings"),
+    machines = (
+        readings.select("machine_id", "machine_type", "line_id")
+        .with_columns(coded["_m"])
+        .group_by("_m")
+        .agg(
+            pl.col("machine_id").first(),
+            pl.col("machine_type").first(),
+            pl.col("line_id").first(),
+            pl.len().cast(pl.Int64).alias("readings"),
+        )
     )
     flagged = anomalies.group_by("machine_id").agg(
         pl.len().cast(pl.Int64).alias("anomalies"),
         pl.col("severity").is_in(ALERT_SEVERITIES).sum().cast(pl.Int64).alias("alerts"),
     )
     health = (
-        machines.join(status_time, on="machine_id", how="left")
-        .join(seqs, on="machine_id", how="left")
+        machines.join(status_time, on="_m", how="left")
+        .join(seqs, on="_m", how="left")
         .join(flagged, on="machine_id", how="left")
         .with_columns(
             pl.lit(start, dtype=pl.Datetime("ms", "UTC")).alias("hour"),
