@@ -13,6 +13,8 @@ from ot_pipeline.transforms.windows import coarser_windows, tumbling_windows
 
 # asset name -> (bucket width, rolling-average period)
 WINDOWS: dict[str, tuple[str, str]] = {"windows_1m": ("1m", "15m"), "windows_5m": ("5m", "1h")}
+# The readings columns the windows use (event_id and the rest are not read).
+WINDOW_INPUT = ["ts", "machine_id", "metric", "value"]
 
 
 def readings_rows(lake: LakeResource, keys: list[str]) -> int:
@@ -46,7 +48,12 @@ def _window_asset(
         last = pl.DataFrame()
         for key in context.partition_keys:
             with clock.time("read_s"):
-                hour = read_hour(the_lake, source_name, key)
+                hour = read_hour(
+                    the_lake,
+                    source_name,
+                    key,
+                    columns=WINDOW_INPUT if source_name == "readings" else None,
+                )
             if hour is None:
                 raise dg.Failure(f"{source_name} {key} is missing: materialize it first")
             with clock.time("compute_s"):

@@ -24,7 +24,8 @@ def tumbling_windows(readings: pl.DataFrame, every: str, rolling: str) -> pl.Dat
     plus `rolling_mean`: the count-weighted mean of the buckets in the trailing `rolling` period
     (within the frame given, so an hour's first buckets average fewer buckets)."""
     windows = (
-        readings.sort("ts")
+        readings.select("ts", "machine_id", "metric", "value")  # only these move in the sort
+        .sort("ts")
         .group_by(
             pl.col("ts").dt.truncate(every).alias("bucket"),
             "machine_id",
