@@ -1,7 +1,7 @@
 """`anomalies`: the detectors applied to each hour, warmed with trailing history from the hour
 before, keeping the hour's flagged readings."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import dagster as dg
 import polars as pl
@@ -13,6 +13,7 @@ from ot_pipeline.partitions import HOURLY_TAG, follow_parents, hourly_partitions
 from ot_pipeline.resources import LakeResource, PipelineConfig
 from ot_pipeline.transforms.anomalies import ANOMALY_COLUMNS, hour_anomalies
 from ot_pipeline.transforms.readings import hour_bounds, hour_key
+from streaming.lake import Lake
 
 DETECTION_INPUT = [
     "event_id",
@@ -50,17 +51,12 @@ def anomalies(
     for key in context.partition_keys:
         start, end = hour_bounds(key)
         with clock.time("read_s"):
-            hour = read_hour(the_lake, "readings", key)
+            hour = read_hour(the_lake, "readings", key, columns=DETECTION_INPUT)
             if hour is None:
                 raise dg.Failure(f"readings {key} is missing: materialize readings first")
-            previous = read_hour(the_lake, "readings", hour_key(start - timedelta(hours=1)))
-            history = (
-                previous.filter(pl.col("ts") >= start - history_span).select(DETECTION_INPUT)
-                if previous is not None and history_span.total_seconds() > 0
-                else hour.select(DETECTION_INPUT).clear()
-            )
+            history = _history(the_lake, start, history_span, hour)
         with clock.time("detect_s"):
-            flagged = hour_anomalies(history, hour.select(DETECTION_INPUT), start, end, detect)
+            flagged = hour_anomalies(history, hour, start, end, detect)
         with clock.time("write_s"):
             write_hour(the_lake, "anomalies", key, flagged)
         scored += hour.height
@@ -84,6 +80,20 @@ def anomalies(
             "by_detector": preview(by_detector, 20),
             "preview": preview(everything.sort("score", descending=True)),
         }
+    )
+
+
+def _history(lake: Lake, start: datetime, span: timedelta, hour: pl.DataFrame) -> pl.DataFrame:
+    """The last `span` of the previous hour's readings: only the detection columns are read
+    and the time filter runs inside the scan."""
+    previous = lake.hour_path("readings", hour_key(start - timedelta(hours=1)))
+    if not previous.exists() or span.total_seconds() <= 0:
+        return hour.clear()
+    return (
+        pl.scan_parquet(previous)
+        .select(DETECTION_INPUT)
+        .filter(pl.col("ts") >= start - span)
+        .collect()
     )
 
 

@@ -58,8 +58,10 @@ def hour_anomalies(
     frame = pl.concat([history.select(columns), hour], how="vertical") if history.height else hour
     if frame.height == 0:
         return empty_anomalies()
-    # Two series-sorted blocks: the adaptive sort is cheap, and detect runs ~2x faster on it.
-    scored = detect(frame.sort("machine_id", "metric", "ts", maintain_order=True))
+    # No sort here: detect orders rows by series itself (one integer key), and the history and
+    # the hour arrive as two series-sorted blocks already (a string sort here cost ~2 s per
+    # hour of 5 M readings and did not make detect faster).
+    scored = detect(frame)
     flagged = scored.filter(pl.col("is_anomaly") & (pl.col("ts") >= start) & (pl.col("ts") < end))
     out = empty_anomalies()
     return pl.concat(
