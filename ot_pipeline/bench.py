@@ -5,8 +5,9 @@ Synthesizes one event hour (5,000,000 readings; quick: 500,000) plus the half ho
 landing files in a temporary lake, materializes the previous hour's readings (untimed: it is the
 detectors' history), then times the whole hourly job for the hour (readings, windows, anomalies,
 health, PostgreSQL loads, every check) with per-step durations. Then loads 1,000,000 (quick:
-200,000) rows into readings_1m alone to measure the COPY path's rows/s. Uses its own PostgreSQL
-schema and drops it afterwards.
+200,000) rows into readings_1m alone to measure the load path's rows/s (first load and
+replacing the range), beside the previous path (delete + CSV COPY on a plain table) measured in
+the same run. Uses its own PostgreSQL schema and drops it afterwards.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from psycopg import sql
 
 from ot_pipeline.synthetic_landing import land, synthetic_readings
 from ot_pipeline.transforms.windows import tumbling_windows
-from ot_pipeline.warehouse import Warehouse
+from ot_pipeline.warehouse import TABLES, Warehouse, binary_copy_chunks, csv_chunks
 from streaming.lake import Lake
 from streaming.settings import Settings
 
@@ -94,15 +96,71 @@ def _step_seconds(instance: Any, run_id: str) -> dict[str, float]:
 
 
 def _load_throughput(settings: Settings, rows: int) -> dict[str, Any]:
-    """COPY `rows` 1-minute windows into readings_1m twice (the second replaces the first)."""
+    """COPY `rows` 1-minute windows into readings_1m twice (the second replaces the first), and,
+    in the same run for ratios, the same loads on a plain (unpartitioned) copy of the table by
+    delete + COPY: CSV (the previous load path) and binary (the path hypertables and the small
+    tables take)."""
     machines = max(1, rows // (60 * METRICS_PER_MACHINE))
     frame = tumbling_windows(synthetic_readings(HOUR, 1, machines, interval_s=20.0), "1m", "15m")
     warehouse = Warehouse(settings.pg_dsn, settings.pg_schema)
     warehouse.ensure_schema()
-    first = warehouse.replace_range("readings_1m", HOUR, HOUR + timedelta(hours=1), frame)
-    again = warehouse.replace_range("readings_1m", HOUR, HOUR + timedelta(hours=1), frame)
-    return {
+    end = HOUR + timedelta(hours=1)
+    first = warehouse.replace_range("readings_1m", HOUR, end, frame)
+    again = warehouse.replace_range("readings_1m", HOUR, end, frame)
+    figures: dict[str, Any] = {
         "pg_load_rows": first.rows,
         "pg_load_rows_per_s": round(first.rows_per_s),
         "pg_replace_rows_per_s": round(again.rows_per_s),
     }
+    spec = TABLES["readings_1m"]
+    frame = frame.select(spec.column_names).cast(spec.polars_schema)  # type: ignore[arg-type]
+    with warehouse.connect() as conn:
+        conn.execute(
+            sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
+                warehouse._t(PLAIN), warehouse._t("readings_1m")
+            )
+        )
+        conn.commit()
+    for fmt in ("csv", "binary"):
+        for attempt in ("load", "replace"):
+            seconds = _delete_and_copy(warehouse, frame, end, fmt)
+            figures[f"pg_plain_{fmt}_{attempt}_rows_per_s"] = round(frame.height / seconds)
+        with warehouse.connect() as conn:
+            conn.execute(sql.SQL("TRUNCATE {}").format(warehouse._t(PLAIN)))
+            conn.commit()
+    figures["pg_load_ratio_vs_plain_csv"] = round(
+        figures["pg_load_rows_per_s"] / figures["pg_plain_csv_load_rows_per_s"], 2
+    )
+    figures["pg_replace_ratio_vs_plain_csv"] = round(
+        figures["pg_replace_rows_per_s"] / figures["pg_plain_csv_replace_rows_per_s"], 2
+    )
+    return figures
+
+
+PLAIN = "readings_1m_plain"
+
+
+def _delete_and_copy(warehouse: Warehouse, frame: pl.DataFrame, end: datetime, fmt: str) -> float:
+    """The load on a plain table: delete the range, COPY the rows (CSV or binary), one
+    transaction. Returns seconds."""
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in frame.columns)
+    chunks = csv_chunks if fmt == "csv" else binary_copy_chunks
+    started = time.perf_counter()
+    with warehouse.connect() as conn, conn.transaction():
+        conn.execute(
+            sql.SQL("DELETE FROM {} WHERE bucket >= %s AND bucket < %s").format(
+                warehouse._t(PLAIN)
+            ),
+            (HOUR, end),
+        )
+        with (
+            conn.cursor() as cur,
+            cur.copy(
+                sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {})").format(
+                    warehouse._t(PLAIN), columns, sql.SQL(fmt)
+                )
+            ) as copy,
+        ):
+            for chunk in chunks(frame):
+                copy.write(chunk)
+    return time.perf_counter() - started
