@@ -388,8 +388,10 @@ def _detect_group(
         "rate_of_change": pl.when(breach & (pl.col("_gap_missing") == 0))
         .then(pl.col("_step").abs() / (math.sqrt(2.0) * sigma) / s.roc_threshold)
         .otherwise(zero),
+        # stuck is judged while stopped too, except on an exact zero (a stopped counter)
         "stuck": pl.when(
-            judge
+            ready
+            & (~pl.col("_stopped") | (pl.col("_xv") != 0.0))
             & (pl.col("_flat_run") >= s.stuck_samples)
             & (pl.col("_flat_share") <= s.stuck_max_flat_share)
         )
@@ -405,7 +407,9 @@ def _detect_group(
     ).with_columns(
         _s_spike=pl.col("_s_spike").fill_null(0.0), _s_drift=pl.col("_s_drift").fill_null(0.0)
     )
-    quiet = pl.col("_suppressed") | (pl.col("_stopped") & ~pl.col("_stop_start"))
+    # Level, limits, rate of change and drift already skip stopped readings (they compare with
+    # the running envelope); spikes, stuck values and gaps are judged in every regime.
+    quiet = pl.col("_suppressed")
     rows = rows.with_columns(
         _score=pl.when(quiet)
         .then(0.0)
