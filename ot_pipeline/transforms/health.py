@@ -103,16 +103,19 @@ def machine_health(
             .alias("missing_readings"),
         )
     )
-    machines = (
-        readings.select("machine_id", "machine_type", "line_id")
-        .with_columns(coded["_m"])
+    # Type and line from each machine's first row: group integers, gather the few string rows.
+    first_rows = (
+        coded.select("_m")
+        .with_row_index("_row")
         .group_by("_m")
-        .agg(
-            pl.col("machine_id").first(),
-            pl.col("machine_type").first(),
-            pl.col("line_id").first(),
-            pl.len().cast(pl.Int64).alias("readings"),
-        )
+        .agg(pl.col("_row").first(), pl.len().cast(pl.Int64).alias("readings"))
+    )
+    machines = pl.concat(
+        [
+            first_rows,
+            readings.select("machine_id", "machine_type", "line_id")[first_rows["_row"]],
+        ],
+        how="horizontal",
     )
     flagged = anomalies.group_by("machine_id").agg(
         pl.len().cast(pl.Int64).alias("anomalies"),
