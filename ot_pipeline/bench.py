@@ -71,6 +71,7 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
         figures["hour_job_s"] = round(time.perf_counter() - started, 2)
         figures["hour_job_success"] = bool(result.success)
         figures.update(_step_seconds(instance, result.run_id))
+        figures.update(_phase_seconds(result))
         figures["hour_readings_per_s"] = round(hour_rows / figures["hour_job_s"])
 
         figures.update(_load_throughput(bench_settings, 200_000 if quick else 1_000_000))
@@ -92,6 +93,18 @@ def _step_seconds(instance: Any, run_id: str) -> dict[str, float]:
             starts[event.step_key] = entry.timestamp
         elif event.event_type_value == "STEP_SUCCESS" and event.step_key in starts:
             out[f"step_{event.step_key}_s"] = round(entry.timestamp - starts[event.step_key], 2)
+    return out
+
+
+def _phase_seconds(result: Any) -> dict[str, float]:
+    """Seconds per phase inside each asset (its `*_s` materialization metadata)."""
+    out: dict[str, float] = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.step_materialization_data.materialization
+        name = materialization.asset_key.path[-1]
+        for key, value in materialization.metadata.items():
+            if key.endswith("_s") and isinstance(getattr(value, "value", None), float):
+                out[f"phase_{name}_{key}"] = round(value.value, 2)
     return out
 
 
