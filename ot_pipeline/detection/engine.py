@@ -151,7 +151,7 @@ def _detect_group(
         )
         # On the way down to a stop (a machine cooling, spinning down) a reading is not yet
         # stopped but not a downward anomaly either: the transition is flagged once, as a stop.
-        stopping = positive & (pl.col("_xv") < (1.0 + s.stop_fraction) / 2.0 * level)
+        stopping = positive & (pl.col("_xv") < (1.0 + 3.0 * s.stop_fraction) / 4.0 * level)
     rows = rows.with_columns(
         _stopped=(stopped & ready).fill_null(False), _stopping=stopping.fill_null(False)
     )
