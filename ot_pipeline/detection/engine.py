@@ -13,7 +13,9 @@ expression): one vectorised pass per distinct settings, never a loop per row.
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import numpy as np
 import polars as pl
 
 from ot_pipeline.detection.config import DetectionConfig, DetectorSettings
@@ -50,14 +52,57 @@ def _spike_threshold(s: DetectorSettings, readings: int) -> float:
     return max(s.spike_threshold / math.sqrt(readings), 0.6 * s.spike_threshold)
 
 
-def _gather_blocks(rows: pl.DataFrame, blocks: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
-    """Attach per-block statistics to the rows of that block (blocks are dense per series)."""
-    first = blocks.with_row_index("_bi").group_by("_sid").agg(pl.col("_bi").min()).sort("_sid")
-    offsets = first["_bi"].gather(rows["_sid"])
-    index = offsets + rows["_blk"].cast(offsets.dtype)
-    return rows.with_columns(
-        blocks.select(columns).to_series(i).gather(index) for i in range(len(columns))
+def _block_layout(n: np.ndarray, block_samples: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Global block number and position in the block of every row (rows sorted by series).
+
+    Blocks are dense per series (reading n of a series lies in its block n // block_samples), so
+    a block starts wherever n % block_samples == 0 and the blocks of all series are one sequence.
+    """
+    pos = n % block_samples
+    block = np.cumsum(pos == 0) - 1
+    return block, pos, int(block[-1]) + 1 if block.size else 0
+
+
+def _padded(values: pl.Series, block: np.ndarray, pos: np.ndarray, blocks: int, width: int) -> Any:
+    """Rows laid out as a (blocks, width) array, NaN where a block has no (or a null) reading."""
+    grid = np.full((blocks, width), np.nan)
+    grid[block, pos] = values.cast(pl.Float64).fill_null(np.nan).to_numpy()
+    return grid
+
+
+def _row_median(grid: Any) -> Any:
+    """Median of each row ignoring NaN (NaN when a row has none): one sort of small rows."""
+    ordered = np.sort(grid, axis=1)
+    count = np.count_nonzero(~np.isnan(grid), axis=1)
+    last = grid.shape[1] - 1
+    low = np.take_along_axis(ordered, np.clip((count - 1) // 2, 0, last)[:, None], 1)[:, 0]
+    high = np.take_along_axis(ordered, np.clip(count // 2, 0, last)[:, None], 1)[:, 0]
+    return np.where(count > 0, (low + high) / 2.0, np.nan)
+
+
+def _on_rows(values: Any, block: np.ndarray, name: str) -> pl.Series:
+    """A per-block statistic attached to every row of its block."""
+    return pl.Series(name, values, nan_to_null=True).gather(block)
+
+
+def _series_rolling_min(rows: pl.DataFrame, values: pl.Expr, window: int) -> pl.Expr:
+    """Minimum of the positive `values` over the previous `window` readings of the same series.
+
+    One global rolling window instead of one per series: every value is offset by its series
+    number times a large constant, so within a window the current series always wins the
+    minimum, and a minimum that comes from an earlier series is recognised and discarded.
+    """
+    series = int(rows.select(pl.col("_sid").max().fill_null(0)).item()) + 1
+    big = 2**62 // (series + 1)
+    offset = pl.col("_sid").cast(pl.Int64) * big
+    absent = 2**62  # larger than any keyed value; no nulls keeps the rolling window fast
+    keyed = (
+        pl.when(values > 0)
+        .then(values.cast(pl.Int64).clip(upper_bound=big - 1) - offset)
+        .otherwise(absent)
     )
+    earlier = keyed.rolling_min(window, min_samples=1).shift(1) + offset
+    return pl.when((earlier > 0) & (earlier < big)).then(earlier)
 
 
 def _block_history(blocks: pl.DataFrame, exprs: dict[str, pl.Expr]) -> pl.DataFrame:
@@ -83,20 +128,15 @@ def _detect_group(
         _step=_lag(x, 1).pipe(lambda prev: x - prev),
         _xv=pl.when(pl.col("_suppressed")).then(None).otherwise(x),
     ).with_columns(
-        _blk=n // B,
         _flat=(pl.col("_step").abs() <= s.stuck_tolerance).fill_null(False),
     )
     if use_seq:
-        seq_step = pl.col("seq").diff().over("_sid")
+        rows = rows.with_columns(_seq_step=pl.when(n >= 1).then(pl.col("seq").diff()))
+        seq_step = pl.col("_seq_step")
         # Smallest positive step of the recent past = the series' stride (a machine's seq counts
         # the readings of all its metrics); robust even while many packets are lost.
-        stride = (
-            pl.when(seq_step > 0)
-            .then(seq_step)
-            .rolling_min(B * mb, min_samples=1)
-            .shift(1)
-            .over("_sid")
-        )
+        rows = rows.with_columns(_stride=_series_rolling_min(rows, seq_step, B * mb))
+        stride = pl.col("_stride")
         gap_missing = pl.when(seq_step > 1.5 * stride).then((seq_step / stride - 1.0).round())
     else:
         dt = pl.col("_t").diff().over("_sid")
@@ -105,10 +145,19 @@ def _detect_group(
     rows = rows.with_columns(_gap_missing=gap_missing.fill_null(0.0))
 
     # Long-term statistics, stage 1 (raw block medians): running level, noise, flat share.
-    blocks = rows.group_by("_sid", "_blk", maintain_order=True).agg(
-        _bmed=pl.col("_xv").median(),
-        _bstep=pl.col("_xv").diff().abs().median(),
-        _bflat=pl.col("_flat").mean(),
+    # Blocks are computed on a (blocks, block_samples) array: no hashing, one sort of small rows.
+    block, pos, nblocks = _block_layout(rows["_n"].to_numpy(), B)
+    starts = pos == 0
+    grid = _padded(rows["_xv"], block, pos, nblocks, B)
+    flat = rows["_flat"].to_numpy()
+    blocks = pl.DataFrame(
+        {
+            "_sid": rows["_sid"].to_numpy()[starts],
+            "_bmed": _row_median(grid),
+            "_bstep": _row_median(np.abs(np.diff(grid, axis=1))),
+            "_bflat": np.bincount(block, weights=flat) / np.bincount(block),
+        },
+        nan_to_null=True,
     )
     blocks = _block_history(
         blocks,
@@ -128,7 +177,10 @@ def _detect_group(
         blocks,
         {c: pl.col(c).shift(1) for c in ("_run_level", "_run_floor", "_noise", "_flat_share")},
     )
-    rows = _gather_blocks(rows, blocks, ["_run_level", "_run_floor", "_noise", "_flat_share"])
+    rows = rows.with_columns(
+        blocks.get_column(c).gather(block)
+        for c in ("_run_level", "_run_floor", "_noise", "_flat_share")
+    )
     floor = pl.max_horizontal(
         pl.lit(max(s.abs_noise_floor, 1e-9)), s.rel_noise_floor * pl.col("_run_level").abs()
     )
@@ -137,7 +189,7 @@ def _detect_group(
 
     # Regimes: a non-negative signal far below its running level (a planned stop, an idle
     # machine) is not an anomaly; the first stopped reading is flagged once, LOW.
-    ready = (pl.col("_blk") >= mb) & pl.col("_xv").is_not_null()
+    ready = (n >= mb * B) & pl.col("_xv").is_not_null()
     if s.stop_fraction is None:
         stopped = pl.lit(False)
         stopping = pl.lit(False)
@@ -161,7 +213,13 @@ def _detect_group(
     )
 
     # Stage 2 (block medians of running readings only): envelope of normal operation, trend.
-    blocks2 = rows.group_by("_sid", "_blk", maintain_order=True).agg(_bmed_r=pl.col("_xr").median())
+    blocks2 = pl.DataFrame(
+        {
+            "_sid": blocks["_sid"],
+            "_bmed_r": _row_median(_padded(rows["_xr"], block, pos, nblocks, B)),
+        },
+        nan_to_null=True,
+    )
     q = s.envelope_quantile
     blocks2 = _block_history(
         blocks2,
@@ -249,8 +307,9 @@ def _detect_group(
             "_trend": pl.col("_trend").shift(1),
         },
     )
-    rows = _gather_blocks(
-        rows, blocks2, ["_q_lo", "_q_hi", "_trend", "_usual", "_change", "_usual_change"]
+    rows = rows.with_columns(
+        blocks2.get_column(c).gather(block)
+        for c in ("_q_lo", "_q_hi", "_trend", "_usual", "_change", "_usual_change")
     )
 
     judge = pl.col("_judge")
@@ -469,7 +528,6 @@ def detect(readings: pl.DataFrame, config: DetectionConfig | None = None) -> pl.
     missing = {"machine_id", "metric", "ts", "value"} - set(readings.columns)
     if missing:
         raise ValueError(f"detect: readings lack column(s) {sorted(missing)}")
-    out_columns = [*readings.columns, "score", "is_anomaly", "severity", "detector"]
     if readings.height == 0:
         return readings.with_columns(
             score=pl.lit(None, dtype=pl.Float64),
@@ -508,11 +566,17 @@ def detect(readings: pl.DataFrame, config: DetectionConfig | None = None) -> pl.
         config.settings_for(machine, metric) for machine, metric in pairs.select(KEY).iter_rows()
     ]
     distinct = list(dict.fromkeys(settings_of))
-    group_of = dict(
-        zip(pairs["_code"].to_list(), (distinct.index(s) for s in settings_of), strict=True)
-    )
-    base = base.drop(KEY).with_columns(
-        _group=pl.col("_code").replace_strict(group_of, return_dtype=pl.Int32)
+    # Series are numbered by (settings group, code): after one sort every group is one slice.
+    pairs = pairs.with_columns(
+        _group=pl.Series([distinct.index(s) for s in settings_of], dtype=pl.Int64)
+    ).sort("_group", "_code")
+    rank_of = dict(zip(pairs["_code"].to_list(), range(pairs.height), strict=True))
+    base = base.select(
+        "_row",
+        *(["seq"] if use_seq else ["_t"]),
+        "_x",
+        "_suppressed",
+        _code=pl.col("_code").replace_strict(rank_of, return_dtype=pl.Int64),
     )
     within = pl.col("seq") if use_seq else pl.col("_t").cast(pl.Int64)
     spans = base.select(
@@ -525,12 +589,25 @@ def detect(readings: pl.DataFrame, config: DetectionConfig | None = None) -> pl.
         base = base.sort(key, maintain_order=True)
     else:
         base = base.sort(["_code", within], maintain_order=True)
-    parts = [
-        _detect_group(part, distinct[part["_group"][0]], use_seq, flag_stops)
-        for part in base.partition_by("_group", maintain_order=True)
-    ]
-    combined = pl.concat(
-        [p.select("_row", "score", "is_anomaly", "severity", "detector") for p in parts]
-    )
-    added = combined.sort("_row").drop("_row")
-    return pl.concat([readings, added], how="horizontal").select(out_columns)
+    group_of_code = pairs["_group"].to_numpy()
+    lengths = np.bincount(group_of_code[base["_code"].to_numpy()], minlength=len(distinct))
+    parts = []
+    offset = 0
+    for group, length in enumerate(lengths.tolist()):
+        if length == 0:
+            continue
+        part = base.slice(offset, length)
+        offset += length
+        parts.append(
+            _detect_group(part, distinct[group], use_seq, flag_stops).select(
+                "score", "is_anomaly", "severity", "detector"
+            )
+        )
+    combined = pl.concat(parts)
+    # Back to input order: the inverse of the sort permutation, by one scatter.
+    order = base["_row"].to_numpy()
+    inverse = np.empty(order.size, dtype=np.int64)
+    inverse[order] = np.arange(order.size)
+    added = combined.gather(inverse)
+    # hstack keeps the caller's columns as they are (a select after a concat would rechunk them)
+    return readings.hstack(added.get_columns())
