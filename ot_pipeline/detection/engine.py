@@ -30,6 +30,13 @@ NOISE_QUANTILE = 0.7  # of the per-block median absolute steps, over noise_block
 DRIFT_LAG_BLOCKS = 6  # a drift's direction is read from changes over this many blocks
 
 
+def _run_length_np(condition: Any, start: Any) -> Any:
+    """Consecutive rows (ending at this one) of the same series for which `condition` holds."""
+    index = np.arange(condition.size)
+    last_false = np.maximum.accumulate(np.where(condition, -1, index))
+    return np.where(condition, index - np.maximum(last_false, start - 1), 0)
+
+
 def _run_length(condition: pl.Expr, index: pl.Expr) -> pl.Expr:
     """Consecutive readings (ending at this one) for which `condition` holds; 0 when it fails.
 
@@ -83,6 +90,72 @@ def _row_median(grid: Any) -> Any:
 def _on_rows(values: Any, block: np.ndarray, name: str) -> pl.Series:
     """A per-block statistic attached to every row of its block."""
     return pl.Series(name, values, nan_to_null=True).gather(block)
+
+
+def _floats(values: pl.Series) -> Any:
+    """Float64 numpy copy of a column, NaN for null."""
+    return values.cast(pl.Float64).fill_null(np.nan).to_numpy()
+
+
+def _shifted(values: Any, k: int) -> Any:
+    """`values` k rows later (NaN for the first k rows), like Polars' shift."""
+    out = np.full_like(values, np.nan)
+    out[k:] = values[: values.size - k]
+    return out
+
+
+def _spike_scores(s: DetectorSettings, xv: Any, sigma: Any, med: Any) -> Any:
+    """Spike score per row (0 where none): readings t-j .. t-1 all far, on one side, from the
+    level before them (`med`, the rolling median of the last few readings, j + 1 rows back),
+    and reading t back near that level. NaN (a null) never passes a comparison.
+
+    Deviations are measured from the midpoint of the level before and the level after, so a
+    ramp (where the two differ) does not look like an excursion. An excursion of j readings must
+    clear threshold / sqrt(j) on every one of them: as unlikely by chance as one reading clearing
+    the full threshold.
+    """
+    lags = [_shifted(xv, i) for i in range(1, s.spike_max_readings + 1)]
+    best = np.zeros_like(xv)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for j in range(1, s.spike_max_readings + 1):
+            base = _shifted(med, j + 1)
+            mid = (base + xv) / 2.0
+            deviations = [lags[i] - mid for i in range(j)]
+            low = deviations[0]
+            high = deviations[0]
+            for deviation in deviations[1:]:
+                low = np.fmin(low, deviation)
+                high = np.fmax(high, deviation)
+            size = np.where(low > 0, low, np.where(high < 0, -high, 0.0))
+            threshold = _spike_threshold(s, j) * sigma
+            hit = (np.abs(xv - base) < s.spike_return_share * size) & (size > threshold)
+            best = np.fmax(best, np.where(hit, size / threshold, 0.0))
+    return best
+
+
+def _rolling_median(values: Any, window: int) -> Any:
+    """Median of the non-missing values among the last `window` (NaN when none), per row.
+
+    Polars' rolling median is fast on data without nulls; the few windows that hold a missing
+    value (a suppressed reading) or reach before the first row are recomputed on their own.
+    """
+    missing = np.isnan(values)
+    med = (
+        pl.Series(np.where(missing, 0.0, values))
+        .rolling_median(window, min_samples=1)
+        .to_numpy()
+        .copy()
+    )
+    touched = np.convolve(missing.astype(np.int64), np.ones(window, dtype=np.int64))[: values.size]
+    touched[: window - 1] = 1
+    rows = np.flatnonzero(touched)
+    if rows.size:
+        grid = np.full((rows.size, window), np.nan)
+        for k in range(window):
+            ok = rows >= k
+            grid[ok, k] = values[rows[ok] - k]
+        med[rows] = _row_median(grid)
+    return med
 
 
 def _series_rolling_min(rows: pl.DataFrame, values: pl.Expr, window: int) -> pl.Expr:
@@ -355,56 +428,15 @@ def _detect_group(
     # Spikes are judged in every regime (a spike while idle is still a spike), only not on
     # readings with a suppressed status.
     J = s.spike_max_readings
-    xv = pl.col("_xv")
-    rows = rows.with_columns(
-        # global windows are exact here: spikes are only judged from the min_history_blocks-th
-        # block of a series on, long after these short windows left the previous series
-        _med_base=xv.rolling_median(SPIKE_BASE_READINGS, min_samples=1),
-        **{f"_lag{i}": xv.shift(i) for i in range(1, J + 1)},
+    spike_from = J + SPIKE_BASE_READINGS
+    spike = _spike_scores(
+        s,
+        _floats(rows["_xv"]),
+        _floats(rows["_sigma"]),
+        _rolling_median(_floats(rows["_xv"]), SPIKE_BASE_READINGS),
     )
-    rows = rows.with_columns(
-        **{f"_base{j}": pl.col("_med_base").shift(j + 1) for j in range(1, J + 1)}
-    )
-    # Deviations are measured from the midpoint of the level before and the level after, so a
-    # ramp (where the two differ) does not look like an excursion.
-    rows = rows.with_columns(
-        **{f"_mid{j}": (pl.col(f"_base{j}") + xv) / 2.0 for j in range(1, J + 1)}
-    )
-    rows = rows.with_columns(
-        **{
-            f"_lo{j}": pl.min_horizontal(
-                [pl.col(f"_lag{i}") - pl.col(f"_mid{j}") for i in range(1, j + 1)]
-            )
-            for j in range(1, J + 1)
-        },
-        **{
-            f"_hi{j}": pl.max_horizontal(
-                [pl.col(f"_lag{i}") - pl.col(f"_mid{j}") for i in range(1, j + 1)]
-            )
-            for j in range(1, J + 1)
-        },
-    )
-    rows = rows.with_columns(
-        **{
-            f"_size{j}": pl.when(pl.col(f"_lo{j}") > 0)
-            .then(pl.col(f"_lo{j}"))
-            .when(pl.col(f"_hi{j}") < 0)
-            .then(-pl.col(f"_hi{j}"))
-            .otherwise(0.0)
-            for j in range(1, J + 1)
-        }
-    )
-    # An excursion of j readings must clear threshold / sqrt(j) on every one of them: as
-    # unlikely by chance as one reading clearing the full threshold.
-    spike_terms = [
-        pl.when(
-            ((xv - pl.col(f"_base{j}")).abs() < s.spike_return_share * pl.col(f"_size{j}"))
-            & (pl.col(f"_size{j}") > _spike_threshold(s, j) * sigma)
-        )
-        .then(pl.col(f"_size{j}") / (_spike_threshold(s, j) * sigma))
-        .otherwise(0.0)
-        for j in range(1, J + 1)
-    ]
+    judged = rows.select((ready & (n > spike_from)).fill_null(False)).to_series().to_numpy()
+    rows = rows.with_columns(_s_spike=pl.Series(np.where(judged, spike, 0.0)))
     drift_denominator = pl.max_horizontal(
         s.drift_threshold * pl.col("_usual"),
         s.drift_noise_threshold * sigma * math.sqrt(2.0 / B),
@@ -428,9 +460,6 @@ def _detect_group(
         _limit_run=_run_length(limit_breach, n) if limit_terms else pl.lit(0),
         _flat_run=_run_length(pl.col("_flat"), n),
         _stop_start=pl.col("_stopped") & ~_lag(pl.col("_stopped"), 1).fill_null(False),
-        _s_spike=pl.when(ready & (n > J + SPIKE_BASE_READINGS))
-        .then(pl.max_horizontal(spike_terms))
-        .otherwise(0.0),
         _s_drift=pl.when(judge & settled & away)
         .then(pl.max_horizontal(trend_score, change_score))
         .otherwise(0.0),
@@ -468,45 +497,30 @@ def _detect_group(
     )
     # Level, limits, rate of change and drift already skip stopped readings (they compare with
     # the running envelope); spikes, stuck values and gaps are judged in every regime.
-    quiet = pl.col("_suppressed")
-    rows = rows.with_columns(
-        _score=pl.when(quiet)
-        .then(0.0)
-        .otherwise(pl.max_horizontal([f"_s_{name}" for name in DETECTORS]))
-    )
-    named = pl.lit(None, dtype=pl.String)
-    for name in reversed(DETECTORS):
-        named = (
-            pl.when(pl.col(f"_s_{name}") == pl.col("_score")).then(pl.lit(name)).otherwise(named)
-        )
-    anomalous = pl.col("_score") >= 1.0
-    rows = rows.with_columns(_anomalous=anomalous, _named=named)
-
+    # The combiner on a (detectors, rows) array: the highest score wins; the first detector (in
+    # DETECTORS order) holding it is named.
+    top = rows.get_column(f"_s_{DETECTORS[0]}").to_numpy()
+    named = np.zeros(top.size, dtype=np.int8)
+    for k, name in enumerate(DETECTORS[1:], start=1):
+        candidate = rows.get_column(f"_s_{name}").to_numpy()
+        higher = candidate > top
+        named[higher] = k
+        top = np.where(higher, candidate, top)
+    score = np.where(rows["_suppressed"].to_numpy(), 0.0, top)
+    anomalous = score >= 1.0
     # Severity: magnitude sets the base step, duration escalates (a fault that lasts matters
     # more); a regime transition stays LOW.
-    score = pl.col("_score")
-    base = (
-        pl.when(score >= 8.0)
-        .then(3)
-        .when(score >= 4.0)
-        .then(2)
-        .when(score >= 2.0)
-        .then(1)
-        .otherwise(0)
-    )
-    run = _run_length(pl.col("_anomalous"), n)
-    escalation = (run >= s.escalate_samples).cast(pl.Int32) + (run >= 4 * s.escalate_samples).cast(
-        pl.Int32
-    )
-    step = pl.when(pl.col("_named") == "regime").then(0).otherwise(base + escalation).clip(0, 3)
-    severity = pl.when(anomalous).then(
-        step.replace_strict(list(range(4)), list(SEVERITIES), return_dtype=pl.String)
-    )
-    return rows.with_columns(
-        score=pl.col("_score").round(4),
-        is_anomaly=anomalous,
-        severity=severity,
-        detector=pl.when(anomalous).then(pl.col("_named")),
+    step = np.select([score >= 8.0, score >= 4.0, score >= 2.0], [3, 2, 1], 0)
+    run = _run_length_np(anomalous, rows["_start"].to_numpy())
+    step = step + (run >= s.escalate_samples) + (run >= 4 * s.escalate_samples)
+    step = np.where(named == DETECTORS.index("regime"), 0, np.clip(step, 0, 3))
+    return pl.DataFrame(
+        {
+            "score": pl.Series(score).round(4),
+            "is_anomaly": anomalous,
+            "_severity": np.where(anomalous, step, -1).astype(np.int8),
+            "_detector": np.where(anomalous, named, -1).astype(np.int8),
+        }
     )
 
 
@@ -598,16 +612,21 @@ def detect(readings: pl.DataFrame, config: DetectionConfig | None = None) -> pl.
             continue
         part = base.slice(offset, length)
         offset += length
-        parts.append(
-            _detect_group(part, distinct[group], use_seq, flag_stops).select(
-                "score", "is_anomaly", "severity", "detector"
-            )
-        )
+        parts.append(_detect_group(part, distinct[group], use_seq, flag_stops))
     combined = pl.concat(parts)
     # Back to input order: the inverse of the sort permutation, by one scatter.
     order = base["_row"].to_numpy()
     inverse = np.empty(order.size, dtype=np.int64)
     inverse[order] = np.arange(order.size)
-    added = combined.gather(inverse)
+    coded = combined.gather(inverse)
+    absent = pl.col("_severity") < 0
+    added = coded.select(
+        "score",
+        "is_anomaly",
+        severity=pl.lit(pl.Series(SEVERITIES)).gather(pl.when(~absent).then(pl.col("_severity"))),
+        detector=pl.lit(pl.Series(DETECTORS)).gather(
+            pl.when(pl.col("_detector") >= 0).then(pl.col("_detector"))
+        ),
+    )
     # hstack keeps the caller's columns as they are (a select after a concat would rechunk them)
     return readings.hstack(added.get_columns())
