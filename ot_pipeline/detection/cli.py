@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from ot_pipeline.detection.config import METRIC_DEFAULTS, DetectionConfig
@@ -50,23 +51,29 @@ def parse_time(text: pl.Series) -> pl.Series:
 def to_readings(
     table: pl.DataFrame, time_col: str, columns: list[str], metrics: dict[str, str]
 ) -> pl.DataFrame:
-    """Long readings (one per row and value column) in the shape `detect` takes."""
+    """Long readings (one per row and value column) in the shape `detect` takes.
+
+    Column-major: all rows of the first value column, then the second, ... Column and metric
+    names are Enums gathered from one entry per column (no string per reading); `_value_text`
+    is the input text, the value columns appended one after another (no copy of the strings).
+    """
+    rows, width = table.height, len(columns)
     ts_ms = parse_time(table[time_col])
-    wide = table.select(
-        pl.int_range(pl.len(), dtype=pl.Int64).alias("_input_row"),
-        pl.col(time_col).alias("_ts_text"),
-        ts_ms.alias("ts"),
-        *(pl.col(c) for c in columns),
-    )
-    long = wide.unpivot(
-        index=["_input_row", "_ts_text", "ts"],
-        on=columns,
-        variable_name="column",
-        value_name="_value_text",
-    )
-    return long.with_columns(
+    series = np.repeat(np.arange(width, dtype=np.uint32), rows)
+    names = pl.Series("column", columns, dtype=pl.Enum(columns))
+    kinds = [metrics.get(c, "generic") for c in columns]
+    metric_names = pl.Series("metric", kinds, dtype=pl.Enum(list(dict.fromkeys(kinds))))
+    text = pl.concat([table[c].rename("_value_text") for c in columns], rechunk=False)
+    return pl.DataFrame(
+        {
+            "_input_row": np.tile(np.arange(rows, dtype=np.int64), width),
+            "ts": pl.concat([ts_ms] * width, rechunk=False).rename("ts"),
+            "column": names.gather(series),
+            "_value_text": text,
+        }
+    ).with_columns(
         machine_id=pl.col("column"),
-        metric=pl.col("column").replace_strict(metrics, default="generic", return_dtype=pl.String),
+        metric=metric_names.gather(series),
         value=pl.col("_value_text").str.strip_chars().cast(pl.Float64, strict=False),
     )
 
@@ -121,24 +128,23 @@ def run(
     loaded = time.perf_counter()
     scored = detect(readings.select("machine_id", "metric", "ts", "value"), config)
     detected = time.perf_counter()
-    out = pl.concat(
-        [
-            readings.select("_input_row", "_ts_text", "column", "_value_text"),
-            scored.drop("machine_id", "metric", "ts", "value"),
-        ],
-        how="horizontal",
-    ).sort("_input_row", maintain_order=True)
-    out.select(
-        pl.col("_ts_text").alias("ts"),
-        "column",
-        pl.col("_value_text").alias("value"),
-        pl.col("score").fill_null(0.0),
-        pl.when(pl.col("is_anomaly"))
-        .then(pl.lit("true"))
-        .otherwise(pl.lit("false"))
-        .alias("is_anomaly"),
-        "severity",
-        "detector",
+    # Back to input order (row by row): long position of row r, column c is c * rows + r.
+    width = len(value_columns)
+    position = np.arange(readings.height, dtype=np.int64)
+    row_major = (position % width) * table.height + position // width
+    flags = pl.Series(["false", "true"], dtype=pl.Enum(["false", "true"]))
+    pl.DataFrame(
+        {
+            "ts": table[time_col].gather(position // width),
+            "column": readings["column"].gather(row_major),
+            "value": readings["_value_text"].gather(row_major),
+            "score": scored["score"].gather(row_major).fill_null(0.0),
+            "is_anomaly": flags.gather(
+                scored["is_anomaly"].fill_null(False).cast(pl.UInt32)
+            ).gather(row_major),
+            "severity": scored["severity"].gather(row_major),
+            "detector": scored["detector"].gather(row_major),
+        }
     ).write_csv(output_path)
     finished = time.perf_counter()
     return {

@@ -28,6 +28,7 @@ MEDIAN_ABS_STEP_TO_SIGMA = 1.0 / 0.954  # white noise: median |x_t - x_t-1| = 0.
 SPIKE_BASE_READINGS = 5  # the level before an excursion is the median of this many readings
 NOISE_QUANTILE = 0.7  # of the per-block median absolute steps, over noise_blocks blocks
 DRIFT_LAG_BLOCKS = 6  # a drift's direction is read from changes over this many blocks
+NUMPY_CHUNK = 1 << 19  # rows per slice of elementwise numpy work (4 MiB per float column)
 
 
 def _run_length_np(condition: Any, start: Any) -> Any:
@@ -105,6 +106,19 @@ def _shifted(values: Any, k: int) -> Any:
 
 
 def _spike_scores(s: DetectorSettings, xv: Any, sigma: Any, med: Any) -> Any:
+    """`_spike_chunk` over slices of rows: small temporaries are reused by the allocator, large
+    ones would be fresh (page-faulted) memory every time."""
+    out = np.empty_like(xv)
+    context = s.spike_max_readings + 2
+    for begin in range(0, xv.size, NUMPY_CHUNK):
+        first = max(begin - context, 0)
+        end = min(begin + NUMPY_CHUNK, xv.size)
+        part = _spike_chunk(s, xv[first:end], sigma[first:end], med[first:end])
+        out[begin:end] = part[begin - first :]
+    return out
+
+
+def _spike_chunk(s: DetectorSettings, xv: Any, sigma: Any, med: Any) -> Any:
     """Spike score per row (0 where none): readings t-j .. t-1 all far, on one side, from the
     level before them (`med`, the rolling median of the last few readings, j + 1 rows back),
     and reading t back near that level. NaN (a null) never passes a comparison.
@@ -156,6 +170,31 @@ def _rolling_median(values: Any, window: int) -> Any:
             grid[ok, k] = values[rows[ok] - k]
         med[rows] = _row_median(grid)
     return med
+
+
+def _typical_step(rows: pl.DataFrame, window: int, factor: float) -> pl.Series:
+    """Median time step (`_dt`) of the previous `window` readings of the same series, computed
+    only where it matters: a step can exceed `factor` x the median only where it exceeds
+    `factor` x the minimum, so the (cheap) rolling minimum picks the few candidate rows and the
+    median is taken exactly there (null elsewhere, where no gap can be)."""
+    floor = rows.select(
+        pl.col("_dt").rolling_min(window, min_samples=3).shift(1).over("_sid")
+    ).to_series()
+    dt = _floats(rows["_dt"])
+    with np.errstate(invalid="ignore"):
+        candidates = np.flatnonzero(dt > factor * _floats(floor))
+    typical = np.full(dt.size, np.nan)
+    starts = rows["_start"].to_numpy()
+    for chunk in range(0, candidates.size, 20_000):  # bounded memory on irregular sampling
+        at = candidates[chunk : chunk + 20_000]
+        grid = np.full((at.size, window), np.nan)
+        for k in range(window):
+            source = at - 1 - k
+            inside = source >= starts[at]
+            grid[inside, k] = dt[source[inside]]
+        enough = np.count_nonzero(~np.isnan(grid), axis=1) >= 3
+        typical[at] = np.where(enough, _row_median(grid), np.nan)
+    return pl.Series("_typical", typical, nan_to_null=True)
 
 
 def _series_rolling_min(rows: pl.DataFrame, values: pl.Expr, window: int) -> pl.Expr:
@@ -212,8 +251,9 @@ def _detect_group(
         stride = pl.col("_stride")
         gap_missing = pl.when(seq_step > 1.5 * stride).then((seq_step / stride - 1.0).round())
     else:
-        dt = pl.col("_t").diff().over("_sid")
-        typical = dt.rolling_median(B * mb, min_samples=3).shift(1).over("_sid")
+        rows = rows.with_columns(_dt=pl.when(n >= 1).then(pl.col("_t").diff()))
+        typical = _typical_step(rows, B * mb, s.gap_factor)
+        dt = pl.col("_dt")
         gap_missing = pl.when(dt > s.gap_factor * typical).then((dt / typical - 1.0).round())
     rows = rows.with_columns(_gap_missing=gap_missing.fill_null(0.0))
 
@@ -455,10 +495,18 @@ def _detect_group(
     change_score = pl.col("_change").abs() / pl.max_horizontal(
         s.drift_threshold * pl.col("_usual_change"), s.drift_change_noise * block_noise
     )
+    starts = rows["_start"].to_numpy()
+    conditions = rows.select(
+        breach.fill_null(False).alias("breach"),
+        limit_breach.alias("limit"),
+        pl.col("_flat").fill_null(False).alias("flat"),
+    )
     rows = rows.with_columns(
-        _breach_run=_run_length(breach, n),
-        _limit_run=_run_length(limit_breach, n) if limit_terms else pl.lit(0),
-        _flat_run=_run_length(pl.col("_flat"), n),
+        _breach_run=pl.Series(_run_length_np(conditions["breach"].to_numpy(), starts)),
+        _limit_run=pl.Series(_run_length_np(conditions["limit"].to_numpy(), starts))
+        if limit_terms
+        else pl.lit(0),
+        _flat_run=pl.Series(_run_length_np(conditions["flat"].to_numpy(), starts)),
         _stop_start=pl.col("_stopped") & ~_lag(pl.col("_stopped"), 1).fill_null(False),
         _s_drift=pl.when(judge & settled & away)
         .then(pl.max_horizontal(trend_score, change_score))
@@ -499,13 +547,14 @@ def _detect_group(
     # the running envelope); spikes, stuck values and gaps are judged in every regime.
     # The combiner on a (detectors, rows) array: the highest score wins; the first detector (in
     # DETECTORS order) holding it is named.
-    top = rows.get_column(f"_s_{DETECTORS[0]}").to_numpy()
+    top = rows.get_column(f"_s_{DETECTORS[0]}").to_numpy().copy()
     named = np.zeros(top.size, dtype=np.int8)
+    higher = np.empty(top.size, dtype=bool)
     for k, name in enumerate(DETECTORS[1:], start=1):
         candidate = rows.get_column(f"_s_{name}").to_numpy()
-        higher = candidate > top
+        np.greater(candidate, top, out=higher)
         named[higher] = k
-        top = np.where(higher, candidate, top)
+        np.copyto(top, candidate, where=higher)
     score = np.where(rows["_suppressed"].to_numpy(), 0.0, top)
     anomalous = score >= 1.0
     # Severity: magnitude sets the base step, duration escalates (a fault that lasts matters
@@ -569,8 +618,12 @@ def detect(readings: pl.DataFrame, config: DetectionConfig | None = None) -> pl.
         _suppressed=status,
     )
     # Integer series codes: sorting and grouping on them is far cheaper than on the strings.
+    # (an Enum already is one: its physical codes are small and dense)
     codes = [
-        pl.col(c).cast(pl.String).cast(pl.Categorical).to_physical().cast(pl.Int64) for c in KEY
+        pl.col(c).to_physical().cast(pl.Int64)
+        if isinstance(readings.schema[c], pl.Enum)
+        else pl.col(c).cast(pl.String).cast(pl.Categorical).to_physical().cast(pl.Int64)
+        for c in KEY
     ]
     base = base.with_columns(_machine_code=codes[0], _metric_code=codes[1])
     width = int(base.select(pl.col("_metric_code").max().fill_null(0)).item()) + 1
