@@ -55,6 +55,11 @@ class DetectorSettings:
     envelope_quantile: float = 0.1
     envelope_margin: float = 0.5  # times the envelope's width
     envelope_noise_margin: float = 3.0  # plus this many noise sigmas
+    # Blocks whose median lies outside the envelope do not enter it: a long fault is not learnt
+    # as normal. Each pass re-learns the envelope without the blocks the previous pass found
+    # outside (causal: a block is judged against earlier blocks only), so a lasting change is
+    # still absorbed in the end, this many times later (0 = no freeze).
+    envelope_freeze_passes: int = 2
     level_consecutive: int = 10
     # Static limits (e.g. from machine metadata), breached for limit_consecutive readings.
     lower_limit: float | None = None
@@ -85,6 +90,9 @@ class DetectorSettings:
     gap_factor: float = 5.0
     # Regimes: a non-negative signal below this fraction of its running level is stopped/idle.
     stop_fraction: float | None = 0.6
+    # A reading on the way down to a stop gets no downward flag, but only for this many readings:
+    # a value that stays down there without stopping (a valve fault, a leak) is a fault.
+    stop_transition_samples: int = 30
     # Which departures from the envelope count: "both", "up" (only high is bad) or "down".
     direction: str = "both"
     # Smallest noise sigma (metric units, and relative to the running level).
@@ -107,11 +115,14 @@ class DetectorSettings:
             "settle_blocks",
             "stuck_samples",
             "escalate_samples",
+            "stop_transition_samples",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.direction not in ("both", "up", "down"):
             raise ValueError("direction must be one of both, up, down")
+        if self.envelope_freeze_passes < 0:
+            raise ValueError("envelope_freeze_passes must not be negative")
         if not 0.0 <= self.envelope_quantile < 0.5:
             raise ValueError("envelope_quantile must be in [0, 0.5)")
         return self
@@ -119,21 +130,23 @@ class DetectorSettings:
 
 # Physical noise floors per metric type (units of the event contract): below these, a change is
 # sensor resolution, not an anomaly. Everything else is shared: thresholds are in robust sigmas.
-# For machinery quantities (heat, vibration, load, speed, throughput) a low value means idle or
-# stopped, not broken: only departures upwards from the envelope count. Levels, voltages and
-# humidity are watched both ways, as is a generic signal.
+# For machinery quantities (heat, vibration, load, speed, energy) a low value means idle or
+# stopped, not broken: only departures upwards from the envelope count. Pressure and flow are
+# watched both ways: a valve fault, a leak or a blockage moves them either way (a stop is still
+# recognised as a stop, below stop_fraction of the running level). Levels and humidity are
+# watched both ways too, as is a generic signal; voltage downwards (a sagging supply).
 _UP = {"direction": "up"}
 METRIC_DEFAULTS: dict[str, dict[str, Any]] = {
     GENERIC: {},
     "temperature": {"abs_noise_floor": 0.02, **_UP},
     "vibration": {"abs_noise_floor": 0.005, **_UP},
-    "pressure": {"abs_noise_floor": 0.002, **_UP},
+    "pressure": {"abs_noise_floor": 0.002},
     "energy": {"abs_noise_floor": 0.02, **_UP},
     "rpm": {"abs_noise_floor": 0.5, **_UP},
     "voltage": {"abs_noise_floor": 0.01, "direction": "down"},
     "current": {"abs_noise_floor": 0.01, **_UP},
     "level": {"abs_noise_floor": 0.02},
-    "flow": {"abs_noise_floor": 0.05, **_UP},
+    "flow": {"abs_noise_floor": 0.05},
     "humidity": {"abs_noise_floor": 0.05},
 }
 

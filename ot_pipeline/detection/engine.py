@@ -28,6 +28,7 @@ MEDIAN_ABS_STEP_TO_SIGMA = 1.0 / 0.954  # white noise: median |x_t - x_t-1| = 0.
 SPIKE_BASE_READINGS = 5  # the level before an excursion is the median of this many readings
 NOISE_QUANTILE = 0.7  # of the per-block median absolute steps, over noise_blocks blocks
 DRIFT_LAG_BLOCKS = 6  # a drift's direction is read from changes over this many blocks
+STOP_CONFIRM_READINGS = 3  # consecutive stopped readings before a stop counts for settling
 NUMPY_CHUNK = 1 << 19  # rows per slice of elementwise numpy work (4 MiB per float column)
 
 
@@ -217,6 +218,52 @@ def _series_rolling_min(rows: pl.DataFrame, values: pl.Expr, window: int) -> pl.
     return pl.when((earlier > 0) & (earlier < big)).then(earlier)
 
 
+def _block_sigma(blocks: pl.DataFrame, s: DetectorSettings) -> pl.Expr:
+    """The noise sigma of the rows of each block (it is a per-block statistic)."""
+    floor = pl.max_horizontal(
+        pl.lit(max(s.abs_noise_floor, 1e-9)), s.rel_noise_floor * blocks["_run_level"].abs()
+    )
+    return pl.max_horizontal(pl.lit(blocks["_noise"]), floor)
+
+
+def _frozen_envelope(
+    blocks2: pl.DataFrame, blocks: pl.DataFrame, s: DetectorSettings
+) -> pl.DataFrame:
+    """Envelope quantiles re-learnt without the blocks that lie outside the envelope.
+
+    A block is outside when its median is beyond the level detector's fence in a watched
+    direction. Pass k leaves out the blocks pass k-1 found outside; every pass uses earlier
+    blocks only (the quantiles are shifted by one block), so the result stays causal. A fault
+    that lasts is then absorbed only after (passes + 1) times as long as without the freeze.
+    """
+    q, N, mb = s.envelope_quantile, s.history_blocks, s.min_history_blocks
+    sigma = blocks2.select(_block_sigma(blocks, s).alias("_sigma_b")).to_series()
+    # a block left out once stays out: each pass extends the freeze over a lasting fault
+    blocks2 = blocks2.with_columns(sigma, _kept=pl.col("_bmed_r"))
+    median = pl.col("_bmed_r")
+    for _ in range(s.envelope_freeze_passes):
+        fence = s.envelope_margin * (pl.col("_q_hi") - pl.col("_q_lo")) + (
+            s.envelope_noise_margin * pl.col("_sigma_b")
+        )
+        outside = pl.lit(False)
+        if s.direction != "down":
+            outside = outside | (median > pl.col("_q_hi") + fence)
+        if s.direction != "up":
+            outside = outside | (median < pl.col("_q_lo") - fence)
+        kept = pl.when(outside.fill_null(False)).then(None).otherwise(pl.col("_kept"))
+        blocks2 = blocks2.with_columns(_kept=kept).with_columns(
+            _q_lo=pl.col("_kept")
+            .rolling_quantile(q, window_size=N, min_samples=mb)
+            .shift(1)
+            .over("_sid"),
+            _q_hi=pl.col("_kept")
+            .rolling_quantile(1 - q, window_size=N, min_samples=mb)
+            .shift(1)
+            .over("_sid"),
+        )
+    return blocks2
+
+
 def _block_history(blocks: pl.DataFrame, exprs: dict[str, pl.Expr]) -> pl.DataFrame:
     return blocks.with_columns(**{name: e.over("_sid") for name, e in exprs.items()})
 
@@ -306,6 +353,7 @@ def _detect_group(
     if s.stop_fraction is None:
         stopped = pl.lit(False)
         stopping = pl.lit(False)
+        going_down = pl.lit(False)
     else:
         level = pl.col("_run_level")
         positive = pl.col("_run_floor") >= 0.0
@@ -317,13 +365,22 @@ def _detect_group(
         # On the way down to a stop (a machine cooling, spinning down) a reading is not yet
         # stopped but not a downward anomaly either: the transition is flagged once, as a stop.
         stopping = positive & (pl.col("_xv") < (1.0 + 3.0 * s.stop_fraction) / 4.0 * level)
+        # ... and the way down is short: counted from where the value left the upper half of
+        # the band between running and stopped (noise around the band does not restart it).
+        going_down = positive & (pl.col("_xv") < (1.0 + s.stop_fraction) / 2.0 * level)
     rows = rows.with_columns(
-        _stopped=(stopped & ready).fill_null(False), _stopping=stopping.fill_null(False)
+        _stopped=(stopped & ready).fill_null(False),
+        _stopping=stopping.fill_null(False),
+        _going_down=going_down.fill_null(False),
     )
     rows = rows.with_columns(
         _judge=ready & ~pl.col("_stopped"),
         _xr=pl.when(pl.col("_stopped")).then(None).otherwise(pl.col("_xv")),
     )
+    # The way down to a stop is short; a value that stays in that band is not stopping.
+    down_for = _run_length_np(rows["_going_down"].to_numpy(), rows["_start"].to_numpy())
+    transition = down_for <= s.stop_transition_samples
+    rows = rows.with_columns(_stopping=pl.Series(rows["_stopping"].to_numpy() & transition))
 
     # Stage 2 (block medians of running readings only): envelope of normal operation, trend.
     blocks2 = pl.DataFrame(
@@ -420,6 +477,8 @@ def _detect_group(
             "_trend": pl.col("_trend").shift(1),
         },
     )
+    if s.envelope_freeze_passes:
+        blocks2 = _frozen_envelope(blocks2, blocks, s)
     rows = rows.with_columns(
         blocks2.get_column(c).gather(block)
         for c in ("_q_lo", "_q_hi", "_trend", "_usual", "_change", "_usual_change")
@@ -428,8 +487,12 @@ def _detect_group(
     judge = pl.col("_judge")
     xr = pl.col("_xr")
     # After a stop or a suppressed stretch the process settles (restart ramps, reheating,
-    # refilling): no level or drift verdict until settle_blocks blocks have passed.
-    quiet_before = pl.col("_stopped") | pl.col("_suppressed")
+    # refilling): no level or drift verdict until settle_blocks blocks have passed. A stop is a
+    # stop once STOP_CONFIRM_READINGS readings in a row are stopped: a noisy reading of a deep
+    # fault that dips below the stop threshold does not silence the level detector.
+    stopped_for = _run_length_np(rows["_stopped"].to_numpy(), rows["_start"].to_numpy())
+    rows = rows.with_columns(_stop_lasted=pl.Series(stopped_for >= STOP_CONFIRM_READINGS))
+    quiet_before = pl.col("_stop_lasted") | pl.col("_suppressed")
     last_quiet = pl.when(quiet_before).then(pl.col("_i")).otherwise(None).forward_fill()
     in_series = pl.when(last_quiet >= pl.col("_start")).then(last_quiet)
     rows = rows.with_columns(
