@@ -20,6 +20,7 @@ from ot_pipeline.assets.rollups import ROLLUP_ASSETS, ROLLUP_CHECKS
 from ot_pipeline.assets.schedules import daily_archive_schedule, daily_job, hourly_job
 from ot_pipeline.assets.scorecard import detection_scorecard, ground_truth
 from ot_pipeline.assets.windows import WINDOW_CHECKS, windows_1m, windows_5m
+from ot_pipeline.partitions import HOURLY_LANE
 from ot_pipeline.resources import resources_from_settings
 from streaming.settings import Settings
 
@@ -50,6 +51,7 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     target=dg.AssetSelection.all(),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
+    run_tags=HOURLY_LANE,
     description="Materializes downstream hours when their readings change (late data included).",
 )
 

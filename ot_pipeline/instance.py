@@ -24,14 +24,26 @@ def instance_yaml(template: str, postgres_url: str | None) -> str:
     return without.rstrip("\n") + "\n\n" + POSTGRES_STORAGE
 
 
+# First line of a dagster.yaml that this module wrote: such a file follows the repository's
+# dagster.yaml on every start (so fixes to it reach existing instances); a file without the line
+# is the operator's own and is never touched.
+MANAGED = (
+    "# Managed by ot_pipeline.instance from the repository's dagster.yaml;"
+    " delete this line to keep local edits.\n"
+)
+
+
 def ensure_dagster_home(home: Path, postgres_url: str | None = None) -> Path:
-    """Create DAGSTER_HOME with its dagster.yaml if missing; never overwrite an existing one."""
+    """Create DAGSTER_HOME with its dagster.yaml, or refresh a dagster.yaml we wrote earlier."""
     home = home.absolute()
     home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
-    if not target.exists():
-        template = REPO_DAGSTER_YAML.read_text() if REPO_DAGSTER_YAML.exists() else ""
-        target.write_text(instance_yaml(template, postgres_url))
+    if target.exists() and not target.read_text().startswith(MANAGED):
+        return home
+    template = REPO_DAGSTER_YAML.read_text() if REPO_DAGSTER_YAML.exists() else ""
+    wanted = MANAGED + instance_yaml(template, postgres_url)
+    if not target.exists() or target.read_text() != wanted:
+        target.write_text(wanted)
     return home
 
 

@@ -28,3 +28,10 @@ follow_parents = dg.AutomationCondition.eager().without(
 
 HOURLY_TAG = {"ot/cadence": "hourly"}
 DAILY_TAG = {"ot/cadence": "daily"}
+
+# Runs that write one hour's files (the landing sensor's readings runs and the automation runs
+# downstream of them) carry this tag, and dagster.yaml lets one such run go at a time: otherwise a
+# readings run for the live hour could rewrite its file while a downstream run of the same hour
+# is between its load and its count checks.
+HOURLY_LANE_KEY = "ot/lane"
+HOURLY_LANE = {HOURLY_LANE_KEY: "hourly"}

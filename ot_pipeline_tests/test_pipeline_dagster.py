@@ -177,3 +177,31 @@ def test_retention_prunes_old_landing_files_after_the_archive_passed_and_hours_r
         assert dg.materialize([readings], partition_key=hour, resources=resources).success
         after = pl.read_parquet(lake.hour_path("readings", hour)).sort("event_id")
         assert after.equals(before[hour])
+
+
+def test_hourly_writers_share_one_lane_that_the_instance_runs_one_at_a_time(tmp_path):
+    """The landing sensor's readings runs and the automation runs of the same hour must not
+    overlap: a readings rewrite between a load and its count check fails the check."""
+    import yaml
+
+    from ot_pipeline.definitions import automation_sensor
+    from ot_pipeline.instance import MANAGED, ensure_dagster_home
+    from ot_pipeline.partitions import HOURLY_LANE, HOURLY_LANE_KEY
+
+    config = yaml.safe_load((Path(__file__).parents[1] / "dagster.yaml").read_text())
+    limits = config["concurrency"]["runs"]["tag_concurrency_limits"]
+    assert {"key": HOURLY_LANE_KEY, "value": HOURLY_LANE[HOURLY_LANE_KEY], "limit": 1} in limits
+    assert automation_sensor.run_tags == HOURLY_LANE
+    source = (Path(__file__).parents[1] / "ot_pipeline/assets/readings.py").read_text()
+    assert "**HOURLY_LANE" in source
+
+    # The instance's copy follows the repository's file, unless the operator took it over.
+    home = ensure_dagster_home(tmp_path / "home")
+    managed = (home / "dagster.yaml").read_text()
+    assert managed.startswith(MANAGED) and "tag_concurrency_limits" in managed
+    (home / "dagster.yaml").write_text(managed.replace("max_concurrent_runs: 2", "x: 1"))
+    ensure_dagster_home(home)
+    assert "max_concurrent_runs: 2" in (home / "dagster.yaml").read_text()
+    (home / "dagster.yaml").write_text("# mine\n")
+    ensure_dagster_home(home)
+    assert (home / "dagster.yaml").read_text() == "# mine\n"

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from ot_pipeline.assets.common import Stopwatch, preview
 from ot_pipeline.lake_tables import schema_problems, write_hour
 from ot_pipeline.landing import event_hours, files_by_hour, landed_rows
-from ot_pipeline.partitions import HOURLY_TAG, hourly_partitions, single_run
+from ot_pipeline.partitions import HOURLY_LANE, HOURLY_TAG, hourly_partitions, single_run
 from ot_pipeline.resources import LakeResource, PipelineConfig
 from ot_pipeline.transforms.landing import FileAccount, contiguous_ranges, offset_gaps
 from ot_pipeline.transforms.readings import (
@@ -293,6 +293,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> d
                 "dagster/asset_partition_range_start": first,
                 "dagster/asset_partition_range_end": last,
                 "ot/trigger": "landing_sensor",
+                **HOURLY_LANE,
             },
         )
         for first, last in ranges
