@@ -16,12 +16,13 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from ot_pipeline.detection.config import METRIC_DEFAULTS, DetectionConfig
+from ot_pipeline.detection.config import METRIC_DEFAULTS, RECORDING_DEFAULTS, DetectionConfig
 from ot_pipeline.detection.engine import detect
 
 EPOCH_MS_ABOVE = 1e11  # epoch numbers above this are milliseconds, below seconds
@@ -126,6 +127,9 @@ def run(
     metrics = _parse_metric_mappings(metric_pairs or [], value_columns)
     readings = to_readings(table, time_col, value_columns, metrics)
     loaded = time.perf_counter()
+    # Recording defaults first; a config's own `defaults` override them.
+    config = config or DetectionConfig()
+    config = replace(config, defaults={**RECORDING_DEFAULTS, **config.defaults})
     scored = detect(readings.select("machine_id", "metric", "ts", "value"), config)
     detected = time.perf_counter()
     # Back to input order (row by row): long position of row r, column c is c * rows + r.

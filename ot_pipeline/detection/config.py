@@ -58,8 +58,13 @@ class DetectorSettings:
     # Blocks whose median lies outside the envelope do not enter it: a long fault is not learnt
     # as normal. Each pass re-learns the envelope without the blocks the previous pass found
     # outside (causal: a block is judged against earlier blocks only), so a lasting change is
-    # still absorbed in the end, this many times later (0 = no freeze).
-    envelope_freeze_passes: int = 2
+    # still absorbed in the end, about (passes + 1) times later. 0 = no freeze: the default for
+    # a fleet, whose new operating points it would flag for longer; `ot detect` (recordings of
+    # one machine with recurring faults) uses RECORDING_DEFAULTS.
+    envelope_freeze_passes: int = 0
+    # ... counting only blocks this many fences beyond the envelope (a new operating point just
+    # outside it is learnt at the normal pace; a fault far outside is not).
+    envelope_freeze_margin: float = 2.0
     level_consecutive: int = 10
     # Static limits (e.g. from machine metadata), breached for limit_consecutive readings.
     lower_limit: float | None = None
@@ -149,6 +154,9 @@ METRIC_DEFAULTS: dict[str, dict[str, Any]] = {
     "flow": {"abs_noise_floor": 0.05},
     "humidity": {"abs_noise_floor": 0.05},
 }
+
+# `ot detect` on a recording: the envelope freeze is on (docs/detection.md, "The envelope freeze").
+RECORDING_DEFAULTS: dict[str, Any] = {"envelope_freeze_passes": 2}
 
 _FIELD_NAMES = {f.name for f in fields(DetectorSettings)}
 

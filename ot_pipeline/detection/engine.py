@@ -242,8 +242,9 @@ def _frozen_envelope(
     blocks2 = blocks2.with_columns(sigma, _kept=pl.col("_bmed_r"))
     median = pl.col("_bmed_r")
     for _ in range(s.envelope_freeze_passes):
-        fence = s.envelope_margin * (pl.col("_q_hi") - pl.col("_q_lo")) + (
-            s.envelope_noise_margin * pl.col("_sigma_b")
+        fence = s.envelope_freeze_margin * (
+            s.envelope_margin * (pl.col("_q_hi") - pl.col("_q_lo"))
+            + s.envelope_noise_margin * pl.col("_sigma_b")
         )
         outside = pl.lit(False)
         if s.direction != "down":
