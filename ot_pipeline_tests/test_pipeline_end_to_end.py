@@ -133,7 +133,7 @@ def test_simulated_hours_flow_to_postgres_with_every_check_passing_and_reruns_ch
         "landing_offsets_contiguous",
         "landing_freshness",
         "windows_1m_counts_match_readings",
-        "windows_5m_counts_match_readings",
+        "windows_5m_counts_match_windows_1m",
         "pg_readings_1m_matches_lake",
         "pg_machine_health_hourly_matches_lake",
         "daily_archive_matches_readings",

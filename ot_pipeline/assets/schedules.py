@@ -7,7 +7,7 @@ import dagster as dg
 
 from ot_pipeline.assets.archive import daily_archive, landing_retention, previous_day
 from ot_pipeline.assets.scorecard import detection_scorecard, ground_truth
-from ot_pipeline.partitions import daily_partitions, hourly_partitions
+from ot_pipeline.partitions import HOURLY_LANE
 
 HOURLY_JOB = "hourly_pipeline"
 DAILY_JOB = "daily_pipeline"
@@ -15,7 +15,7 @@ DAILY_JOB = "daily_pipeline"
 hourly_job = dg.define_asset_job(
     HOURLY_JOB,
     selection=dg.AssetSelection.tag("ot/cadence", "hourly"),
-    partitions_def=hourly_partitions,
+    tags=HOURLY_LANE,
     description="readings -> windows, anomalies, machine health -> PostgreSQL, with every check.",
 )
 daily_job = dg.define_asset_job(
@@ -23,7 +23,8 @@ daily_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(
         daily_archive, landing_retention, ground_truth, detection_scorecard
     ),
-    partitions_def=daily_partitions,
+    # The archive is checked against the day's readings: no readings run may rewrite one meanwhile.
+    tags=HOURLY_LANE,
     description="Archive a day, apply landing retention, refresh ground truth, score detection.",
 )
 

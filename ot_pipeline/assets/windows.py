@@ -17,12 +17,6 @@ WINDOWS: dict[str, tuple[str, str]] = {"windows_1m": ("1m", "15m"), "windows_5m"
 WINDOW_INPUT = ["ts", "machine_id", "metric", "value"]
 
 
-def readings_rows(lake: LakeResource, keys: list[str]) -> int:
-    the_lake = lake.lake()
-    paths = [p for p in (the_lake.hour_path("readings", k) for k in keys) if p.exists()]
-    return int(pl.scan_parquet(paths).select(pl.len()).collect().item()) if paths else 0
-
-
 def _window_asset(
     name: str, every: str, rolling: str, source: dg.AssetsDefinition = readings
 ) -> dg.AssetsDefinition:
@@ -79,36 +73,44 @@ def _window_asset(
     return window_asset
 
 
-def _counts_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
+def _counts_check(asset: dg.AssetsDefinition, source: str) -> dg.AssetChecksDefinition:
+    """Sum of the windows' counts = rows of `readings` (or counts of the finer windows they were
+    rolled up from). Each hop is compared with the file it was made from, as that file stands:
+    comparing two hops up would fail a correct run whenever newer readings landed in between."""
     name = asset.key.path[-1]
 
     @dg.asset_check(
         asset=asset,
-        name=f"{name}_counts_match_readings",
+        name=f"{name}_counts_match_{source}",
         blocking=True,
-        description=f"Sum of {name} counts = readings rows over the same hours.",
+        description=f"Sum of {name} counts = {source} "
+        f"{'rows' if source == 'readings' else 'counts'} over the same hours.",
     )
     def counts_check(
         context: dg.AssetCheckExecutionContext, lake: LakeResource
     ) -> dg.AssetCheckResult:
         keys = context.partition_keys
-        the_lake = lake.lake()
-        paths = [p for p in (the_lake.hour_path(name, k) for k in keys) if p.exists()]
-        window_sum = (
-            int(pl.scan_parquet(paths).select(pl.col("count").sum()).collect().item())
-            if paths
-            else 0
-        )
-        expected = readings_rows(lake, keys)
+        window_sum, found = _count_sum(lake, name, keys)
+        expected, _ = _count_sum(lake, source, keys)
         return dg.AssetCheckResult(
-            passed=window_sum == expected and len(paths) == len(keys),
-            metadata={"sum_of_window_counts": window_sum, "readings_rows": expected},
+            passed=window_sum == expected and found == len(keys),
+            metadata={"sum_of_window_counts": window_sum, f"{source}_count": expected},
         )
 
     return counts_check
 
 
+def _count_sum(lake: LakeResource, asset: str, keys: list[str]) -> tuple[int, int]:
+    """(rows — or sum of `count` for window tables — over the hours, hour files found)."""
+    the_lake = lake.lake()
+    paths = [p for p in (the_lake.hour_path(asset, k) for k in keys) if p.exists()]
+    if not paths:
+        return 0, 0
+    what = pl.len() if asset == "readings" else pl.col("count").sum()
+    return int(pl.scan_parquet(paths).select(what).collect().item()), len(paths)
+
+
 windows_1m = _window_asset("windows_1m", *WINDOWS["windows_1m"])
 # 5-minute windows roll up the 1-minute ones exactly (no second pass over the readings).
 windows_5m = _window_asset("windows_5m", *WINDOWS["windows_5m"], source=windows_1m)
-WINDOW_CHECKS = [_counts_check(windows_1m), _counts_check(windows_5m)]
+WINDOW_CHECKS = [_counts_check(windows_1m, "readings"), _counts_check(windows_5m, "windows_1m")]
