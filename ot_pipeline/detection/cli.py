@@ -79,6 +79,14 @@ def to_readings(
     )
 
 
+def _holds_numbers(column: pl.Series) -> bool:
+    """Whether any value parses as a number (the first rows usually tell; all rows otherwise)."""
+    for part in (column.head(1000), column):
+        if part.str.strip_chars().cast(pl.Float64, strict=False).null_count() < part.len():
+            return True
+    return False
+
+
 def _parse_metric_mappings(pairs: list[str], columns: list[str]) -> dict[str, str]:
     mapping: dict[str, str] = {}
     for pair in pairs:
@@ -115,13 +123,7 @@ def run(
             raise InputError(f"--columns: {missing} not in {table.columns}")
         value_columns = columns
     else:  # every other column that holds numbers
-        value_columns = [
-            c
-            for c in table.columns
-            if c != time_col
-            and table[c].str.strip_chars().cast(pl.Float64, strict=False).null_count()
-            < table.height
-        ]
+        value_columns = [c for c in table.columns if c != time_col and _holds_numbers(table[c])]
     if not value_columns:
         raise InputError("no value columns to score")
     metrics = _parse_metric_mappings(metric_pairs or [], value_columns)
