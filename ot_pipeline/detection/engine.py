@@ -76,7 +76,7 @@ def _block_layout(n: np.ndarray, block_samples: int) -> tuple[np.ndarray, np.nda
     a block starts wherever n % block_samples == 0 and the blocks of all series are one sequence.
     """
     pos = n % block_samples
-    block = np.cumsum(pos == 0) - 1
+    block = np.cumsum(pos == 0, dtype=np.int32 if n.size < 2**31 - 1 else np.int64) - 1
     return block, pos, int(block[-1]) + 1 if block.size else 0
 
 
@@ -169,9 +169,14 @@ def _rolling_median(values: Any, window: int) -> Any:
         .to_numpy()
         .copy()
     )
-    touched = np.convolve(missing.astype(np.int64), np.ones(window, dtype=np.int64))[: values.size]
-    touched[: window - 1] = 1
-    rows = np.flatnonzero(touched)
+    # rows whose window holds a missing value, and the first rows (their window is cut short)
+    gaps = np.flatnonzero(missing)
+    rows = np.unique(
+        np.concatenate(
+            [np.arange(min(window - 1, values.size)), *(gaps + k for k in range(window))]
+        )
+    )
+    rows = rows[rows < values.size]
     if rows.size:
         grid = np.full((rows.size, window), np.nan)
         for k in range(window):
