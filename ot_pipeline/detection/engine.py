@@ -264,16 +264,31 @@ def _frozen_envelope(
             outside = outside | (median > pl.col("_q_hi") + fence)
         if s.direction != "up":
             outside = outside | (median < pl.col("_q_lo") - fence)
-        kept = pl.when(outside.fill_null(False)).then(None).otherwise(pl.col("_kept"))
-        blocks2 = blocks2.with_columns(_kept=kept).with_columns(
-            _q_lo=pl.col("_kept")
-            .rolling_quantile(q, window_size=N, min_samples=mb)
-            .shift(1)
-            .over("_sid"),
-            _q_hi=pl.col("_kept")
-            .rolling_quantile(1 - q, window_size=N, min_samples=mb)
-            .shift(1)
-            .over("_sid"),
+        outside = outside.fill_null(False)
+        newly_out = blocks2.select(outside & pl.col("_kept").is_not_null()).to_series()
+        changed = blocks2["_sid"].filter(newly_out).unique()
+        if changed.len() == 0:  # nothing new left out: the envelope stays as it is
+            break
+        blocks2 = blocks2.with_columns(_kept=pl.when(outside).then(None).otherwise(pl.col("_kept")))
+        # re-learn only the series that lost blocks
+        index = pl.int_range(pl.len(), dtype=pl.Int64).alias("_b")
+        part = (
+            blocks2.with_columns(index)
+            .filter(pl.col("_sid").is_in(changed.implode()))
+            .with_columns(
+                _q_lo=pl.col("_kept")
+                .rolling_quantile(q, window_size=N, min_samples=mb)
+                .shift(1)
+                .over("_sid"),
+                _q_hi=pl.col("_kept")
+                .rolling_quantile(1 - q, window_size=N, min_samples=mb)
+                .shift(1)
+                .over("_sid"),
+            )
+        )
+        blocks2 = blocks2.with_columns(
+            blocks2["_q_lo"].scatter(part["_b"], part["_q_lo"]),
+            blocks2["_q_hi"].scatter(part["_b"], part["_q_hi"]),
         )
     return blocks2
 
