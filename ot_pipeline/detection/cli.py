@@ -75,8 +75,19 @@ def to_readings(
     ).with_columns(
         machine_id=pl.col("column"),
         metric=metric_names.gather(series),
-        value=pl.col("_value_text").str.strip_chars().cast(pl.Float64, strict=False),
+        value=_numbers(text),
     )
+
+
+def _numbers(text: pl.Series) -> pl.Series:
+    """Floats from text, null where not a number; surrounding blanks are allowed. Most values
+    parse as they are, so only the ones that do not are stripped and parsed again."""
+    value = text.cast(pl.Float64, strict=False)
+    retry = (value.is_null() & text.is_not_null()).arg_true()
+    if retry.len():
+        again = text.gather(retry).str.strip_chars().cast(pl.Float64, strict=False)
+        value = value.scatter(retry, again)
+    return value.rename("value")
 
 
 def _holds_numbers(column: pl.Series) -> bool:
