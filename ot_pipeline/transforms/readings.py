@@ -8,24 +8,11 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 
 from streaming.events.model import RANGES
+from streaming.lake import LANDED_SCHEMA
 
-# Columns of a readings partition: the event fields plus where and when each row was landed.
-READINGS_COLUMNS: tuple[str, ...] = (
-    "event_id",
-    "machine_id",
-    "machine_type",
-    "line_id",
-    "metric",
-    "unit",
-    "value",
-    "ts",
-    "seq",
-    "status_code",
-    "quality",
-    "kafka_partition",
-    "kafka_offset",
-    "ingest_ts",
-)
+# Columns of a readings partition: exactly the landed columns (event fields, then where and when
+# each row was landed).
+READINGS_COLUMNS: tuple[str, ...] = tuple(LANDED_SCHEMA.names)
 # Sort order of every readings file and of the archive: each machine's metric is one contiguous,
 # time-ordered run (sort_by_series); the detectors run about twice as fast on it.
 SORT_KEYS: tuple[str, ...] = ("machine_id", "metric", "ts")
