@@ -6,6 +6,8 @@ and fast-forwarded data for the current hour is processed as soon as it lands.
 
 from __future__ import annotations
 
+from typing import Any
+
 import dagster as dg
 
 PARTITIONS_START = "2025-01-01"
@@ -28,6 +30,21 @@ follow_parents = dg.AutomationCondition.eager().without(
 
 HOURLY_TAG = {"ot/cadence": "hourly"}
 DAILY_TAG = {"ot/cadence": "daily"}
+
+# Decorator arguments every asset of a cadence shares: `@dg.asset(**HOURLY, ...)`. Hourly assets
+# downstream of `readings` also follow their parents (`HOURLY_FOLLOWING`); `readings` itself is
+# requested by the landing sensor.
+HOURLY: dict[str, Any] = {
+    "partitions_def": hourly_partitions,
+    "backfill_policy": single_run,
+    "tags": HOURLY_TAG,
+}
+HOURLY_FOLLOWING: dict[str, Any] = {**HOURLY, "automation_condition": follow_parents}
+DAILY: dict[str, Any] = {
+    "partitions_def": daily_partitions,
+    "backfill_policy": single_run,
+    "tags": DAILY_TAG,
+}
 
 # Runs that write one hour's files (the landing sensor's readings runs and the automation runs
 # downstream of them) carry this tag, and dagster.yaml lets one such run go at a time: otherwise a

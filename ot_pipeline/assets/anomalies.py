@@ -9,7 +9,7 @@ import polars as pl
 from ot_pipeline.assets.common import Stopwatch, preview
 from ot_pipeline.assets.readings import readings
 from ot_pipeline.lake_tables import read_hour, write_hour
-from ot_pipeline.partitions import HOURLY_TAG, follow_parents, hourly_partitions, single_run
+from ot_pipeline.partitions import HOURLY_FOLLOWING
 from ot_pipeline.resources import LakeResource, PipelineConfig
 from ot_pipeline.transforms.anomalies import ANOMALY_COLUMNS, hour_anomalies
 from ot_pipeline.transforms.readings import hour_bounds, hour_key
@@ -30,10 +30,7 @@ DETECTION_INPUT = [
 
 @dg.asset(
     deps=[readings],
-    partitions_def=hourly_partitions,
-    backfill_policy=single_run,
-    automation_condition=follow_parents,
-    tags=HOURLY_TAG,
+    **HOURLY_FOLLOWING,
     group_name="lake",
     kinds={"parquet", "polars"},
 )

@@ -14,7 +14,7 @@ from ot_pipeline.assets.common import day_hours
 from ot_pipeline.assets.readings import readings
 from ot_pipeline.lake_tables import schema_problems
 from ot_pipeline.landing import event_hours
-from ot_pipeline.partitions import DAILY_TAG, daily_partitions, single_run
+from ot_pipeline.partitions import DAILY
 from ot_pipeline.resources import LakeResource, PipelineConfig
 from ot_pipeline.transforms.landing import removable_files
 from streaming.lake import LANDED_SCHEMA, Lake, write_atomically
@@ -39,9 +39,7 @@ def _readings_paths(lake: Lake, day: str) -> list[str]:
 
 @dg.asset(
     deps=[readings],
-    partitions_def=daily_partitions,
-    backfill_policy=single_run,
-    tags=DAILY_TAG,
+    **DAILY,
     group_name="lake",
     kinds={"parquet", "duckdb"},
 )
@@ -120,9 +118,7 @@ def daily_archive_matches_readings(
 
 @dg.asset(
     deps=[daily_archive],
-    partitions_def=daily_partitions,
-    backfill_policy=single_run,
-    tags=DAILY_TAG,
+    **DAILY,
     group_name="lake",
     kinds={"parquet"},
 )

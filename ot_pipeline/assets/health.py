@@ -8,7 +8,7 @@ from ot_pipeline.assets.anomalies import anomalies
 from ot_pipeline.assets.common import Stopwatch, preview
 from ot_pipeline.assets.readings import readings
 from ot_pipeline.lake_tables import read_hour, write_hour
-from ot_pipeline.partitions import HOURLY_TAG, follow_parents, hourly_partitions, single_run
+from ot_pipeline.partitions import HOURLY_FOLLOWING
 from ot_pipeline.resources import LakeResource, PipelineConfig
 from ot_pipeline.transforms.anomalies import empty_anomalies
 from ot_pipeline.transforms.health import machine_health
@@ -20,10 +20,7 @@ HEALTH_INPUT = ["machine_id", "machine_type", "line_id", "metric", "ts", "status
 
 @dg.asset(
     deps=[readings, anomalies],
-    partitions_def=hourly_partitions,
-    backfill_policy=single_run,
-    automation_condition=follow_parents,
-    tags=HOURLY_TAG,
+    **HOURLY_FOLLOWING,
     group_name="lake",
     kinds={"parquet", "polars"},
 )

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from ot_pipeline.assets.common import Stopwatch, preview
 from ot_pipeline.lake_tables import schema_problems, write_hour
 from ot_pipeline.landing import event_hours, files_by_hour, landed_rows
-from ot_pipeline.partitions import HOURLY_LANE, HOURLY_TAG, hourly_partitions, single_run
+from ot_pipeline.partitions import HOURLY, HOURLY_LANE, hourly_partitions
 from ot_pipeline.resources import LakeResource, PipelineConfig
 from ot_pipeline.transforms.landing import FileAccount, contiguous_ranges, offset_gaps
 from ot_pipeline.transforms.readings import (
@@ -36,10 +36,8 @@ landing_files = dg.AssetSpec(
 
 
 @dg.asset(
-    partitions_def=hourly_partitions,
-    backfill_policy=single_run,
     deps=[landing_files],
-    tags=HOURLY_TAG,
+    **HOURLY,
     group_name="lake",
     kinds={"parquet", "polars"},
 )

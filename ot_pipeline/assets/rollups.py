@@ -10,7 +10,7 @@ from ot_pipeline.assets.common import range_bounds
 from ot_pipeline.assets.health import machine_health_hourly
 from ot_pipeline.assets.windows import windows_1m, windows_5m
 from ot_pipeline.lake_tables import read_hours
-from ot_pipeline.partitions import HOURLY_TAG, follow_parents, hourly_partitions, single_run
+from ot_pipeline.partitions import HOURLY_FOLLOWING
 from ot_pipeline.resources import LakeResource, PostgresResource
 
 # warehouse table -> (lake asset it is loaded from, that asset)
@@ -26,10 +26,7 @@ def _rollup_asset(table: str, source: str, upstream: dg.AssetsDefinition) -> dg.
     @dg.asset(
         name=f"pg_{table}",
         deps=[upstream],
-        partitions_def=hourly_partitions,
-        backfill_policy=single_run,
-        automation_condition=follow_parents,
-        tags=HOURLY_TAG,
+        **HOURLY_FOLLOWING,
         group_name="warehouse",
         kinds={"postgres"},
         pool="postgres",

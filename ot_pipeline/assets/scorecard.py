@@ -13,7 +13,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from ot_pipeline.assets.anomalies import anomalies
 from ot_pipeline.assets.common import day_hours, preview
 from ot_pipeline.lake_tables import read_hours, write_frame
-from ot_pipeline.partitions import DAILY_TAG, daily_partitions, single_run
+from ot_pipeline.partitions import DAILY
 from ot_pipeline.resources import KafkaResource, LakeResource, PipelineConfig
 from streaming.lake import Lake
 
@@ -134,9 +134,7 @@ def ground_truth(kafka: KafkaResource, lake: LakeResource) -> dg.MaterializeResu
 
 @dg.asset(
     deps=[anomalies, ground_truth],
-    partitions_def=daily_partitions,
-    backfill_policy=single_run,
-    tags=DAILY_TAG,
+    **DAILY,
     group_name="quality",
     kinds={"parquet", "polars"},
 )

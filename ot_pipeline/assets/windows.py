@@ -7,7 +7,7 @@ import polars as pl
 from ot_pipeline.assets.common import Stopwatch, preview
 from ot_pipeline.assets.readings import readings
 from ot_pipeline.lake_tables import read_hour, write_hour
-from ot_pipeline.partitions import HOURLY_TAG, follow_parents, hourly_partitions, single_run
+from ot_pipeline.partitions import HOURLY_FOLLOWING
 from ot_pipeline.resources import LakeResource
 from ot_pipeline.transforms.windows import coarser_windows, tumbling_windows
 
@@ -25,10 +25,7 @@ def _window_asset(
     @dg.asset(
         name=name,
         deps=[source],
-        partitions_def=hourly_partitions,
-        backfill_policy=single_run,
-        automation_condition=follow_parents,
-        tags=HOURLY_TAG,
+        **HOURLY_FOLLOWING,
         group_name="lake",
         kinds={"parquet", "polars"},
         description=f"Tumbling {every} windows per machine and metric of event time: count, min, "
