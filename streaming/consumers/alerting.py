@@ -284,20 +284,29 @@ def open_offline(
         value=pl.lit(None, pl.Float64),
         threshold=pl.lit(None, pl.Float64),
     ).cast(STATE_SCHEMA)  # type: ignore[arg-type]
-    events = rows.select(
-        event=pl.lit("opened"),
-        alert_id="alert_id",
-        rule="rule",
-        machine_id="machine_id",
-        metric="metric",
-        severity="severity",
-        value="value",
-        threshold="threshold",
-        opened_ms="opened_ms",
-        cleared_ms=pl.lit(None, pl.Int64),
-        kafka_partition=new["kafka_partition"].cast(pl.Int32),
+    events = _state_events(
+        rows, "opened", pl.lit(None, pl.Int64), new["kafka_partition"].cast(pl.Int32)
     )
     return AlertStep(events, pl.concat([state, rows]), rows)
+
+
+def _state_events(
+    rows: pl.DataFrame, event: str, cleared_ms: pl.Expr, kafka_partition: pl.Expr | pl.Series
+) -> pl.DataFrame:
+    """Alert events (EVENT_COLUMNS) of alert-state rows, e.g. OFFLINE alerts opened or cleared."""
+    return rows.select(
+        pl.lit(event).alias("event"),
+        "alert_id",
+        "rule",
+        "machine_id",
+        "metric",
+        "severity",
+        "value",
+        "threshold",
+        "opened_ms",
+        cleared_ms.alias("cleared_ms"),
+        kafka_partition.alias("kafka_partition"),
+    )
 
 
 def clear_offline(state: pl.DataFrame, heard: pl.DataFrame) -> AlertStep:
@@ -307,18 +316,11 @@ def clear_offline(state: pl.DataFrame, heard: pl.DataFrame) -> AlertStep:
     back = offline.join(heard, on="machine_id", how="inner")
     if back.height == 0:
         return AlertStep(empty_events(), state, state.clear())
-    events = back.select(
-        event=pl.lit("cleared"),
-        alert_id="alert_id",
-        rule="rule",
-        machine_id="machine_id",
-        metric="metric",
-        severity="severity",
-        value="value",
-        threshold="threshold",
-        opened_ms="opened_ms",
-        cleared_ms=pl.col("first_ts").cast(pl.Int64),
-        kafka_partition=pl.col("kafka_partition").cast(pl.Int32),
+    events = _state_events(
+        back,
+        "cleared",
+        pl.col("first_ts").cast(pl.Int64),
+        pl.col("kafka_partition").cast(pl.Int32),
     )
     changed = back.select(list(STATE_SCHEMA)).with_columns(
         streak=pl.lit(0, pl.Int64), alert_id=pl.lit(None, pl.String)
