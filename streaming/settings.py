@@ -89,6 +89,15 @@ class Settings:
     redis_prefix: str = "ot:"
     pg_schema: str = "ot"
 
+    @property
+    def max_future_ms(self) -> int:
+        """Validation window, in the milliseconds `decode_batch` takes."""
+        return int(self.max_future_seconds * 1000)
+
+    @property
+    def max_age_ms(self) -> int:
+        return int(self.max_event_age_hours * 3_600_000)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env

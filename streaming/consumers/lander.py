@@ -107,8 +107,6 @@ class Lander:
         self._dlq_failures: list[str] = []
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lander-writer")
         self._pending: list[_Pending] = []
-        self._max_future_ms = int(settings.max_future_seconds * 1000)
-        self._max_age_ms = int(settings.max_event_age_hours * 3_600_000)
         self.consumer = Consumer(
             consumer_config(
                 settings, group, instance_id=instance_id, session_timeout_ms=session_timeout_ms
@@ -194,7 +192,10 @@ class Lander:
         sizes = np.fromiter((len(v) if v else 0 for v in values), dtype=np.int64, count=len(values))
         ingest_ms = int(time.time() * 1000)
         decoded = decode_batch(
-            values, ingest_ms, max_future_ms=self._max_future_ms, max_age_ms=self._max_age_ms
+            values,
+            ingest_ms,
+            max_future_ms=self.settings.max_future_ms,
+            max_age_ms=self.settings.max_age_ms,
         )
         for r in decoded.rejected:
             m = good[r.index]

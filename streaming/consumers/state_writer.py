@@ -141,8 +141,6 @@ class StateWriter:
         self.state = empty_state()
         self.latencies: list[np.ndarray] = []
         self.measure_latency = measure_latency
-        self._max_future_ms = int(settings.max_future_seconds * 1000)
-        self._max_age_ms = int(settings.max_event_age_hours * 3_600_000)
         self._last_sweep = 0.0
         self._backlog = False
         self.consumer = Consumer(
@@ -224,7 +222,10 @@ class StateWriter:
                 return
         now_ms = int(time.time() * 1000)
         decoded = decode_batch(
-            values, now_ms, max_future_ms=self._max_future_ms, max_age_ms=self._max_age_ms
+            values,
+            now_ms,
+            max_future_ms=self.settings.max_future_ms,
+            max_age_ms=self.settings.max_age_ms,
         )
         vi = decoded.valid_index
         readings = pl.from_arrow(decoded.valid)
