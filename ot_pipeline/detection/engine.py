@@ -97,9 +97,21 @@ def _row_median(grid: Any) -> Any:
     return np.where(count > 0, (low + high) / 2.0, np.nan)
 
 
-def _on_rows(values: Any, block: np.ndarray, name: str) -> pl.Series:
-    """A per-block statistic attached to every row of its block."""
-    return pl.Series(name, values, nan_to_null=True).gather(block)
+def _on_rows(blocks: pl.DataFrame, names: tuple[str, ...], block: np.ndarray) -> list[pl.Series]:
+    """Per-block statistics attached to every row of their block.
+
+    A numpy take, not a Polars gather: numpy maps large arrays with huge pages, where Polars'
+    fresh 5 M-row columns fault in 4 KiB pages (about 10k page faults each). Nulls travel as
+    NaN, so a column that holds a NaN of its own takes the Polars gather.
+    """
+    out = []
+    for name in names:
+        column = blocks.get_column(name)
+        if column.dtype != pl.Float64 or column.is_nan().any():
+            out.append(column.gather(block))
+        else:
+            out.append(pl.Series(name, column.to_numpy()[block], nan_to_null=True))
+    return out
 
 
 def _floats(values: pl.Series) -> Any:
@@ -156,6 +168,27 @@ def _spike_chunk(s: DetectorSettings, xv: Any, sigma: Any, med: Any) -> Any:
     return best
 
 
+def _median_of_5(values: Any) -> Any:
+    """Median of each value and the 4 before it (the first 4 rows are not meaningful): a
+    selection network of minima and maxima, always one of the 5 values, as a sort would pick.
+    Over slices of rows, so the temporaries are reused memory (see `_spike_scores`)."""
+    out = np.empty_like(values)
+    for begin in range(0, values.size, NUMPY_CHUNK):
+        first = max(begin - 4, 0)
+        part = values[first : begin + NUMPY_CHUNK]
+        if part.size < 5:
+            break
+        lag = [part[4 - k : part.size - k] for k in range(5)]  # lag[k]: k rows earlier
+        low_ab, high_ab = np.minimum(lag[0], lag[1]), np.maximum(lag[0], lag[1])
+        low_cd, high_cd = np.minimum(lag[2], lag[3]), np.maximum(lag[2], lag[3])
+        # the smallest and the largest of the first four are not the median: drop them
+        low, high = np.maximum(low_ab, low_cd), np.minimum(high_ab, high_cd)
+        median = np.maximum(np.minimum(low, high), np.minimum(np.maximum(low, high), lag[4]))
+        out[first + 4 : first + part.size] = median
+    out[: min(4, values.size)] = np.nan  # windows cut short: recomputed by the caller
+    return out
+
+
 def _rolling_median(values: Any, window: int) -> Any:
     """Median of the non-missing values among the last `window` (NaN when none), per row.
 
@@ -163,12 +196,11 @@ def _rolling_median(values: Any, window: int) -> Any:
     value (a suppressed reading) or reach before the first row are recomputed on their own.
     """
     missing = np.isnan(values)
-    med = (
-        pl.Series(np.where(missing, 0.0, values))
-        .rolling_median(window, min_samples=1)
-        .to_numpy()
-        .copy()
-    )
+    filled = np.where(missing, 0.0, values)
+    if window == 5:
+        med = _median_of_5(filled)
+    else:
+        med = pl.Series(filled).rolling_median(window, min_samples=1).to_numpy().copy()
     # rows whose window holds a missing value, and the first rows (their window is cut short)
     gaps = np.flatnonzero(missing)
     rows = np.unique(
@@ -367,8 +399,7 @@ def _detect_group(
         {c: pl.col(c).shift(1) for c in ("_run_level", "_run_floor", "_noise", "_flat_share")},
     )
     rows = rows.with_columns(
-        blocks.get_column(c).gather(block)
-        for c in ("_run_level", "_run_floor", "_noise", "_flat_share")
+        _on_rows(blocks, ("_run_level", "_run_floor", "_noise", "_flat_share"), block)
     )
     floor = pl.max_horizontal(
         pl.lit(max(s.abs_noise_floor, 1e-9)), s.rel_noise_floor * pl.col("_run_level").abs()
@@ -509,8 +540,7 @@ def _detect_group(
     if s.envelope_freeze_passes:
         blocks2 = _frozen_envelope(blocks2, blocks, s)
     rows = rows.with_columns(
-        blocks2.get_column(c).gather(block)
-        for c in ("_q_lo", "_q_hi", "_trend", "_usual", "_change", "_usual_change")
+        _on_rows(blocks2, ("_q_lo", "_q_hi", "_trend", "_usual", "_change", "_usual_change"), block)
     )
 
     judge = pl.col("_judge")
@@ -730,12 +760,19 @@ def detect(readings: pl.DataFrame, config: DetectionConfig | None = None) -> pl.
         _group=pl.Series([distinct.index(s) for s in settings_of], dtype=pl.Int64)
     ).sort("_group", "_code")
     rank_of = dict(zip(pairs["_code"].to_list(), range(pairs.height), strict=True))
+    codes_in = base["_code"]
+    if codes_in.null_count() == 0:  # codes are small and dense: a lookup table, not a hash map
+        lookup = np.zeros(int(pairs["_code"].max()) + 1, dtype=np.int64)  # type: ignore[arg-type]
+        lookup[pairs["_code"].to_numpy()] = np.arange(pairs.height)
+        ranked = pl.lit(pl.Series("_code", lookup[codes_in.to_numpy()]))
+    else:
+        ranked = pl.col("_code").replace_strict(rank_of, return_dtype=pl.Int64)
     base = base.select(
         "_row",
         *(["seq"] if use_seq else ["_t"]),
         "_x",
         "_suppressed",
-        _code=pl.col("_code").replace_strict(rank_of, return_dtype=pl.Int64),
+        _code=ranked,
     )
     within = pl.col("seq") if use_seq else pl.col("_t").cast(pl.Int64)
     spans = base.select(
@@ -743,9 +780,13 @@ def detect(readings: pl.DataFrame, config: DetectionConfig | None = None) -> pl.
     ).cast(pl.Int64)
     low, high, top = (int(spans[c].item()) for c in ("low", "high", "top"))
     span = high - low + 1
+    in_order = False
     if span * (top + 1) < 2**62:  # one integer key sorts far faster than two columns
         key = pl.col("_code") * span + (within - low).fill_null(0)
-        base = base.sort(key, maintain_order=True)
+        # a recording's readings often come in order already: a stable sort would not move them
+        in_order = base.select(key).to_series().is_sorted()
+        if not in_order:
+            base = base.sort(key, maintain_order=True)
     else:
         base = base.sort(["_code", within], maintain_order=True)
     group_of_code = pairs["_group"].to_numpy()
@@ -760,10 +801,13 @@ def detect(readings: pl.DataFrame, config: DetectionConfig | None = None) -> pl.
         parts.append(_detect_group(part, distinct[group], use_seq, flag_stops))
     combined = pl.concat(parts)
     # Back to input order: the inverse of the sort permutation, by one scatter.
-    order = base["_row"].to_numpy()
-    inverse = np.empty(order.size, dtype=np.int64)
-    inverse[order] = np.arange(order.size)
-    coded = combined.gather(inverse)
+    if in_order:
+        coded = combined
+    else:
+        order = base["_row"].to_numpy()
+        inverse = np.empty(order.size, dtype=np.int64)
+        inverse[order] = np.arange(order.size)
+        coded = combined.gather(inverse)
     absent = pl.col("_severity") < 0
     added = coded.select(
         "score",
