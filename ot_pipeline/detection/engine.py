@@ -12,6 +12,7 @@ expression): one vectorised pass per distinct settings, never a loop per row.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -30,6 +31,7 @@ NOISE_QUANTILE = 0.7  # of the per-block median absolute steps, over noise_block
 DRIFT_LAG_BLOCKS = 6  # a drift's direction is read from changes over this many blocks
 STOP_CONFIRM_READINGS = 3  # consecutive stopped readings before a stop counts for settling
 NUMPY_CHUNK = 1 << 19  # rows per slice of elementwise numpy work (4 MiB per float column)
+SLICE_ROWS = 1 << 20  # rows (whole series) scored together: Polars' temporaries stay reusable
 
 
 def _run_length_np(condition: Any, start: Any) -> Any:
@@ -327,6 +329,23 @@ def _frozen_envelope(
 
 def _block_history(blocks: pl.DataFrame, exprs: dict[str, pl.Expr]) -> pl.DataFrame:
     return blocks.with_columns(**{name: e.over("_sid") for name, e in exprs.items()})
+
+
+def _series_slices(rows: pl.DataFrame, size: int) -> list[pl.DataFrame]:
+    """Rows (sorted by series) cut into slices of whole series, about `size` rows each.
+
+    Every detector works within a series, so slices are scored alone with the same result;
+    each Polars temporary of a small slice is memory the allocator hands out again, where one
+    of a huge frame is fresh memory, page-faulted in 4 KiB pages, every time.
+    """
+    if rows.height <= size:
+        return [rows]
+    codes = rows["_code"].to_numpy()
+    firsts = np.flatnonzero(codes[1:] != codes[:-1]) + 1  # where a series begins (not the 1st)
+    at = np.searchsorted(firsts, np.arange(size, rows.height, size))  # next one past each size
+    cuts = np.unique(firsts[at[at < firsts.size]])
+    bounds = [0, *cuts.tolist(), rows.height]
+    return [rows.slice(a, b - a) for a, b in itertools.pairwise(bounds) if b > a]
 
 
 def _detect_group(
@@ -798,7 +817,8 @@ def detect(readings: pl.DataFrame, config: DetectionConfig | None = None) -> pl.
             continue
         part = base.slice(offset, length)
         offset += length
-        parts.append(_detect_group(part, distinct[group], use_seq, flag_stops))
+        for piece in _series_slices(part, SLICE_ROWS):
+            parts.append(_detect_group(piece, distinct[group], use_seq, flag_stops))
     combined = pl.concat(parts)
     # Back to input order: the inverse of the sort permutation, by one scatter.
     if in_order:
