@@ -73,12 +73,42 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
         figures.update(_step_seconds(instance, result.run_id))
         figures.update(_phase_seconds(result))
         figures["hour_readings_per_s"] = round(hour_rows / figures["hour_job_s"])
+        figures.update(_anomalies_cpu(lake, HOUR))
 
         figures.update(_load_throughput(bench_settings, 200_000 if quick else 1_000_000))
     finally:
         Warehouse(settings.pg_dsn, schema).drop_schema()
         shutil.rmtree(tmp, ignore_errors=True)
     return figures
+
+
+def _anomalies_cpu(lake: Lake, hour: datetime) -> dict[str, Any]:
+    """The anomalies step's detection on its own, per CPU second (= per core, whatever number
+    of threads Polars used): the hour plus its trailing history, read as the asset reads them
+    (untimed), then scored and filtered as the asset does; best of two runs."""
+    from ot_pipeline.assets.anomalies import DETECTION_INPUT, _history
+    from ot_pipeline.detection import detect
+    from ot_pipeline.lake_tables import read_hour
+    from ot_pipeline.resources import PipelineConfig
+    from ot_pipeline.transforms.anomalies import hour_anomalies
+
+    frame = read_hour(lake, "readings", hour.strftime("%Y-%m-%d-%H:00"), columns=DETECTION_INPUT)
+    if frame is None:
+        return {}
+    span = timedelta(minutes=PipelineConfig().detection_history_minutes)
+    history = _history(lake, hour, span, frame)
+    end = hour + timedelta(hours=1)
+    cpu = []
+    for _ in range(2):
+        started = time.process_time()
+        hour_anomalies(history, frame, hour, end, detect)
+        cpu.append(time.process_time() - started)
+    readings = history.height + frame.height
+    return {
+        "anomalies_detect_readings": readings,
+        "anomalies_detect_cpu_s": round(min(cpu), 2),
+        "anomalies_readings_per_cpu_s": round(readings / min(cpu)),
+    }
 
 
 def _step_seconds(instance: Any, run_id: str) -> dict[str, float]:
