@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -116,6 +117,45 @@ def test_level_shift_is_flagged_after_consecutive_breaches_and_keeps_being_flagg
     assert min(inside["i"].to_list()) <= 2010
     assert result.filter(pl.col("i") < 2000).height == 0
     assert {"level", "rate_of_change"} >= set(inside["detector"].unique().to_list())
+
+
+def _chattering(seed: int) -> list[float]:
+    """A fault that hovers at the level detector's fence: 20 readings well beyond it, then 10
+    just inside it (still far from normal), again and again; normal before and after."""
+    values = noise(7000, sigma=1.0, seed=seed)
+    for i in range(6000, 6400):
+        values[i] += 7.0 if (i - 6000) % 30 < 20 else 3.5
+    return values
+
+
+def test_level_alarm_does_not_chatter_at_its_fence_and_clears_after_the_fault() -> None:
+    result = flagged(detect(series(_chattering(seed=21))))
+    flags = result["i"].to_list()
+    assert result.filter(pl.col("i") < 6000).height == 0
+    first = min(flags)
+    assert first <= 6012
+    # one alarm for the whole fault: every reading from the first flag to the fault's end
+    assert set(range(first, 6400)) <= set(flags)
+    # ... and it clears once level_clear_samples readings are back inside the deadband
+    assert max(flags) < 6400 + 15
+
+
+def test_without_the_deadband_the_same_fault_chatters() -> None:
+    config = DetectionConfig(defaults={"level_deadband": 0.0, "level_clear_samples": 1})
+    flags = flagged(detect(series(_chattering(seed=21)), config))["i"].to_list()
+    inside = [i for i in flags if 6000 <= i < 6400]
+    restarts = sum(1 for a, b in itertools.pairwise(inside) if b - a > 1)
+    assert restarts >= 5  # the alarm drops and is raised again, as the deadband prevents
+
+
+def test_no_drift_verdict_before_the_usual_trend_is_known() -> None:
+    values = noise(9000, sigma=1.0, seed=22)
+    for i in range(600, 9000):
+        values[i] += (i - 600) * 0.01  # a strong drift from early on
+    result = flagged(detect(series(values)))
+    drift = result.filter(pl.col("detector") == "drift")
+    history = 240 * 30  # drift_min_history_blocks x block_samples
+    assert drift.filter(pl.col("i") < history).height == 0
 
 
 def test_machinery_metric_ignores_a_drop_but_flags_a_rise() -> None:

@@ -66,6 +66,11 @@ class DetectorSettings:
     # outside it is learnt at the normal pace; a fault far outside is not).
     envelope_freeze_margin: float = 2.0
     level_consecutive: int = 10
+    # Once raised, a level alarm holds (a deadband and an off-delay, as in alarm management
+    # practice) until level_clear_samples consecutive readings are back inside the fence by at
+    # least level_deadband x the fence: a fault hovering at the fence is one alarm, not many.
+    level_deadband: float = 0.5
+    level_clear_samples: int = 10
     # Static limits (e.g. from machine metadata), breached for limit_consecutive readings.
     lower_limit: float | None = None
     upper_limit: float | None = None
@@ -78,7 +83,9 @@ class DetectorSettings:
     drift_threshold: float = 2.0
     drift_usual_quantile: float = 0.99
     drift_noise_threshold: float = 6.0
-    drift_min_history_blocks: int = 60  # the usual trend needs a longer history to be known
+    # No drift verdict before the usual trend is known: its 0.99 quantile needs a few hundred
+    # blocks of history (2 h at 1 s), not a few dozen.
+    drift_min_history_blocks: int = 240
     drift_direction_share: float = 0.9
     drift_change_noise: float = 16.0
     # After a stop or a suppressed stretch, the process settles (reheats, refills) for this many
@@ -114,6 +121,7 @@ class DetectorSettings:
             "noise_blocks",
             "spike_max_readings",
             "level_consecutive",
+            "level_clear_samples",
             "limit_consecutive",
             "drift_blocks",
             "drift_min_history_blocks",
@@ -128,6 +136,8 @@ class DetectorSettings:
             raise ValueError("direction must be one of both, up, down")
         if self.envelope_freeze_passes < 0:
             raise ValueError("envelope_freeze_passes must not be negative")
+        if not 0.0 <= self.level_deadband <= 1.0:
+            raise ValueError("level_deadband must be in [0, 1] (a share of the level fence)")
         if not 0.0 <= self.envelope_quantile < 0.5:
             raise ValueError("envelope_quantile must be in [0, 0.5)")
         return self

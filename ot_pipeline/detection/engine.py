@@ -348,6 +348,23 @@ def _series_slices(rows: pl.DataFrame, size: int) -> list[pl.DataFrame]:
     return [rows.slice(a, b - a) for a, b in itertools.pairwise(bounds) if b > a]
 
 
+def _held_alarm(rows: pl.DataFrame, s: DetectorSettings, starts: np.ndarray) -> Any:
+    """Rows on which the level alarm is up: raised after `level_consecutive` breaches, held
+    (deadband + off-delay) until `level_clear_samples` readings in a row are back inside the
+    fence by `level_deadband` fences; not judged readings (stopped, unsettled) count as back.
+
+    Up at t when the last raise of the series is later than the last release, and t is not a
+    release itself: two running maxima, no loop.
+    """
+    excess = rows["_excess"].to_numpy()
+    raised = rows["_breach_run"].to_numpy() >= s.level_consecutive
+    released = _run_length_np(excess <= -s.level_deadband, starts) >= s.level_clear_samples
+    index = np.arange(excess.size)
+    last_raise = np.maximum.accumulate(np.where(raised, index, -1))
+    last_release = np.maximum.accumulate(np.where(released, index, -1))
+    return (last_raise >= starts) & (last_raise > last_release) & ~released
+
+
 def _detect_group(
     rows: pl.DataFrame, s: DetectorSettings, use_seq: bool, flag_stops: bool
 ) -> pl.DataFrame:
@@ -649,15 +666,18 @@ def _detect_group(
         else pl.lit(0),
         _flat_run=pl.Series(_run_length_np(conditions["flat"].to_numpy(), starts)),
         _stop_start=pl.col("_stopped") & ~_lag(pl.col("_stopped"), 1).fill_null(False),
-        _s_drift=pl.when(judge & settled & away)
+        # no verdict before the usual trend is known (a null would leave only the noise bound)
+        _s_drift=pl.when(judge & settled & away & pl.col("_usual").is_not_null())
         .then(pl.max_horizontal(trend_score, change_score))
         .otherwise(0.0),
     )
 
+    rows = rows.with_columns(_level_held=pl.Series(_held_alarm(rows, s, starts)))
     zero = pl.lit(0.0)
     scores = {
-        "level": pl.when(pl.col("_breach_run") >= s.level_consecutive)
-        .then(1.0 + pl.col("_excess"))
+        # raised after level_consecutive breaches, then held by the deadband (at least 1.0)
+        "level": pl.when(pl.col("_level_held"))
+        .then(pl.max_horizontal(1.0 + pl.col("_excess"), 1.0))
         .otherwise(zero),
         "limits": pl.when(pl.col("_limit_run") >= s.limit_consecutive)
         .then(1.0 + pl.col("_limit_run") / (4.0 * s.limit_consecutive))
@@ -702,8 +722,12 @@ def _detect_group(
     # more); a regime transition stays LOW.
     step = np.select([score >= 8.0, score >= 4.0, score >= 2.0], [3, 2, 1], 0)
     run = _run_length_np(anomalous, rows["_start"].to_numpy())
-    step = step + (run >= s.escalate_samples) + (run >= 4 * s.escalate_samples)
-    step = np.where(named == DETECTORS.index("regime"), 0, np.clip(step, 0, 3))
+    step = np.clip(step + (run >= s.escalate_samples) + (run >= 4 * s.escalate_samples), 0, 3)
+    # An alarm does not de-escalate while it lasts: the highest step so far in the run. (Run
+    # numbers grow along the rows, so one running maximum of run * 4 + step does it.)
+    run_id = np.cumsum(anomalous & (run == 1))
+    step = np.maximum.accumulate(run_id * 4 + step) - run_id * 4
+    step = np.where(named == DETECTORS.index("regime"), 0, step)
     return pl.DataFrame(
         {
             "score": pl.Series(score).round(4),
