@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 
 from ot_pipeline.detection.config import METRIC_DEFAULTS, RECORDING_DEFAULTS, DetectionConfig
-from ot_pipeline.detection.engine import detect
+from ot_pipeline.detection.engine import DETECTORS, SEVERITIES, named, score_codes
 
 EPOCH_MS_ABOVE = 1e11  # epoch numbers above this are milliseconds, below seconds
 
@@ -67,7 +67,6 @@ def to_readings(
     text = pl.concat([table[c].rename("_value_text") for c in columns], rechunk=False)
     return pl.DataFrame(
         {
-            "_input_row": np.tile(np.arange(rows, dtype=np.int64), width),
             "ts": pl.concat([ts_ms] * width, rechunk=False).rename("ts"),
             "column": names.gather(series),
             "_value_text": text,
@@ -144,7 +143,14 @@ def run(
     # Recording defaults first; a config's own `defaults` override them.
     config = config or DetectionConfig()
     config = replace(config, defaults={**RECORDING_DEFAULTS, **config.defaults})
-    scored = detect(readings.select("machine_id", "metric", "ts", "value"), config)
+    scored = (
+        score_codes(readings.select("machine_id", "metric", "ts", "value"), config)
+        if readings.height
+        else pl.DataFrame(
+            schema={"score": pl.Float64, "is_anomaly": pl.Boolean}
+            | dict.fromkeys(("_severity", "_detector"), pl.Int8)
+        )
+    )
     detected = time.perf_counter()
     # Back to input order (row by row): long position of row r, column c is c * rows + r.
     width = len(value_columns)
@@ -157,8 +163,9 @@ def run(
             "value": readings["_value_text"].rechunk().gather(row_major),
             "score": scored["score"].gather(row_major).fill_null(0.0),
             "is_anomaly": scored["is_anomaly"].fill_null(False).gather(row_major),  # true/false
-            "severity": scored["severity"].gather(row_major),
-            "detector": scored["detector"].gather(row_major),
+            # names only after the reordering: gathering Int8 codes is cheaper than strings
+            "severity": named(scored["_severity"].gather(row_major), SEVERITIES),
+            "detector": named(scored["_detector"].gather(row_major), DETECTORS),
         }
     ).write_csv(output_path)
     finished = time.perf_counter()

@@ -763,6 +763,27 @@ def detect(readings: pl.DataFrame, config: DetectionConfig | None = None) -> pl.
             severity=pl.lit(None, dtype=pl.String),
             detector=pl.lit(None, dtype=pl.String),
         )
+    coded = score_codes(readings, config)
+    added = coded.select(
+        "score",
+        "is_anomaly",
+        severity=named(coded["_severity"], SEVERITIES),
+        detector=named(coded["_detector"], DETECTORS),
+    )
+    # hstack keeps the caller's columns as they are (a select after a concat would rechunk them)
+    return readings.hstack(added.get_columns())
+
+
+def named(codes: pl.Series, names: tuple[str, ...]) -> pl.Series:
+    """Names from integer codes (null for a negative code)."""
+    return pl.Series(names).gather(pl.select(pl.when(codes >= 0).then(codes)).to_series())
+
+
+def score_codes(readings: pl.DataFrame, config: DetectionConfig) -> pl.DataFrame:
+    """`detect` without the names: score, is_anomaly, and severity and detector as Int8 codes
+    (-1 for none; `named` turns them into strings), one row per (non-empty) input row, in input
+    order. For a caller that reorders the rows first: gathering codes is cheaper than strings.
+    """
     use_seq = "seq" in readings.columns and readings["seq"].null_count() == 0
     # A device that reports its state (status codes) announces planned stops itself; without
     # status, the transition into a stopped regime is flagged once, LOW.
@@ -852,14 +873,4 @@ def detect(readings: pl.DataFrame, config: DetectionConfig | None = None) -> pl.
         inverse = np.empty(order.size, dtype=np.int64)
         inverse[order] = np.arange(order.size)
         coded = combined.gather(inverse)
-    absent = pl.col("_severity") < 0
-    added = coded.select(
-        "score",
-        "is_anomaly",
-        severity=pl.lit(pl.Series(SEVERITIES)).gather(pl.when(~absent).then(pl.col("_severity"))),
-        detector=pl.lit(pl.Series(DETECTORS)).gather(
-            pl.when(pl.col("_detector") >= 0).then(pl.col("_detector"))
-        ),
-    )
-    # hstack keeps the caller's columns as they are (a select after a concat would rechunk them)
-    return readings.hstack(added.get_columns())
+    return coded
