@@ -148,16 +148,6 @@ def test_without_the_deadband_the_same_fault_chatters() -> None:
     assert restarts >= 5  # the alarm drops and is raised again, as the deadband prevents
 
 
-def test_no_drift_verdict_before_the_usual_trend_is_known() -> None:
-    values = noise(9000, sigma=1.0, seed=22)
-    for i in range(600, 9000):
-        values[i] += (i - 600) * 0.01  # a strong drift from early on
-    result = flagged(detect(series(values)))
-    drift = result.filter(pl.col("detector") == "drift")
-    history = 240 * 30  # drift_min_history_blocks x block_samples
-    assert drift.filter(pl.col("i") < history).height == 0
-
-
 def test_machinery_metric_ignores_a_drop_but_flags_a_rise() -> None:
     down = noise(3000, level=60.0, sigma=0.3, seed=10)
     up = list(down)

@@ -83,9 +83,9 @@ class DetectorSettings:
     drift_threshold: float = 2.0
     drift_usual_quantile: float = 0.99
     drift_noise_threshold: float = 6.0
-    # No drift verdict before the usual trend is known: its 0.99 quantile needs a few hundred
-    # blocks of history (2 h at 1 s), not a few dozen.
-    drift_min_history_blocks: int = 240
+    # No drift verdict before the usual trend is known from this many blocks of history (30 min
+    # at 1 s; the `anomalies` asset warms each hour with 30 minutes of the previous one).
+    drift_min_history_blocks: int = 60
     drift_direction_share: float = 0.9
     drift_change_noise: float = 16.0
     # After a stop or a suppressed stretch, the process settles (reheats, refills) for this many
