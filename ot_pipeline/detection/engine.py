@@ -49,24 +49,6 @@ def _run_length_np(condition: Any, start: Any) -> Any:
     return last
 
 
-def _run_length(condition: pl.Expr, index: pl.Expr) -> pl.Expr:
-    """Consecutive readings (ending at this one) for which `condition` holds; 0 when it fails.
-
-    Rows are sorted by series; `_i` is the global row index and `_start` the index of the
-    series' first row, so one global forward fill replaces a per-series window.
-    """
-    del index  # kept for the call sites' readability
-    last_false = pl.when(~condition).then(pl.col("_i")).otherwise(None).forward_fill()
-    floor = pl.col("_start") - 1
-    since = pl.col("_i") - pl.max_horizontal(last_false.fill_null(-1), floor)
-    return pl.when(condition).then(since).otherwise(0)
-
-
-def _lag(expr: pl.Expr, k: int) -> pl.Expr:
-    """`expr` k rows earlier in the same series (null before the series' k-th reading)."""
-    return pl.when(pl.col("_n") >= k).then(expr.shift(k))
-
-
 def _spike_threshold(s: DetectorSettings, readings: int) -> float:
     return max(s.spike_threshold / math.sqrt(readings), 0.6 * s.spike_threshold)
 
@@ -82,10 +64,10 @@ def _block_layout(n: np.ndarray, block_samples: int) -> tuple[np.ndarray, np.nda
     return block, pos, int(block[-1]) + 1 if block.size else 0
 
 
-def _padded(values: pl.Series, block: np.ndarray, pos: np.ndarray, blocks: int, width: int) -> Any:
+def _padded(values: Any, block: np.ndarray, pos: np.ndarray, blocks: int, width: int) -> Any:
     """Rows laid out as a (blocks, width) array, NaN where a block has no (or a null) reading."""
     grid = np.full((blocks, width), np.nan)
-    grid[block, pos] = values.cast(pl.Float64).fill_null(np.nan).to_numpy()
+    grid[block, pos] = values
     return grid
 
 
@@ -97,28 +79,6 @@ def _row_median(grid: Any) -> Any:
     low = np.take_along_axis(ordered, np.clip((count - 1) // 2, 0, last)[:, None], 1)[:, 0]
     high = np.take_along_axis(ordered, np.clip(count // 2, 0, last)[:, None], 1)[:, 0]
     return np.where(count > 0, (low + high) / 2.0, np.nan)
-
-
-def _on_rows(blocks: pl.DataFrame, names: tuple[str, ...], block: np.ndarray) -> list[pl.Series]:
-    """Per-block statistics attached to every row of their block.
-
-    A numpy take, not a Polars gather: numpy maps large arrays with huge pages, where Polars'
-    fresh 5 M-row columns fault in 4 KiB pages (about 10k page faults each). Nulls travel as
-    NaN, so a column that holds a NaN of its own takes the Polars gather.
-    """
-    out = []
-    for name in names:
-        column = blocks.get_column(name)
-        if column.dtype != pl.Float64 or column.is_nan().any():
-            out.append(column.gather(block))
-        else:
-            out.append(pl.Series(name, column.to_numpy()[block], nan_to_null=True))
-    return out
-
-
-def _floats(values: pl.Series) -> Any:
-    """Float64 numpy copy of a column, NaN for null."""
-    return values.cast(pl.Float64).fill_null(np.nan).to_numpy()
 
 
 def _shifted(values: Any, k: int) -> Any:
@@ -220,29 +180,39 @@ def _rolling_median(values: Any, window: int) -> Any:
     return med
 
 
-def _typical_step(rows: pl.DataFrame, window: int, factor: float) -> pl.Series:
-    """Median time step (`_dt`) of the previous `window` readings of the same series, computed
-    only where it matters: a step can exceed `factor` x the median only where it exceeds
-    `factor` x the minimum, so the (cheap) rolling minimum picks the few candidate rows and the
-    median is taken exactly there (null elsewhere, where no gap can be)."""
-    floor = rows.select(
-        pl.col("_dt").rolling_min(window, min_samples=3).shift(1).over("_sid")
-    ).to_series()
-    dt = _floats(rows["_dt"])
+def _gap_missing(dt: Any, sid: Any, start: Any, window: int, factor: float) -> Any:
+    """Readings missing before each row (0.0 for none): a time step (`dt`, NaN for none) beyond
+    `factor` x the median step of the previous `window` readings of the series.
+
+    The median is computed only where it matters: a step can exceed `factor` x the median only
+    where it exceeds `factor` x the minimum, so the (cheap) rolling minimum picks the few
+    candidate rows and the median is taken exactly there.
+    """
+    floor = (
+        pl.DataFrame({"_dt": dt, "_sid": sid}, nan_to_null=True)
+        .select(pl.col("_dt").rolling_min(window, min_samples=3).shift(1).over("_sid"))
+        .to_series()
+        .to_numpy()
+    )
     with np.errstate(invalid="ignore"):
-        candidates = np.flatnonzero(dt > factor * _floats(floor))
-    typical = np.full(dt.size, np.nan)
-    starts = rows["_start"].to_numpy()
+        candidates = np.flatnonzero(dt > factor * floor)
+    typical = np.full(candidates.size, np.nan)
     for chunk in range(0, candidates.size, 20_000):  # bounded memory on irregular sampling
         at = candidates[chunk : chunk + 20_000]
         grid = np.full((at.size, window), np.nan)
         for k in range(window):
             source = at - 1 - k
-            inside = source >= starts[at]
+            inside = source >= start[at]
             grid[inside, k] = dt[source[inside]]
         enough = np.count_nonzero(~np.isnan(grid), axis=1) >= 3
-        typical[at] = np.where(enough, _row_median(grid), np.nan)
-    return pl.Series("_typical", typical, nan_to_null=True)
+        typical[chunk : chunk + at.size] = np.where(enough, _row_median(grid), np.nan)
+    missing = np.zeros(dt.size)
+    with np.errstate(invalid="ignore"):
+        gap = dt[candidates] > factor * typical
+    at = candidates[gap]
+    # rounded as Polars rounds (the decision and the count stay what they were)
+    missing[at] = pl.Series(dt[at] / typical[gap] - 1.0).round().to_numpy()
+    return missing
 
 
 def _series_rolling_min(rows: pl.DataFrame, values: pl.Expr, window: int) -> pl.Expr:
@@ -348,7 +318,7 @@ def _series_slices(rows: pl.DataFrame, size: int) -> list[pl.DataFrame]:
     return [rows.slice(a, b - a) for a, b in itertools.pairwise(bounds) if b > a]
 
 
-def _held_alarm(rows: pl.DataFrame, s: DetectorSettings, starts: np.ndarray) -> Any:
+def _held_alarm(excess: Any, breach_run: Any, s: DetectorSettings, starts: np.ndarray) -> Any:
     """Rows on which the level alarm is up: raised after `level_consecutive` breaches, held
     (deadband + off-delay) until `level_clear_samples` readings in a row are back inside the
     fence by `level_deadband` fences; not judged readings (stopped, unsettled) count as back.
@@ -356,8 +326,7 @@ def _held_alarm(rows: pl.DataFrame, s: DetectorSettings, starts: np.ndarray) -> 
     Up at t when the last raise of the series is later than the last release, and t is not a
     release itself: two running maxima, no loop.
     """
-    excess = rows["_excess"].to_numpy()
-    raised = rows["_breach_run"].to_numpy() >= s.level_consecutive
+    raised = breach_run >= s.level_consecutive
     released = _run_length_np(excess <= -s.level_deadband, starts) >= s.level_clear_samples
     index = np.arange(excess.size)
     last_raise = np.maximum.accumulate(np.where(raised, index, -1))
@@ -372,50 +341,63 @@ def _detect_group(
     B = s.block_samples
     N = s.history_blocks
     mb = s.min_history_blocks
-    x = pl.col("_x")
-    n = pl.col("_n")
-
-    index = pl.int_range(pl.len(), dtype=pl.Int64)
-    rows = rows.with_columns(_sid=pl.col("_code").rle_id(), _i=index)
-    first = pl.col("_sid") != pl.col("_sid").shift(1).fill_null(-1)
-    rows = rows.with_columns(_start=pl.when(first).then(pl.col("_i")).forward_fill())
-    rows = rows.with_columns(_n=pl.col("_i") - pl.col("_start"))
-    rows = rows.with_columns(
-        _step=_lag(x, 1).pipe(lambda prev: x - prev),
-        _xv=pl.when(pl.col("_suppressed")).then(None).otherwise(x),
-    ).with_columns(
-        _flat=(pl.col("_step").abs() <= s.stuck_tolerance).fill_null(False),
-    )
+    size = rows.height
+    # Row-level work is numpy on whole-slice arrays (nulls travel as NaN, which no comparison
+    # passes, as no null does); per-block statistics are Polars over the (small) block frames.
+    codes = rows["_code"].to_numpy()
+    first = np.ones(size, dtype=bool)
+    np.not_equal(codes[1:], codes[:-1], out=first[1:])
+    sid = (np.cumsum(first, dtype=np.uint32) - 1).astype(np.uint32, copy=False)
+    index = np.arange(size, dtype=np.int64)
+    start = np.maximum.accumulate(np.where(first, index, 0))  # the series' first row
+    n = index - start  # position in the series
+    x = rows["_x"].to_numpy()  # float, NaN for null
+    suppressed = rows["_suppressed"].to_numpy()
+    step = np.empty(size)
+    step[0] = np.nan
+    np.subtract(x[1:], x[:-1], out=step[1:])
+    step[first] = np.nan
+    xv = np.where(suppressed, np.nan, x)
+    flat = np.abs(step) <= s.stuck_tolerance
     if use_seq:
-        rows = rows.with_columns(_seq_step=pl.when(n >= 1).then(pl.col("seq").diff()))
-        seq_step = pl.col("_seq_step")
         # Smallest positive step of the recent past = the series' stride (a machine's seq counts
         # the readings of all its metrics); robust even while many packets are lost.
-        rows = rows.with_columns(_stride=_series_rolling_min(rows, seq_step, B * mb))
-        stride = pl.col("_stride")
-        gap_missing = pl.when(seq_step > 1.5 * stride).then((seq_step / stride - 1.0).round())
+        seqs = pl.DataFrame({"seq": rows["seq"], "_n": n, "_sid": sid})
+        seqs = seqs.with_columns(_seq_step=pl.when(pl.col("_n") >= 1).then(pl.col("seq").diff()))
+        seqs = seqs.with_columns(_stride=_series_rolling_min(seqs, pl.col("_seq_step"), B * mb))
+        seq_step, stride = pl.col("_seq_step"), pl.col("_stride")
+        gap_missing = (
+            seqs.select(
+                pl.when(seq_step > 1.5 * stride)
+                .then((seq_step / stride - 1.0).round())
+                .fill_null(0.0)
+            )
+            .to_series()
+            .to_numpy()
+        )
     else:
-        rows = rows.with_columns(_dt=pl.when(n >= 1).then(pl.col("_t").diff()))
-        typical = _typical_step(rows, B * mb, s.gap_factor)
-        dt = pl.col("_dt")
-        gap_missing = pl.when(dt > s.gap_factor * typical).then((dt / typical - 1.0).round())
-    rows = rows.with_columns(_gap_missing=gap_missing.fill_null(0.0))
+        dt = np.empty(size)
+        dt[0] = np.nan
+        t = rows["_t"].to_numpy()
+        np.subtract(t[1:], t[:-1], out=dt[1:])
+        dt[first] = np.nan
+        gap_missing = _gap_missing(dt, sid, start, B * mb, s.gap_factor)
 
     # Long-term statistics, stage 1 (raw block medians): running level, noise, flat share.
     # Blocks are computed on a (blocks, block_samples) array: no hashing, one sort of small rows.
-    block, pos, nblocks = _block_layout(rows["_n"].to_numpy(), B)
-    starts = pos == 0
-    grid = _padded(rows["_xv"], block, pos, nblocks, B)
-    flat = rows["_flat"].to_numpy()
+    block, pos, nblocks = _block_layout(n, B)
+    block_first = pos == 0
+    grid = _padded(xv, block, pos, nblocks, B)
     blocks = pl.DataFrame(
         {
-            "_sid": rows["_sid"].to_numpy()[starts],
+            "_sid": sid[block_first],
             "_bmed": _row_median(grid),
             "_bstep": _row_median(np.abs(np.diff(grid, axis=1))),
             "_bflat": np.bincount(block, weights=flat) / np.bincount(block),
         },
         nan_to_null=True,
     )
+    del grid
     blocks = _block_history(
         blocks,
         {
@@ -434,55 +416,43 @@ def _detect_group(
         blocks,
         {c: pl.col(c).shift(1) for c in ("_run_level", "_run_floor", "_noise", "_flat_share")},
     )
-    rows = rows.with_columns(
-        _on_rows(blocks, ("_run_level", "_run_floor", "_noise", "_flat_share"), block)
+    run_level = blocks["_run_level"].to_numpy()
+    # the noise sigma of the rows of each block (it is a per-block statistic)
+    sigma_b = np.fmax(
+        blocks["_noise"].to_numpy(),
+        np.fmax(max(s.abs_noise_floor, 1e-9), s.rel_noise_floor * np.abs(run_level)),
     )
-    floor = pl.max_horizontal(
-        pl.lit(max(s.abs_noise_floor, 1e-9)), s.rel_noise_floor * pl.col("_run_level").abs()
-    )
-    rows = rows.with_columns(_sigma=pl.max_horizontal(pl.col("_noise"), floor))
-    sigma = pl.col("_sigma")
+    sigma = sigma_b[block]
 
     # Regimes: a non-negative signal far below its running level (a planned stop, an idle
     # machine) is not an anomaly; the first stopped reading is flagged once, LOW.
-    ready = (n >= mb * B) & pl.col("_xv").is_not_null()
+    ready = (n >= mb * B) & ~np.isnan(xv)
     if s.stop_fraction is None:
-        stopped = pl.lit(False)
-        stopping = pl.lit(False)
-        going_down = pl.lit(False)
+        stopped = np.zeros(size, dtype=bool)
+        stopping = np.zeros(size, dtype=bool)
+        going_down = np.zeros(size, dtype=bool)
     else:
-        level = pl.col("_run_level")
-        positive = pl.col("_run_floor") >= 0.0
-        stopped = (
-            positive
-            & (pl.col("_xv") < s.stop_fraction * level)
-            & ((level - pl.col("_xv")) > 8.0 * sigma)
-        )
+        positive = (blocks["_run_floor"].to_numpy() >= 0.0)[block]
+        stopped = positive & (xv < (s.stop_fraction * run_level)[block])
+        stopped &= (run_level[block] - xv) > (8.0 * sigma_b)[block]
+        stopped &= ready
         # On the way down to a stop (a machine cooling, spinning down) a reading is not yet
         # stopped but not a downward anomaly either: the transition is flagged once, as a stop.
-        stopping = positive & (pl.col("_xv") < (1.0 + 3.0 * s.stop_fraction) / 4.0 * level)
+        stopping = positive & (xv < ((1.0 + 3.0 * s.stop_fraction) / 4.0 * run_level)[block])
         # ... and the way down is short: counted from where the value left the upper half of
         # the band between running and stopped (noise around the band does not restart it).
-        going_down = positive & (pl.col("_xv") < (1.0 + s.stop_fraction) / 2.0 * level)
-    rows = rows.with_columns(
-        _stopped=(stopped & ready).fill_null(False),
-        _stopping=stopping.fill_null(False),
-        _going_down=going_down.fill_null(False),
-    )
-    rows = rows.with_columns(
-        _judge=ready & ~pl.col("_stopped"),
-        _xr=pl.when(pl.col("_stopped")).then(None).otherwise(pl.col("_xv")),
-    )
+        going_down = positive & (xv < ((1.0 + s.stop_fraction) / 2.0 * run_level)[block])
+    judge = ready & ~stopped
+    xr = np.where(stopped, np.nan, xv)
     # The way down to a stop is short; a value that stays in that band is not stopping.
-    down_for = _run_length_np(rows["_going_down"].to_numpy(), rows["_start"].to_numpy())
-    transition = down_for <= s.stop_transition_samples
-    rows = rows.with_columns(_stopping=pl.Series(rows["_stopping"].to_numpy() & transition))
+    stopping &= _run_length_np(going_down, start) <= s.stop_transition_samples
+    del going_down
 
     # Stage 2 (block medians of running readings only): envelope of normal operation, trend.
     blocks2 = pl.DataFrame(
         {
             "_sid": blocks["_sid"],
-            "_bmed_r": _row_median(_padded(rows["_xr"], block, pos, nblocks, B)),
+            "_bmed_r": _row_median(_padded(xr, block, pos, nblocks, B)),
         },
         nan_to_null=True,
     )
@@ -575,153 +545,153 @@ def _detect_group(
     )
     if s.envelope_freeze_passes:
         blocks2 = _frozen_envelope(blocks2, blocks, s)
-    rows = rows.with_columns(
-        _on_rows(blocks2, ("_q_lo", "_q_hi", "_trend", "_usual", "_change", "_usual_change"), block)
+    q_lo, q_hi, trend, usual, change, usual_change = (
+        blocks2[c].to_numpy()
+        for c in ("_q_lo", "_q_hi", "_trend", "_usual", "_change", "_usual_change")
     )
 
-    judge = pl.col("_judge")
-    xr = pl.col("_xr")
     # After a stop or a suppressed stretch the process settles (restart ramps, reheating,
     # refilling): no level or drift verdict until settle_blocks blocks have passed. A stop is a
     # stop once STOP_CONFIRM_READINGS readings in a row are stopped: a noisy reading of a deep
     # fault that dips below the stop threshold does not silence the level detector.
-    stopped_for = _run_length_np(rows["_stopped"].to_numpy(), rows["_start"].to_numpy())
-    rows = rows.with_columns(_stop_lasted=pl.Series(stopped_for >= STOP_CONFIRM_READINGS))
-    quiet_before = pl.col("_stop_lasted") | pl.col("_suppressed")
-    last_quiet = pl.when(quiet_before).then(pl.col("_i")).otherwise(None).forward_fill()
-    in_series = pl.when(last_quiet >= pl.col("_start")).then(last_quiet)
-    rows = rows.with_columns(
-        _settled=(pl.col("_i") - in_series.fill_null(-(10**15))) > s.settle_blocks * B
-    )
-    settled = pl.col("_settled")
-    fence = (
-        s.envelope_margin * (pl.col("_q_hi") - pl.col("_q_lo")) + s.envelope_noise_margin * sigma
-    )
-    over_top = (xr - pl.col("_q_hi") - fence) / fence
-    under_bottom = (
-        pl.when(pl.col("_stopping")).then(-1.0).otherwise((pl.col("_q_lo") - fence - xr) / fence)
-    )
-    if s.direction == "up":
-        under_bottom = pl.lit(-1.0)
-    elif s.direction == "down":
-        over_top = pl.lit(-1.0)
-    rows = rows.with_columns(
-        _excess=pl.when(judge & settled)
-        .then(pl.max_horizontal(over_top, under_bottom))
-        .otherwise(None)
-        .fill_null(-1.0)
-    )
-    breach = pl.col("_excess") > 0
-    limit_terms = []
-    if s.lower_limit is not None:
-        limit_terms.append(x < s.lower_limit)
-    if s.upper_limit is not None:
-        limit_terms.append(x > s.upper_limit)
-    limit_breach = (
-        (pl.any_horizontal(limit_terms) & judge).fill_null(False) if limit_terms else pl.lit(False)
-    )
+    quiet = _run_length_np(stopped, start) >= STOP_CONFIRM_READINGS
+    quiet |= suppressed
+    last_quiet = np.maximum.accumulate(np.where(quiet, index, -1))
+    never_quiet = last_quiet < start  # no stop or suppressed stretch in the series yet
+    judge_settled = (index - last_quiet > s.settle_blocks * B) | never_quiet
+    judge_settled &= judge
+    del quiet, last_quiet, never_quiet
+
+    # Level: how far beyond the envelope's fence (in fences), per block constants on rows.
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        fence = s.envelope_margin * (q_hi - q_lo) + s.envelope_noise_margin * sigma_b
+        fence_rows = fence[block]
+        if s.direction == "down":
+            excess = np.full(size, -1.0)
+        else:
+            excess = np.subtract(xr, q_hi[block])
+            excess -= fence_rows
+            excess /= fence_rows
+        if s.direction != "up":
+            under = np.subtract((q_lo - fence)[block], xr)
+            under /= fence_rows
+            under[stopping] = -1.0
+            np.fmax(excess, under, out=excess)
+            del under
+        else:
+            np.fmax(excess, -1.0, out=excess)
+        del fence_rows
+        excess[~judge_settled | np.isnan(excess)] = -1.0
+    breach = excess > 0
+    limit_breach = None
+    if s.lower_limit is not None or s.upper_limit is not None:
+        limit_breach = np.zeros(size, dtype=bool)
+        if s.lower_limit is not None:
+            limit_breach |= x < s.lower_limit
+        if s.upper_limit is not None:
+            limit_breach |= x > s.upper_limit
+        limit_breach &= judge
+
+    # The combiner folds the detectors in DETECTORS order: the highest score wins; the first
+    # detector holding it is named.
+    top = np.zeros(size)
+    named = np.zeros(size, dtype=np.int8)
+    higher = np.empty(size, dtype=bool)
+
+    def combine(name: str, score: Any) -> None:
+        np.greater(score, top, out=higher)
+        named[higher] = DETECTORS.index(name)
+        np.copyto(top, score, where=higher)
+
+    # stuck is judged while stopped too, except on an exact zero (a stopped counter)
+    flat_run = _run_length_np(flat, start)
+    stuck = ready & (~stopped | (xv != 0.0)) & (flat_run >= s.stuck_samples)
+    with np.errstate(invalid="ignore"):
+        stuck &= (blocks["_flat_share"].to_numpy() <= s.stuck_max_flat_share)[block]
+    np.copyto(top, 2.0 * flat_run / s.stuck_samples, where=stuck)  # DETECTORS[0]
+    del flat_run, stuck
+    gap_at = np.flatnonzero((gap_missing >= 1) & (n >= 2))
+    if gap_at.size:
+        gap_score = np.zeros(size)
+        gap_score[gap_at] = 1.0 + pl.Series(gap_missing[gap_at]).log10().to_numpy()
+        combine("gap", gap_score)
+        del gap_score
+    if limit_breach is not None:
+        limit_run = _run_length_np(limit_breach, start)
+        combine(
+            "limits",
+            np.where(
+                limit_run >= s.limit_consecutive,
+                1.0 + limit_run / (4.0 * s.limit_consecutive),
+                0.0,
+            ),
+        )
+        del limit_run
+    # raised after level_consecutive breaches, then held by the deadband (at least 1.0)
+    held = _held_alarm(excess, _run_length_np(breach, start), s, start)
+    combine("level", np.where(held, np.maximum(1.0 + excess, 1.0), 0.0))
+    del held, excess
 
     # Spike: readings t-j .. t-1 all far (same side) from the level before them, reading t back.
-    # Shifted copies are materialised once: a nested expression would recompute them per use.
     # Spikes are judged in every regime (a spike while idle is still a spike), only not on
     # readings with a suppressed status.
-    J = s.spike_max_readings
-    spike_from = J + SPIKE_BASE_READINGS
-    spike = _spike_scores(
-        s,
-        _floats(rows["_xv"]),
-        _floats(rows["_sigma"]),
-        _rolling_median(_floats(rows["_xv"]), SPIKE_BASE_READINGS),
-    )
-    judged = rows.select((ready & (n > spike_from)).fill_null(False)).to_series().to_numpy()
-    rows = rows.with_columns(_s_spike=pl.Series(np.where(judged, spike, 0.0)))
-    drift_denominator = pl.max_horizontal(
-        s.drift_threshold * pl.col("_usual"),
-        s.drift_noise_threshold * sigma * math.sqrt(2.0 / B),
-    )
-    block_noise = sigma * math.sqrt(2.0 / B)
+    spike = _spike_scores(s, xv, sigma, _rolling_median(xv, SPIKE_BASE_READINGS))
+    spike[~(ready & (n > s.spike_max_readings + SPIKE_BASE_READINGS))] = 0.0
+    combine("spike", spike)
+    del spike
+
+    with np.errstate(invalid="ignore"):
+        roc = np.abs(step)
+        roc /= (math.sqrt(2.0) * sigma_b)[block]
+        roc /= s.roc_threshold
+        roc[~(breach & (gap_missing == 0)) | np.isnan(roc)] = 0.0
+    combine("rate_of_change", roc)
+    del roc
+
     # A drift moves the value away from where the series normally sits; ramps back towards the
     # middle of the envelope (a restart, the end of a shift change) are recoveries, not drifts.
-    center = (pl.col("_q_lo") + pl.col("_q_hi")) / 2.0
-    direction = pl.when(pl.col("_change") != 0).then(pl.col("_change")).otherwise(pl.col("_trend"))
-    away = ((xr - center) * direction > 0).fill_null(False)
-    if s.direction == "up":
-        away = away & (direction > 0)
-    elif s.direction == "down":
-        away = away & (direction < 0)
-    trend_score = pl.col("_trend").abs() / drift_denominator
-    change_score = pl.col("_change").abs() / pl.max_horizontal(
-        s.drift_threshold * pl.col("_usual_change"), s.drift_change_noise * block_noise
-    )
-    starts = rows["_start"].to_numpy()
-    conditions = rows.select(
-        breach.fill_null(False).alias("breach"),
-        limit_breach.alias("limit"),
-        pl.col("_flat").fill_null(False).alias("flat"),
-    )
-    rows = rows.with_columns(
-        _breach_run=pl.Series(_run_length_np(conditions["breach"].to_numpy(), starts)),
-        _limit_run=pl.Series(_run_length_np(conditions["limit"].to_numpy(), starts))
-        if limit_terms
-        else pl.lit(0),
-        _flat_run=pl.Series(_run_length_np(conditions["flat"].to_numpy(), starts)),
-        _stop_start=pl.col("_stopped") & ~_lag(pl.col("_stopped"), 1).fill_null(False),
-        # no verdict before the usual trend is known (a null would leave only the noise bound)
-        _s_drift=pl.when(judge & settled & away & pl.col("_usual").is_not_null())
-        .then(pl.max_horizontal(trend_score, change_score))
-        .otherwise(0.0),
-    )
-
-    rows = rows.with_columns(_level_held=pl.Series(_held_alarm(rows, s, starts)))
-    zero = pl.lit(0.0)
-    scores = {
-        # raised after level_consecutive breaches, then held by the deadband (at least 1.0)
-        "level": pl.when(pl.col("_level_held"))
-        .then(pl.max_horizontal(1.0 + pl.col("_excess"), 1.0))
-        .otherwise(zero),
-        "limits": pl.when(pl.col("_limit_run") >= s.limit_consecutive)
-        .then(1.0 + pl.col("_limit_run") / (4.0 * s.limit_consecutive))
-        .otherwise(zero),
-        "rate_of_change": pl.when(breach & (pl.col("_gap_missing") == 0))
-        .then(pl.col("_step").abs() / (math.sqrt(2.0) * sigma) / s.roc_threshold)
-        .otherwise(zero),
-        # stuck is judged while stopped too, except on an exact zero (a stopped counter)
-        "stuck": pl.when(
-            ready
-            & (~pl.col("_stopped") | (pl.col("_xv") != 0.0))
-            & (pl.col("_flat_run") >= s.stuck_samples)
-            & (pl.col("_flat_share") <= s.stuck_max_flat_share)
+    # Everything but the side of the center is a per-block figure.
+    root = math.sqrt(2.0 / B)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        drift_denominator = np.fmax(
+            s.drift_threshold * usual, s.drift_noise_threshold * sigma_b * root
         )
-        .then(2.0 * pl.col("_flat_run") / s.stuck_samples)
-        .otherwise(zero),
-        "gap": pl.when((pl.col("_gap_missing") >= 1) & (n >= 2))
-        .then(1.0 + pl.col("_gap_missing").log10())
-        .otherwise(zero),
-        "regime": pl.when(pl.col("_stop_start")).then(1.0 if flag_stops else 0.0).otherwise(zero),
-    }
-    rows = rows.with_columns(
-        **{f"_s_{name}": expr.fill_null(0.0) for name, expr in scores.items()},
-    ).with_columns(
-        _s_spike=pl.col("_s_spike").fill_null(0.0), _s_drift=pl.col("_s_drift").fill_null(0.0)
-    )
+        block_noise = sigma_b * root
+        center = (q_lo + q_hi) / 2.0
+        direction = np.where(np.isnan(change) | (change == 0), trend, change)
+        trend_score = np.abs(trend) / drift_denominator
+        change_score = np.abs(change) / np.fmax(
+            s.drift_threshold * usual_change, s.drift_change_noise * block_noise
+        )
+        # no verdict before the usual trend is known (a null would leave only the noise bound)
+        drift_b = np.where(np.isnan(usual), 0.0, np.fmax(trend_score, change_score))
+        drift_b[np.isnan(drift_b)] = 0.0
+        if s.direction == "up":
+            drift_b[~(direction > 0)] = 0.0
+        elif s.direction == "down":
+            drift_b[~(direction < 0)] = 0.0
+        away = np.subtract(xr, center[block])
+        away *= direction[block]
+        drift = np.where(judge_settled & (away > 0), drift_b[block], 0.0)
+    del away
+    combine("drift", drift)
+    del drift
+
+    if flag_stops:
+        stop_start = stopped.copy()
+        stop_start[1:] &= ~stopped[:-1]
+        stop_start[first] = stopped[first]
+        combine("regime", stop_start.astype(np.float64))
+
     # Level, limits, rate of change and drift already skip stopped readings (they compare with
     # the running envelope); spikes, stuck values and gaps are judged in every regime.
-    # The combiner on a (detectors, rows) array: the highest score wins; the first detector (in
-    # DETECTORS order) holding it is named.
-    top = rows.get_column(f"_s_{DETECTORS[0]}").to_numpy().copy()
-    named = np.zeros(top.size, dtype=np.int8)
-    higher = np.empty(top.size, dtype=bool)
-    for k, name in enumerate(DETECTORS[1:], start=1):
-        candidate = rows.get_column(f"_s_{name}").to_numpy()
-        np.greater(candidate, top, out=higher)
-        named[higher] = k
-        np.copyto(top, candidate, where=higher)
-    score = np.where(rows["_suppressed"].to_numpy(), 0.0, top)
+    score = top
+    score[suppressed] = 0.0
     anomalous = score >= 1.0
     # Severity: magnitude sets the base step, duration escalates (a fault that lasts matters
     # more); a regime transition stays LOW.
     step = np.select([score >= 8.0, score >= 4.0, score >= 2.0], [3, 2, 1], 0)
-    run = _run_length_np(anomalous, rows["_start"].to_numpy())
+    run = _run_length_np(anomalous, start)
     step = np.clip(step + (run >= s.escalate_samples) + (run >= 4 * s.escalate_samples), 0, 3)
     # An alarm does not de-escalate while it lasts: the highest step so far in the run. (Run
     # numbers grow along the rows, so one running maximum of run * 4 + step does it.)
