@@ -34,19 +34,24 @@ NUMPY_CHUNK = 1 << 19  # rows per slice of elementwise numpy work (4 MiB per flo
 SLICE_ROWS = 1 << 20  # rows (whole series) scored together: Polars' temporaries stay reusable
 
 
-def _run_length_np(condition: Any, start: Any) -> Any:
-    """Consecutive rows (ending at this one) of the same series for which `condition` holds.
+class _Runs:
+    """Run lengths within the series of one set of rows (the row index and the rows before
+    each series are prepared once for the many conditions of a slice)."""
 
-    In place on one int32 array where rows allow (fresh 40 MB temporaries cost page faults).
-    """
-    dtype = np.int32 if condition.size < 2**31 - 1 else np.int64
-    index = np.arange(condition.size, dtype=dtype)
-    last = np.where(condition, dtype(-1), index)
-    np.maximum.accumulate(last, out=last)
-    np.maximum(last, (start - 1).astype(dtype, copy=False), out=last)
-    np.subtract(index, last, out=last)
-    last[~condition] = 0
-    return last
+    def __init__(self, start: Any) -> None:
+        dtype = np.int32 if start.size < 2**31 - 1 else np.int64
+        self.start = start
+        self.index = np.arange(start.size, dtype=dtype)
+        self.before = (start - 1).astype(dtype)  # the row before the series' first one
+
+    def __call__(self, condition: Any) -> Any:
+        """Consecutive rows (ending at this one) of the same series for which `condition`
+        holds: the distance to the last row where it fails (the row itself when it fails, so
+        0), in place on one array."""
+        last = np.where(condition, self.index.dtype.type(-1), self.index)
+        np.maximum.accumulate(last, out=last)
+        np.maximum(last, self.before, out=last)
+        return np.subtract(self.index, last, out=last)
 
 
 def _spike_threshold(s: DetectorSettings, readings: int) -> float:
@@ -81,52 +86,67 @@ def _row_median(grid: Any) -> Any:
     return np.where(count > 0, (low + high) / 2.0, np.nan)
 
 
-def _shifted(values: Any, k: int) -> Any:
-    """`values` k rows later (NaN for the first k rows), like Polars' shift."""
-    out = np.full_like(values, np.nan)
-    out[k:] = values[: values.size - k]
-    return out
-
-
 def _spike_scores(s: DetectorSettings, xv: Any, sigma: Any, med: Any) -> Any:
     """`_spike_chunk` over slices of rows: small temporaries are reused by the allocator, large
     ones would be fresh (page-faulted) memory every time."""
     out = np.empty_like(xv)
-    context = s.spike_max_readings + 2
+    context = s.spike_max_readings + 1  # rows before: the excursion and the level before it
     for begin in range(0, xv.size, NUMPY_CHUNK):
-        first = max(begin - context, 0)
         end = min(begin + NUMPY_CHUNK, xv.size)
-        part = _spike_chunk(s, xv[first:end], sigma[first:end], med[first:end])
-        out[begin:end] = part[begin - first :]
+        if begin >= context:
+            xs, ms = xv[begin - context : end], med[begin - context : end]
+        else:  # nothing before the first row
+            pad = np.full(context - begin, np.nan)
+            xs, ms = np.concatenate([pad, xv[:end]]), np.concatenate([pad, med[:end]])
+        out[begin:end] = _spike_chunk(s, xs, ms, sigma[begin:end])
     return out
 
 
-def _spike_chunk(s: DetectorSettings, xv: Any, sigma: Any, med: Any) -> Any:
-    """Spike score per row (0 where none): readings t-j .. t-1 all far, on one side, from the
-    level before them (`med`, the rolling median of the last few readings, j + 1 rows back),
-    and reading t back near that level. NaN (a null) never passes a comparison.
+def _spike_chunk(s: DetectorSettings, xs: Any, ms: Any, sigma: Any) -> Any:
+    """Spike score (0 where none) of the rows after the first spike_max_readings + 1 of `xs`:
+    readings t-j .. t-1 all far, on one side, from the level before them (`ms`, the rolling
+    median of the last few readings, j + 1 rows back), and reading t back near that level. NaN
+    (a null) never passes a comparison.
 
     Deviations are measured from the midpoint of the level before and the level after, so a
     ramp (where the two differ) does not look like an excursion. An excursion of j readings must
     clear threshold / sqrt(j) on every one of them: as unlikely by chance as one reading clearing
-    the full threshold.
+    the full threshold. Rows earlier are views of `xs`; a few buffers are reused throughout.
     """
-    lags = [_shifted(xv, i) for i in range(1, s.spike_max_readings + 1)]
-    best = np.zeros_like(xv)
+    rows = sigma.size
+    c = xs.size - rows
+
+    def back(values: Any, k: int) -> Any:  # `values` k rows earlier
+        return values[c - k : c - k + rows]
+
+    x = back(xs, 0)
+    best = np.zeros(rows)
+    mid, low, high, work, threshold = (np.empty(rows) for _ in range(5))
+    hit, above = np.empty(rows, dtype=bool), np.empty(rows, dtype=bool)
     with np.errstate(invalid="ignore", divide="ignore"):
         for j in range(1, s.spike_max_readings + 1):
-            base = _shifted(med, j + 1)
-            mid = (base + xv) / 2.0
-            deviations = [lags[i] - mid for i in range(j)]
-            low = deviations[0]
-            high = deviations[0]
-            for deviation in deviations[1:]:
-                low = np.fmin(low, deviation)
-                high = np.fmax(high, deviation)
-            size = np.where(low > 0, low, np.where(high < 0, -high, 0.0))
-            threshold = _spike_threshold(s, j) * sigma
-            hit = (np.abs(xv - base) < s.spike_return_share * size) & (size > threshold)
-            best = np.fmax(best, np.where(hit, size / threshold, 0.0))
+            base = back(ms, j + 1)
+            np.add(base, x, out=mid)
+            mid /= 2.0
+            np.subtract(back(xs, 1), mid, out=low)
+            np.copyto(high, low)
+            for k in range(2, j + 1):
+                np.subtract(back(xs, k), mid, out=work)
+                np.fmin(low, work, out=low)
+                np.fmax(high, work, out=high)
+            # size: low where all are above, -high where all are below, else 0 (one term is 0)
+            np.fmax(low, 0.0, out=low)
+            np.negative(high, out=high)
+            np.fmax(high, 0.0, out=high)
+            size = np.add(low, high, out=low)
+            np.multiply(_spike_threshold(s, j), sigma, out=threshold)
+            np.subtract(x, base, out=work)
+            np.abs(work, out=work)
+            np.less(work, np.multiply(s.spike_return_share, size, out=high), out=hit)
+            np.greater(size, threshold, out=above)
+            hit &= above
+            at = np.flatnonzero(hit)
+            best[at] = np.fmax(best[at], size[at] / threshold[at])
     return best
 
 
@@ -180,22 +200,29 @@ def _rolling_median(values: Any, window: int) -> Any:
     return med
 
 
-def _gap_missing(dt: Any, sid: Any, start: Any, window: int, factor: float) -> Any:
+def _gap_missing(
+    dt: Any, start: Any, layout: tuple[Any, Any, Any, int], window: int, factor: float
+) -> Any:
     """Readings missing before each row (0.0 for none): a time step (`dt`, NaN for none) beyond
     `factor` x the median step of the previous `window` readings of the series.
 
     The median is computed only where it matters: a step can exceed `factor` x the median only
-    where it exceeds `factor` x the minimum, so the (cheap) rolling minimum picks the few
-    candidate rows and the median is taken exactly there.
+    where it exceeds `factor` x the minimum of a stretch around the window (the smallest step
+    of the blocks it touches), so that cheap minimum picks the few candidate rows and the
+    median is taken exactly there.
     """
-    floor = (
-        pl.DataFrame({"_dt": dt, "_sid": sid}, nan_to_null=True)
-        .select(pl.col("_dt").rolling_min(window, min_samples=3).shift(1).over("_sid"))
-        .to_series()
-        .to_numpy()
-    )
+    block, pos, block_sid, nblocks = layout
+    width = int(pos.max()) + 1
+    smallest = np.fmin.reduce(_padded(dt, block, pos, nblocks, width), axis=1)  # NaN: none
+    floor = smallest.copy()
+    for lag in range(1, -(-window // width) + 1):  # the blocks before, in the same series
+        same = np.flatnonzero(block_sid[lag:] == block_sid[:-lag]) + lag
+        floor[same] = np.fmin(floor[same], smallest[same - lag])
     with np.errstate(invalid="ignore"):
-        candidates = np.flatnonzero(dt > factor * floor)
+        if factor > 0:
+            candidates = np.flatnonzero(dt > factor * floor[block])
+        else:  # the minimum bounds nothing: every step is a candidate
+            candidates = np.flatnonzero(~np.isnan(dt))
     typical = np.full(candidates.size, np.nan)
     for chunk in range(0, candidates.size, 20_000):  # bounded memory on irregular sampling
         at = candidates[chunk : chunk + 20_000]
@@ -318,7 +345,7 @@ def _series_slices(rows: pl.DataFrame, size: int) -> list[pl.DataFrame]:
     return [rows.slice(a, b - a) for a, b in itertools.pairwise(bounds) if b > a]
 
 
-def _held_alarm(excess: Any, breach_run: Any, s: DetectorSettings, starts: np.ndarray) -> Any:
+def _held_alarm(excess: Any, breach_run: Any, s: DetectorSettings, runs: _Runs) -> Any:
     """Rows on which the level alarm is up: raised after `level_consecutive` breaches, held
     (deadband + off-delay) until `level_clear_samples` readings in a row are back inside the
     fence by `level_deadband` fences; not judged readings (stopped, unsettled) count as back.
@@ -327,11 +354,11 @@ def _held_alarm(excess: Any, breach_run: Any, s: DetectorSettings, starts: np.nd
     release itself: two running maxima, no loop.
     """
     raised = breach_run >= s.level_consecutive
-    released = _run_length_np(excess <= -s.level_deadband, starts) >= s.level_clear_samples
+    released = runs(excess <= -s.level_deadband) >= s.level_clear_samples
     index = np.arange(excess.size)
     last_raise = np.maximum.accumulate(np.where(raised, index, -1))
     last_release = np.maximum.accumulate(np.where(released, index, -1))
-    return (last_raise >= starts) & (last_raise > last_release) & ~released
+    return (last_raise >= runs.start) & (last_raise > last_release) & ~released
 
 
 def _detect_group(
@@ -351,6 +378,7 @@ def _detect_group(
     index = np.arange(size, dtype=np.int64)
     start = np.maximum.accumulate(np.where(first, index, 0))  # the series' first row
     n = index - start  # position in the series
+    runs = _Runs(start)
     x = rows["_x"].to_numpy()  # float, NaN for null
     suppressed = rows["_suppressed"].to_numpy()
     step = np.empty(size)
@@ -359,6 +387,9 @@ def _detect_group(
     step[first] = np.nan
     xv = np.where(suppressed, np.nan, x)
     flat = np.abs(step) <= s.stuck_tolerance
+    # Blocks are computed on a (blocks, block_samples) array: no hashing, one sort of small rows.
+    block, pos, nblocks = _block_layout(n, B)
+    block_first = pos == 0
     if use_seq:
         # Smallest positive step of the recent past = the series' stride (a machine's seq counts
         # the readings of all its metrics); robust even while many packets are lost.
@@ -381,12 +412,11 @@ def _detect_group(
         t = rows["_t"].to_numpy()
         np.subtract(t[1:], t[:-1], out=dt[1:])
         dt[first] = np.nan
-        gap_missing = _gap_missing(dt, sid, start, B * mb, s.gap_factor)
+        gap_missing = _gap_missing(
+            dt, start, (block, pos, sid[block_first], nblocks), B * mb, s.gap_factor
+        )
 
     # Long-term statistics, stage 1 (raw block medians): running level, noise, flat share.
-    # Blocks are computed on a (blocks, block_samples) array: no hashing, one sort of small rows.
-    block, pos, nblocks = _block_layout(n, B)
-    block_first = pos == 0
     grid = _padded(xv, block, pos, nblocks, B)
     blocks = pl.DataFrame(
         {
@@ -445,7 +475,7 @@ def _detect_group(
     judge = ready & ~stopped
     xr = np.where(stopped, np.nan, xv)
     # The way down to a stop is short; a value that stays in that band is not stopping.
-    stopping &= _run_length_np(going_down, start) <= s.stop_transition_samples
+    stopping &= runs(going_down) <= s.stop_transition_samples
     del going_down
 
     # Stage 2 (block medians of running readings only): envelope of normal operation, trend.
@@ -554,7 +584,7 @@ def _detect_group(
     # refilling): no level or drift verdict until settle_blocks blocks have passed. A stop is a
     # stop once STOP_CONFIRM_READINGS readings in a row are stopped: a noisy reading of a deep
     # fault that dips below the stop threshold does not silence the level detector.
-    quiet = _run_length_np(stopped, start) >= STOP_CONFIRM_READINGS
+    quiet = runs(stopped) >= STOP_CONFIRM_READINGS
     quiet |= suppressed
     last_quiet = np.maximum.accumulate(np.where(quiet, index, -1))
     never_quiet = last_quiet < start  # no stop or suppressed stretch in the series yet
@@ -604,7 +634,7 @@ def _detect_group(
         np.copyto(top, score, where=higher)
 
     # stuck is judged while stopped too, except on an exact zero (a stopped counter)
-    flat_run = _run_length_np(flat, start)
+    flat_run = runs(flat)
     stuck = ready & (~stopped | (xv != 0.0)) & (flat_run >= s.stuck_samples)
     with np.errstate(invalid="ignore"):
         stuck &= (blocks["_flat_share"].to_numpy() <= s.stuck_max_flat_share)[block]
@@ -617,7 +647,7 @@ def _detect_group(
         combine("gap", gap_score)
         del gap_score
     if limit_breach is not None:
-        limit_run = _run_length_np(limit_breach, start)
+        limit_run = runs(limit_breach)
         combine(
             "limits",
             np.where(
@@ -628,7 +658,7 @@ def _detect_group(
         )
         del limit_run
     # raised after level_consecutive breaches, then held by the deadband (at least 1.0)
-    held = _held_alarm(excess, _run_length_np(breach, start), s, start)
+    held = _held_alarm(excess, runs(breach), s, runs)
     combine("level", np.where(held, np.maximum(1.0 + excess, 1.0), 0.0))
     del held, excess
 
@@ -691,7 +721,7 @@ def _detect_group(
     # Severity: magnitude sets the base step, duration escalates (a fault that lasts matters
     # more); a regime transition stays LOW.
     step = np.select([score >= 8.0, score >= 4.0, score >= 2.0], [3, 2, 1], 0)
-    run = _run_length_np(anomalous, start)
+    run = runs(anomalous)
     step = np.clip(step + (run >= s.escalate_samples) + (run >= 4 * s.escalate_samples), 0, 3)
     # An alarm does not de-escalate while it lasts: the highest step so far in the run. (Run
     # numbers grow along the rows, so one running maximum of run * 4 + step does it.)
