@@ -148,6 +148,25 @@ def test_without_the_deadband_the_same_fault_chatters() -> None:
     assert restarts >= 5  # the alarm drops and is raised again, as the deadband prevents
 
 
+def test_ramp_flags_a_fast_rise_inside_the_envelope_that_slow_load_changes_never_make() -> None:
+    # a machine temperature following load steps with a lag of 600 readings, 40 <-> 60 degrees
+    rng = random.Random(23)
+    values, level = [], 40.0
+    for i in range(14000):
+        target = 60.0 if (i // 2000) % 2 else 40.0
+        level += (target - level) / 600.0
+        values.append(level + rng.gauss(0.0, 0.1))
+    for i in range(12600, 12900):  # an overheat at the low operating point: +12 within 90 s
+        values[i] += min(12.0, (i - 12600) * 12.0 / 90.0)
+    result = flagged(detect(series(values, metric="temperature")))
+    ramp = result.filter((pl.col("detector") == "ramp") & (pl.col("i") >= 12600))
+    assert 12600 < min(ramp["i"].to_list()) < 12600 + 5 * 30  # within ~4 blocks of its start
+    # The first cycle is new to the series (flagged: a level never seen); once it is in the
+    # history, the lagged load changes are normal.
+    assert result.filter(pl.col("i").is_between(4000, 12599)).height == 0
+    assert values[12750] < max(values[:12000])  # and the overheat stays inside the envelope
+
+
 def test_machinery_metric_ignores_a_drop_but_flags_a_rise() -> None:
     down = noise(3000, level=60.0, sigma=0.3, seed=10)
     up = list(down)

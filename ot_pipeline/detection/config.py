@@ -88,6 +88,13 @@ class DetectorSettings:
     drift_min_history_blocks: int = 60
     drift_direction_share: float = 0.9
     drift_change_noise: float = 16.0
+    # Ramp: the change of the block median over ramp_blocks blocks (2 min at 1 s) beyond
+    # ramp_threshold x its usual size (the drift_usual_quantile of it over the history, known
+    # after drift_min_history_blocks) and ramp_noise_threshold block-noise sigmas: a rise or fall
+    # faster than the series has shown (an overheat, a valve closing), at any operating point.
+    ramp_blocks: int = 4
+    ramp_threshold: float = 3.0
+    ramp_noise_threshold: float = 8.0
     # After a stop or a suppressed stretch, the process settles (reheats, refills) for this many
     # blocks before level and drift verdicts resume.
     settle_blocks: int = 80
@@ -125,6 +132,7 @@ class DetectorSettings:
             "limit_consecutive",
             "drift_blocks",
             "drift_min_history_blocks",
+            "ramp_blocks",
             "settle_blocks",
             "stuck_samples",
             "escalate_samples",

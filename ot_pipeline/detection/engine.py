@@ -24,7 +24,17 @@ from ot_pipeline.detection.config import DetectionConfig, DetectorSettings
 KEY = ["machine_id", "metric"]
 SEVERITIES = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
 # Order matters only for ties: the first detector with the highest score is named.
-DETECTORS = ("stuck", "gap", "limits", "level", "spike", "rate_of_change", "drift", "regime")
+DETECTORS = (
+    "stuck",
+    "gap",
+    "limits",
+    "level",
+    "spike",
+    "rate_of_change",
+    "drift",
+    "ramp",
+    "regime",
+)
 MEDIAN_ABS_STEP_TO_SIGMA = 1.0 / 0.954  # white noise: median |x_t - x_t-1| = 0.954 sigma
 SPIKE_BASE_READINGS = 5  # the level before an excursion is the median of this many readings
 NOISE_QUANTILE = 0.7  # of the per-block median absolute steps, over noise_blocks blocks
@@ -522,6 +532,8 @@ def _detect_group(
             .then(pl.col("_fall"))
             .otherwise(0.0),
             _up_share=rising.rolling_mean(D, min_samples=D // 2).over("_sid"),
+            # ramp: how far the block median moved over the last ramp_blocks blocks
+            _ramp=(pl.col("_bmed_r") - pl.col("_bmed_r").shift(s.ramp_blocks)).over("_sid"),
             _net=(pl.col("_bmed_r") - pl.col("_bmed_r").shift(D)).over("_sid"),
             # evenly spread: the typical block change accounts for most of the net change (a few
             # steps or one ramp inside the window do not)
@@ -568,6 +580,15 @@ def _detect_group(
             )
             .shift(1),
             "_change": pl.col("_change").shift(1),
+            "_usual_ramp": pl.col("_ramp")
+            .abs()
+            .rolling_quantile(
+                s.drift_usual_quantile,
+                window_size=N,
+                min_samples=max(mb, s.drift_min_history_blocks),
+            )
+            .shift(1),
+            "_ramp": pl.col("_ramp").shift(1),
             "_q_lo": pl.col("_q_lo").shift(1),
             "_q_hi": pl.col("_q_hi").shift(1),
             "_trend": pl.col("_trend").shift(1),
@@ -575,9 +596,18 @@ def _detect_group(
     )
     if s.envelope_freeze_passes:
         blocks2 = _frozen_envelope(blocks2, blocks, s)
-    q_lo, q_hi, trend, usual, change, usual_change = (
+    q_lo, q_hi, trend, usual, change, usual_change, ramp, usual_ramp = (
         blocks2[c].to_numpy()
-        for c in ("_q_lo", "_q_hi", "_trend", "_usual", "_change", "_usual_change")
+        for c in (
+            "_q_lo",
+            "_q_hi",
+            "_trend",
+            "_usual",
+            "_change",
+            "_usual_change",
+            "_ramp",
+            "_usual_ramp",
+        )
     )
 
     # After a stop or a suppressed stretch the process settles (restart ramps, reheating,
@@ -706,6 +736,21 @@ def _detect_group(
     del away
     combine("drift", drift)
     del drift
+
+    # Ramp: a move over a few blocks beyond the usual size of such moves (a per-block figure).
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if s.direction == "up":
+            moved = np.where(ramp > 0, ramp, 0.0)
+        elif s.direction == "down":
+            moved = np.where(ramp < 0, -ramp, 0.0)
+        else:
+            moved = np.abs(ramp)
+        ramp_b = moved / np.fmax(
+            s.ramp_threshold * usual_ramp, s.ramp_noise_threshold * block_noise
+        )
+        ramp_b[np.isnan(usual_ramp) | np.isnan(ramp_b)] = 0.0  # unknown usual size: no verdict
+    combine("ramp", np.where(judge_settled, ramp_b[block], 0.0))
+    del moved, ramp_b
 
     if flag_stops:
         stop_start = stopped.copy()
