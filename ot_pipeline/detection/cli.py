@@ -23,9 +23,10 @@ import numpy as np
 import polars as pl
 
 from ot_pipeline.detection.config import METRIC_DEFAULTS, RECORDING_DEFAULTS, DetectionConfig
-from ot_pipeline.detection.engine import DETECTORS, SEVERITIES, named, score_codes
+from ot_pipeline.detection.engine import DETECTORS, SEVERITIES, score_codes
 
 EPOCH_MS_ABOVE = 1e11  # epoch numbers above this are milliseconds, below seconds
+OUTPUT_READINGS = 1 << 19  # output rows per slice of the output CSV (about)
 
 
 class InputError(ValueError):
@@ -76,6 +77,46 @@ def to_readings(
         metric=metric_names.gather(series),
         value=_numbers(text),
     )
+
+
+def _write_output(
+    path: Path, table: pl.DataFrame, time_col: str, value_columns: list[str], scored: pl.DataFrame
+) -> None:
+    """The output CSV, in input order (row by row), written in slices of input rows: each
+    slice's columns are small, reused memory (one 5 M-row string column would be fresh memory,
+    page-faulted in). `scored` is in long order: column c of input row r is at c * rows + r."""
+    rows, width = table.height, len(value_columns)
+    score = scored["score"].fill_null(0.0)
+    flagged = scored["is_anomaly"].fill_null(False)
+    # names as Enums: a gather moves small codes, the CSV writer writes the names
+    names = pl.Series("column", value_columns, dtype=pl.Enum(value_columns))
+    severity = pl.Series(SEVERITIES, dtype=pl.Enum(SEVERITIES))
+    detector = pl.Series(DETECTORS, dtype=pl.Enum(DETECTORS))
+    step = max(OUTPUT_READINGS // width, 1)  # input rows per slice
+    with path.open("wb") as out:
+        for first in range(0, max(rows, 1), step):
+            count = min(step, rows - first)
+            row = np.repeat(np.arange(count, dtype=np.int64), width)  # in the slice
+            column = np.tile(np.arange(width, dtype=np.int64), count)
+            long = column * rows + (row + first)
+            # the slice's value texts, column after column, then row by row
+            values = pl.concat([table[c].slice(first, count) for c in value_columns], rechunk=True)
+            pl.DataFrame(
+                {
+                    "ts": table[time_col].slice(first, count).gather(row),
+                    "column": names.gather(column),
+                    "value": values.gather(column * count + row),
+                    "score": score.gather(long),
+                    "is_anomaly": flagged.gather(long),  # true/false
+                    "severity": _names(scored["_severity"].gather(long), severity),
+                    "detector": _names(scored["_detector"].gather(long), detector),
+                }
+            ).write_csv(out, include_header=first == 0)
+
+
+def _names(codes: pl.Series, names: pl.Series) -> pl.Series:
+    """Names (an Enum) from integer codes, null for a negative code."""
+    return names.gather(pl.select(pl.when(codes >= 0).then(codes)).to_series())
 
 
 def _numbers(text: pl.Series) -> pl.Series:
@@ -152,22 +193,7 @@ def run(
         )
     )
     detected = time.perf_counter()
-    # Back to input order (row by row): long position of row r, column c is c * rows + r.
-    width = len(value_columns)
-    position = np.arange(readings.height, dtype=np.int64)
-    row_major = (position % width) * table.height + position // width
-    pl.DataFrame(
-        {
-            "ts": table[time_col].gather(position // width),
-            "column": readings["column"].gather(row_major),
-            "value": readings["_value_text"].rechunk().gather(row_major),
-            "score": scored["score"].gather(row_major).fill_null(0.0),
-            "is_anomaly": scored["is_anomaly"].fill_null(False).gather(row_major),  # true/false
-            # names only after the reordering: gathering Int8 codes is cheaper than strings
-            "severity": named(scored["_severity"].gather(row_major), SEVERITIES),
-            "detector": named(scored["_detector"].gather(row_major), DETECTORS),
-        }
-    ).write_csv(output_path)
+    _write_output(output_path, table, time_col, value_columns, scored)
     finished = time.perf_counter()
     return {
         "input": str(input_path),
