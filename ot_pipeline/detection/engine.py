@@ -163,20 +163,28 @@ def _spike_chunk(s: DetectorSettings, xs: Any, ms: Any, sigma: Any) -> Any:
 def _median_of_5(values: Any) -> Any:
     """Median of each value and the 4 before it (the first 4 rows are not meaningful): a
     selection network of minima and maxima, always one of the 5 values, as a sort would pick.
-    Over slices of rows, so the temporaries are reused memory (see `_spike_scores`)."""
+    Over slices of rows, in four reused buffers (fresh large temporaries are page-faulted in)."""
     out = np.empty_like(values)
+    a, b, c, d = (np.empty(min(NUMPY_CHUNK, values.size)) for _ in range(4))
     for begin in range(0, values.size, NUMPY_CHUNK):
         first = max(begin - 4, 0)
         part = values[first : begin + NUMPY_CHUNK]
         if part.size < 5:
             break
+        rows = part.size - 4
         lag = [part[4 - k : part.size - k] for k in range(5)]  # lag[k]: k rows earlier
-        low_ab, high_ab = np.minimum(lag[0], lag[1]), np.maximum(lag[0], lag[1])
-        low_cd, high_cd = np.minimum(lag[2], lag[3]), np.maximum(lag[2], lag[3])
+        low_ab, high_ab, low_cd, high_cd = a[:rows], b[:rows], c[:rows], d[:rows]
+        np.minimum(lag[0], lag[1], out=low_ab)
+        np.maximum(lag[0], lag[1], out=high_ab)
+        np.minimum(lag[2], lag[3], out=low_cd)
+        np.maximum(lag[2], lag[3], out=high_cd)
         # the smallest and the largest of the first four are not the median: drop them
-        low, high = np.maximum(low_ab, low_cd), np.minimum(high_ab, high_cd)
-        median = np.maximum(np.minimum(low, high), np.minimum(np.maximum(low, high), lag[4]))
-        out[first + 4 : first + part.size] = median
+        low = np.maximum(low_ab, low_cd, out=low_ab)
+        high = np.minimum(high_ab, high_cd, out=high_ab)
+        lower = np.minimum(low, high, out=low_cd)
+        upper = np.maximum(low, high, out=high_cd)
+        np.minimum(upper, lag[4], out=upper)
+        np.maximum(lower, upper, out=out[first + 4 : first + part.size])
     out[: min(4, values.size)] = np.nan  # windows cut short: recomputed by the caller
     return out
 
@@ -365,9 +373,8 @@ def _held_alarm(excess: Any, breach_run: Any, s: DetectorSettings, runs: _Runs) 
     """
     raised = breach_run >= s.level_consecutive
     released = runs(excess <= -s.level_deadband) >= s.level_clear_samples
-    index = np.arange(excess.size)
-    last_raise = np.maximum.accumulate(np.where(raised, index, -1))
-    last_release = np.maximum.accumulate(np.where(released, index, -1))
+    last_raise = np.maximum.accumulate(np.where(raised, runs.index, -1))
+    last_release = np.maximum.accumulate(np.where(released, runs.index, -1))
     return (last_raise >= runs.start) & (last_raise > last_release) & ~released
 
 
