@@ -1,4 +1,4 @@
-"""The detectors and the combiner, as Polars expressions over one frame of readings.
+"""The detectors and the combiner over one frame of readings: numpy row by row, Polars over blocks.
 
 Every statistic a decision uses comes from the series' *earlier* readings: short rolling windows
 ending at the reading, and long-term statistics of *completed* blocks of readings (block medians
@@ -6,8 +6,8 @@ rolled over many blocks, then shifted by one block). A flag at a reading therefo
 on that reading and the ones before it, so the batch pipeline, a replay and a live stream agree.
 
 Series are (machine_id, metric), in device order (seq when every reading has one, else event
-time). Rows sharing one `DetectorSettings` are processed together (windows are constants of an
-expression): one vectorised pass per distinct settings, never a loop per row.
+time). Rows sharing one `DetectorSettings` are processed together (windows are constants of the
+pass): one vectorised pass per distinct settings, never a loop per row.
 """
 
 from __future__ import annotations
