@@ -567,34 +567,27 @@ def _detect_group(
             .otherwise(0.0)
         )
     )
+
+    def usual_size(column: str) -> pl.Expr:
+        """The usual size of a block statistic: a high quantile of it over earlier blocks."""
+        return (
+            pl.col(column)
+            .abs()
+            .rolling_quantile(
+                s.drift_usual_quantile,
+                window_size=N,
+                min_samples=max(mb, s.drift_min_history_blocks),
+            )
+            .shift(1)
+        )
+
     blocks2 = _block_history(
         blocks2,
         {
-            "_usual": pl.col("_trend")
-            .abs()
-            .rolling_quantile(
-                s.drift_usual_quantile,
-                window_size=N,
-                min_samples=max(mb, s.drift_min_history_blocks),
-            )
-            .shift(1),
-            "_usual_change": pl.col("_change")
-            .abs()
-            .rolling_quantile(
-                s.drift_usual_quantile,
-                window_size=N,
-                min_samples=max(mb, s.drift_min_history_blocks),
-            )
-            .shift(1),
+            "_usual": usual_size("_trend"),
+            "_usual_change": usual_size("_change"),
             "_change": pl.col("_change").shift(1),
-            "_usual_ramp": pl.col("_ramp")
-            .abs()
-            .rolling_quantile(
-                s.drift_usual_quantile,
-                window_size=N,
-                min_samples=max(mb, s.drift_min_history_blocks),
-            )
-            .shift(1),
+            "_usual_ramp": usual_size("_ramp"),
             "_ramp": pl.col("_ramp").shift(1),
             "_q_lo": pl.col("_q_lo").shift(1),
             "_q_hi": pl.col("_q_hi").shift(1),
