@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 
 from ot_pipeline.detection.config import METRIC_DEFAULTS, RECORDING_DEFAULTS, DetectionConfig
-from ot_pipeline.detection.engine import DETECTORS, SEVERITIES, score_codes
+from ot_pipeline.detection.engine import DETECTORS, SEVERITIES, named, score_codes
 
 EPOCH_MS_ABOVE = 1e11  # epoch numbers above this are milliseconds, below seconds
 OUTPUT_READINGS = 1 << 19  # output rows per slice of the output CSV (about)
@@ -56,8 +56,8 @@ def to_readings(
     """Long readings (one per row and value column) in the shape `detect` takes.
 
     Column-major: all rows of the first value column, then the second, ... Column and metric
-    names are Enums gathered from one entry per column (no string per reading); `_value_text`
-    is the input text, the value columns appended one after another (no copy of the strings).
+    names are Enums gathered from one entry per column (no string per reading). The output is
+    built from the input table itself (`_write_output`), so the value texts are not carried.
     """
     rows, width = table.height, len(columns)
     ts_ms = parse_time(table[time_col])
@@ -65,12 +65,11 @@ def to_readings(
     names = pl.Series("column", columns, dtype=pl.Enum(columns))
     kinds = [metrics.get(c, "generic") for c in columns]
     metric_names = pl.Series("metric", kinds, dtype=pl.Enum(list(dict.fromkeys(kinds))))
-    text = pl.concat([table[c].rename("_value_text") for c in columns], rechunk=False)
+    text = pl.concat([table[c] for c in columns], rechunk=False)
     return pl.DataFrame(
         {
             "ts": pl.concat([ts_ms] * width, rechunk=False).rename("ts"),
             "column": names.gather(series),
-            "_value_text": text,
         }
     ).with_columns(
         machine_id=pl.col("column"),
@@ -108,15 +107,10 @@ def _write_output(
                     "value": values.gather(column * count + row),
                     "score": score.gather(long),
                     "is_anomaly": flagged.gather(long),  # true/false
-                    "severity": _names(scored["_severity"].gather(long), severity),
-                    "detector": _names(scored["_detector"].gather(long), detector),
+                    "severity": named(scored["_severity"].gather(long), severity),
+                    "detector": named(scored["_detector"].gather(long), detector),
                 }
             ).write_csv(out, include_header=first == 0)
-
-
-def _names(codes: pl.Series, names: pl.Series) -> pl.Series:
-    """Names (an Enum) from integer codes, null for a negative code."""
-    return names.gather(pl.select(pl.when(codes >= 0).then(codes)).to_series())
 
 
 def _numbers(text: pl.Series) -> pl.Series:
@@ -184,14 +178,7 @@ def run(
     # Recording defaults first; a config's own `defaults` override them.
     config = config or DetectionConfig()
     config = replace(config, defaults={**RECORDING_DEFAULTS, **config.defaults})
-    scored = (
-        score_codes(readings.select("machine_id", "metric", "ts", "value"), config)
-        if readings.height
-        else pl.DataFrame(
-            schema={"score": pl.Float64, "is_anomaly": pl.Boolean}
-            | dict.fromkeys(("_severity", "_detector"), pl.Int8)
-        )
-    )
+    scored = score_codes(readings.select("machine_id", "metric", "ts", "value"), config)
     detected = time.perf_counter()
     _write_output(output_path, table, time_col, value_columns, scored)
     finished = time.perf_counter()

@@ -41,6 +41,13 @@ NOISE_QUANTILE = 0.7  # of the per-block median absolute steps, over noise_block
 DRIFT_LAG_BLOCKS = 6  # a drift's direction is read from changes over this many blocks
 STOP_CONFIRM_READINGS = 3  # consecutive stopped readings before a stop counts for settling
 NUMPY_CHUNK = 1 << 19  # rows per slice of elementwise numpy work (4 MiB per float column)
+# What score_codes returns (and _detect_group per slice).
+CODED_SCHEMA = {
+    "score": pl.Float64,
+    "is_anomaly": pl.Boolean,
+    "_severity": pl.Int8,
+    "_detector": pl.Int8,
+}
 SLICE_ROWS = 1 << 20  # rows (whole series) scored together: Polars' temporaries stay reusable
 
 
@@ -801,34 +808,29 @@ def detect(readings: pl.DataFrame, config: DetectionConfig | None = None) -> pl.
     missing = {"machine_id", "metric", "ts", "value"} - set(readings.columns)
     if missing:
         raise ValueError(f"detect: readings lack column(s) {sorted(missing)}")
-    if readings.height == 0:
-        return readings.with_columns(
-            score=pl.lit(None, dtype=pl.Float64),
-            is_anomaly=pl.lit(None, dtype=pl.Boolean),
-            severity=pl.lit(None, dtype=pl.String),
-            detector=pl.lit(None, dtype=pl.String),
-        )
     coded = score_codes(readings, config)
     added = coded.select(
         "score",
         "is_anomaly",
-        severity=named(coded["_severity"], SEVERITIES),
-        detector=named(coded["_detector"], DETECTORS),
+        severity=named(coded["_severity"], pl.Series(SEVERITIES)),
+        detector=named(coded["_detector"], pl.Series(DETECTORS)),
     )
     # hstack keeps the caller's columns as they are (a select after a concat would rechunk them)
     return readings.hstack(added.get_columns())
 
 
-def named(codes: pl.Series, names: tuple[str, ...]) -> pl.Series:
-    """Names from integer codes (null for a negative code)."""
-    return pl.Series(names).gather(pl.select(pl.when(codes >= 0).then(codes)).to_series())
+def named(codes: pl.Series, names: pl.Series) -> pl.Series:
+    """Names from integer codes (null for a negative code); `names` may be String or Enum."""
+    return names.gather(pl.select(pl.when(codes >= 0).then(codes)).to_series())
 
 
 def score_codes(readings: pl.DataFrame, config: DetectionConfig) -> pl.DataFrame:
     """`detect` without the names: score, is_anomaly, and severity and detector as Int8 codes
-    (-1 for none; `named` turns them into strings), one row per (non-empty) input row, in input
-    order. For a caller that reorders the rows first: gathering codes is cheaper than strings.
+    (-1 for none; `named` turns them into strings), one row per input row, in input order. For
+    a caller that reorders the rows first: gathering codes is cheaper than strings.
     """
+    if readings.height == 0:
+        return pl.DataFrame(schema=CODED_SCHEMA)
     use_seq = "seq" in readings.columns and readings["seq"].null_count() == 0
     # A device that reports its state (status codes) announces planned stops itself; without
     # status, the transition into a stopped regime is flagged once, LOW.

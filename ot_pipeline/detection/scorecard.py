@@ -98,6 +98,27 @@ def _machine_days(anomalies: pl.DataFrame) -> float:
     return float(total or 0) / DAY_MS
 
 
+def _first_flags(anomalies: pl.DataFrame, windows: pl.DataFrame) -> pl.DataFrame:
+    """Per fault window (fault_id, machine_id, fault_metric, start_ms, until_ms) that was hit:
+    the first flag of its metric (any metric when fault_metric is null) inside it, as
+    first_ms and first_detector (null when the flags carry no detector)."""
+    detector = pl.col("detector") if "detector" in anomalies.columns else pl.lit(None, pl.String)
+    flags = anomalies.filter(pl.col("is_anomaly")).select(
+        "machine_id", "metric", _ms(anomalies, "ts").alias("t"), detector.alias("detector")
+    )
+    return (
+        windows.join(flags, on="machine_id", how="inner")
+        .filter(
+            (pl.col("t") >= pl.col("start_ms"))
+            & (pl.col("t") <= pl.col("until_ms"))
+            & (pl.col("fault_metric").is_null() | (pl.col("fault_metric") == pl.col("metric")))
+        )
+        .sort("t")
+        .group_by("fault_id")
+        .agg(first_ms=pl.col("t").first(), first_detector=pl.col("detector").first())
+    )
+
+
 def score(
     anomalies: pl.DataFrame,
     faults: pl.DataFrame,
@@ -128,19 +149,7 @@ def score(
     detectable = windows.filter(pl.col("detectable"))
 
     # Recall and delay: first flag of the fault's metric inside the fault's window.
-    flags = anomalies.filter(pl.col("is_anomaly")).select(
-        "machine_id", "metric", _ms(anomalies, "ts").alias("t")
-    )
-    hits = (
-        detectable.join(flags, on="machine_id", how="inner")
-        .filter(
-            (pl.col("t") >= pl.col("start_ms"))
-            & (pl.col("t") <= pl.col("until_ms"))
-            & (pl.col("fault_metric").is_null() | (pl.col("fault_metric") == pl.col("metric")))
-        )
-        .group_by("fault_id")
-        .agg(first_ms=pl.col("t").min())
-    )
+    hits = _first_flags(anomalies, detectable).select("fault_id", "first_ms")
     per_fault = detectable.join(hits, on="fault_id", how="left").with_columns(
         detected=pl.col("first_ms").is_not_null(),
         delay_s=(pl.col("first_ms") - pl.col("start_ms")) / 1000.0,
@@ -212,24 +221,11 @@ def score(
 def per_fault(anomalies: pl.DataFrame, faults: pl.DataFrame, *, tolerance_s: float) -> pl.DataFrame:
     """Each detectable fault with whether and when it was first flagged (for drill-down)."""
     tol_ms = int(tolerance_s * 1000)
-    flags = anomalies.filter(pl.col("is_anomaly")).select(
-        "machine_id", "metric", _ms(anomalies, "ts").alias("t"), "detector"
-    )
     detectable = faults.filter(pl.col("detectable")).with_columns(
         pl.col("metric").cast(pl.String).alias("fault_metric"),
         (pl.col("end_ms").cast(pl.Int64) + tol_ms).alias("until_ms"),
     )
-    hits = (
-        detectable.join(flags, on="machine_id", how="inner")
-        .filter(
-            (pl.col("t") >= pl.col("start_ms"))
-            & (pl.col("t") <= pl.col("until_ms"))
-            & (pl.col("fault_metric").is_null() | (pl.col("fault_metric") == pl.col("metric")))
-        )
-        .sort("t")
-        .group_by("fault_id")
-        .agg(first_ms=pl.col("t").first(), first_detector=pl.col("detector").first())
-    )
+    hits = _first_flags(anomalies, detectable)
     return detectable.join(hits, on="fault_id", how="left").with_columns(
         delay_s=(pl.col("first_ms") - pl.col("start_ms")) / 1000.0
     )
