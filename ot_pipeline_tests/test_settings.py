@@ -27,13 +27,13 @@ def test_settings_read_every_variable():
             "OT_PG_DSN": "postgresql://u:p@db:5432/x",
             "OT_LAKE_DIR": "/data/lake",
             "DAGSTER_HOME": "/data/dagster",
-            "OT_API_KEYS": "a, b",
+            "OT_API_KEYS": f"a:ingest:sha256:{'0' * 64}, b:read:sha256:{'1' * 64}",
             "OT_OFFLINE_AFTER_SECONDS": "12.5",
         }
     )
     assert settings.kafka_bootstrap_servers == "k1:9092,k2:9092"
     assert str(settings.lake_dir) == "/data/lake"
-    assert settings.api_keys == ("a", "b")
+    assert [(k.name, k.role) for k in settings.api_keys] == [("a", "ingest"), ("b", "read")]
     assert settings.offline_after_seconds == 12.5
 
 

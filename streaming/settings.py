@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streaming.api.keys import ApiKey, KeyEntryError, parse_entries
+
 # Non-default loopback ports, so the local stack never clashes with other servers.
 DEFAULT_KAFKA_PORT = 19092
 DEFAULT_REDIS_PORT = 16379
@@ -70,13 +72,28 @@ class Topics:
 
 
 @dataclass(frozen=True)
+class ApiLimits:
+    """Limits of the webhook gateway (`ot api`); rates are per API key, 0 = no limit."""
+
+    max_body_bytes: int = 4 * 2**20
+    max_readings: int = 10_000
+    requests_per_second: float = 1_000.0
+    readings_per_second: float = 100_000.0
+    # Bucket size = rate x burst (the readings bucket holds at least one full request).
+    burst_seconds: float = 2.0
+    # How long a request waits for Kafka to acknowledge its readings before answering 503.
+    kafka_timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
 class Settings:
     kafka_bootstrap_servers: str = f"127.0.0.1:{DEFAULT_KAFKA_PORT}"
     redis_url: str = f"redis://127.0.0.1:{DEFAULT_REDIS_PORT}/0"
     pg_dsn: str = f"postgresql://ot:ot@127.0.0.1:{DEFAULT_PG_PORT}/ot"
     lake_dir: Path = Path("lake")
     dagster_home: Path = Path(".dagster")
-    api_keys: tuple[str, ...] = ()
+    api_keys: tuple[ApiKey, ...] = ()
+    api: ApiLimits = field(default_factory=ApiLimits)
     topics: Topics = field(default_factory=Topics)
     readings_partitions: int = 6
     # Validation: event time may be at most this far ahead of ingest time ...
@@ -115,7 +132,20 @@ class Settings:
             raise SettingsError(
                 f"OT_PG_DSN={pg_dsn!r} must be a postgresql:// URL or a key=value DSN"
             )
-        api_keys = tuple(k.strip() for k in _get(env, "OT_API_KEYS", "").split(",") if k.strip())
+        try:
+            api_keys = parse_entries(env.get("OT_API_KEYS", ""))
+        except KeyEntryError as exc:
+            raise SettingsError(f"OT_API_KEYS: {exc}") from None
+        api = ApiLimits(
+            max_body_bytes=_int(env, "OT_API_MAX_BODY_BYTES", ApiLimits.max_body_bytes, 1024),
+            max_readings=_int(env, "OT_API_MAX_READINGS", ApiLimits.max_readings, 1),
+            requests_per_second=_float(env, "OT_API_RATE_REQUESTS", ApiLimits.requests_per_second),
+            readings_per_second=_float(env, "OT_API_RATE_READINGS", ApiLimits.readings_per_second),
+            burst_seconds=_float(env, "OT_API_RATE_BURST_SECONDS", ApiLimits.burst_seconds, 0.001),
+            kafka_timeout_seconds=_float(
+                env, "OT_API_KAFKA_TIMEOUT_SECONDS", ApiLimits.kafka_timeout_seconds, 1.0
+            ),
+        )
         topics = Topics(
             readings=_get(env, "OT_TOPIC_READINGS", Topics.readings),
             dlq=_get(env, "OT_TOPIC_DLQ", Topics.dlq),
@@ -129,6 +159,7 @@ class Settings:
             lake_dir=Path(_get(env, "OT_LAKE_DIR", str(cls.lake_dir))),
             dagster_home=Path(_get(env, "DAGSTER_HOME", str(cls.dagster_home))),
             api_keys=api_keys,
+            api=api,
             topics=topics,
             readings_partitions=_int(env, "OT_READINGS_PARTITIONS", 6, minimum=1),
             max_future_seconds=_float(env, "OT_MAX_FUTURE_SECONDS", 300.0),

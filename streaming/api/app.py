@@ -1,0 +1,164 @@
+"""The ASGI app of `ot api`: one FastAPI app, a router per concern (the webhook gateway now, the
+operator API beside it), errors as problem+json, one JSON log line per request.
+
+The clients the routers share (Kafka producer, Redis, the key ring) are built in the lifespan
+from one `Settings` and closed there: on shutdown the server first stops accepting and lets the
+in-flight requests finish, then the producer delivers whatever is still queued.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from streaming.api import gateway
+from streaming.api.delivery import AckedProducer
+from streaming.api.keys import KeyRing
+from streaming.api.problems import (
+    Problem,
+    http_exception_handler,
+    problem_handler,
+    validation_exception_handler,
+)
+from streaming.api.ratelimit import Limits, RateLimiter
+from streaming.api.webhook_checks import CoalescingChecker
+from streaming.consumers.kafka_clients import producer_config
+from streaming.consumers.lifecycle import JsonLog
+from streaming.settings import Settings
+
+DESCRIPTION = """\
+HTTP door of the OT platform. Devices and edge gateways push readings to
+`POST /webhook/sensor-data` with an `X-API-Key`; a 202 means Kafka acknowledged every accepted
+reading. Errors are `application/problem+json` (RFC 9457). See docs/api.md.
+"""
+
+
+def kafka_producer_config(settings: Settings) -> dict[str, Any]:
+    """The project's producer settings (idempotent, acks=all) tuned for request latency."""
+    return producer_config(
+        settings,
+        **{
+            "client.id": "ot-api",
+            "linger.ms": 2,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 1_000_000,
+            "queue.buffering.max.kbytes": 1_048_576,
+        },
+    )
+
+
+def create_app(settings: Settings | None = None, log: JsonLog | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    log = log or JsonLog("api", sys.stderr)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        producer = AckedProducer(
+            kafka_producer_config(settings), settings.api.kafka_timeout_seconds
+        )
+        client = aioredis.Redis.from_url(
+            settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
+        )
+        limits = Limits(
+            settings.api.requests_per_second,
+            settings.api.readings_per_second,
+            settings.api.burst_seconds,
+            settings.api.max_readings,
+        )
+        app.state.keyring = KeyRing(settings.api_keys)
+        app.state.gateway = gateway.Gateway(
+            settings,
+            producer,
+            RateLimiter(client, settings.redis_prefix, limits),
+            CoalescingChecker(settings.max_future_ms, settings.max_age_ms),
+        )
+        log("started", keys=len(settings.api_keys), topic=settings.topics.readings)
+        try:
+            yield
+        finally:
+            unsent = producer.close()
+            await client.aclose()
+            log("stopped", unsent=unsent)
+
+    app = FastAPI(
+        title="OT platform API",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        # Behind the problem+json handlers, FastAPI's default bodies never show.
+        responses={},
+    )
+    app.add_exception_handler(Problem, problem_handler)
+    app.add_exception_handler(StarletteHTTPException, http_exception_handler)
+    app.add_exception_handler(RequestValidationError, validation_exception_handler)
+    app.add_exception_handler(Exception, _internal_error)
+    app.include_router(gateway.router)
+
+    @app.get("/health", tags=["health"], summary="Liveness: the process serves requests")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.add_middleware(RequestLog, log=log)
+    return app
+
+
+async def _internal_error(request: Any, exc: Exception) -> Any:
+    problem = Problem(500, "internal-error", f"internal error ({type(exc).__name__})")
+    return problem.response(request.url.path)
+
+
+class RequestLog:
+    """One JSON line per request: method, path, status, duration, the key's *name* (never the
+    key), readings accepted/rejected, and the request id (also sent as `X-Request-ID`)."""
+
+    def __init__(self, app: ASGIApp, log: JsonLog) -> None:
+        self.app = app
+        self.log = log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = secrets.token_hex(8)
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            client = scope.get("client")
+            self.log(
+                "request",
+                method=scope["method"],
+                path=scope["path"],
+                status=status,
+                ms=round((time.perf_counter() - started) * 1000, 2),
+                key=state.get("key_name"),
+                readings=state.get("readings"),
+                accepted=state.get("accepted"),
+                rejected=state.get("rejected"),
+                request_id=request_id,
+                client=client[0] if client else None,
+            )
