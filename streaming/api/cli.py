@@ -27,7 +27,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--host", default=DEFAULT_HOST, help="address (default %(default)s)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default %(default)s)")
     parser.add_argument("--server", choices=["uvicorn", "granian"], default="uvicorn")
-    parser.add_argument("--workers", type=int, default=1, help="processes (granian only)")
+    parser.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
     parser.add_argument("--graceful-timeout", type=float, default=30.0)
     args = parser.parse_args(argv)
     settings = Settings.from_env()  # fail early, as one line, on bad configuration
@@ -54,8 +54,12 @@ def _uvicorn(args: argparse.Namespace, settings: Settings) -> int:
 
     from streaming.api.app import create_app
 
+    # Several workers import the app by name (each builds it from the same environment).
+    app = create_app(settings) if args.workers <= 1 else "streaming.api.app:create_app"
     config = uvicorn.Config(
-        create_app(settings),
+        app,
+        factory=args.workers > 1,
+        workers=args.workers,
         host=args.host,
         port=args.port,
         loop="uvloop",
@@ -72,6 +76,12 @@ def _uvicorn(args: argparse.Namespace, settings: Settings) -> int:
     # re-raise is a no-op, so a graceful stop exits 0 instead of dying by the signal.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
+    if args.workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
+        sock = config.bind_socket()
+        Multiprocess(config, sockets=[sock]).run()
+        return 0
     server.run()
     return 0 if server.started else 1
 
