@@ -27,10 +27,18 @@ def _ui_answers(port: int) -> bool:
         return False
 
 
+def _api_answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
 def test_make_run_streams_into_the_lake_and_redis_and_serves_the_dagster_ui(
     isolated: Settings, tmp_path: Path
 ):
-    port = 3317
+    port, api_port = 3317, 8317
     env = {
         **os.environ,
         "OT_TOPIC_READINGS": isolated.topics.readings,
@@ -41,10 +49,11 @@ def test_make_run_streams_into_the_lake_and_redis_and_serves_the_dagster_ui(
         "OT_PG_SCHEMA": isolated.pg_schema,
         "OT_LAKE_DIR": str(isolated.lake_dir),
         "DAGSTER_HOME": str(tmp_path / "dagster"),
+        "OT_API_KEYS": "",
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "streaming.run", "--machines", "5", "--rate", "100",
-         "--port", str(port), "--duration", "300"],
+         "--port", str(port), "--api-port", str(api_port), "--duration", "300"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -59,6 +68,7 @@ def test_make_run_streams_into_the_lake_and_redis_and_serves_the_dagster_ui(
                 lake.landed_files()
                 and client.zcard(f"{isolated.redis_prefix}machines") == 5
                 and _ui_answers(port)
+                and _api_answers(api_port)
             ):
                 break
             time.sleep(1)
@@ -66,10 +76,12 @@ def test_make_run_streams_into_the_lake_and_redis_and_serves_the_dagster_ui(
         assert client.zcard(f"{isolated.redis_prefix}machines") == 5
         assert lake.landed_files(), "the lander landed nothing"
         assert _ui_answers(port), "the Dagster UI does not answer"
+        assert _api_answers(api_port), "ot api does not answer"
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=90)
     assert proc.returncode == 0, out
     assert "Dagster UI   http://127.0.0.1:3317" in out
-    assert "stopping: simulator, lander, state-writer, dagster" in out
+    assert "HTTP API     http://127.0.0.1:8317" in out and "Ingest key   ot_" in out
+    assert "stopping: simulator, api, lander, state-writer, dagster" in out
     assert not _ui_answers(port), "Ctrl-C must stop the Dagster UI"

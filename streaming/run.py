@@ -1,7 +1,8 @@
 """`make run`: the whole platform on one machine.
 
-Starts the local stack, then the simulator (real time), the lander, the state writer and
-`dagster dev` (UI on port 3000, with the daemon that runs the sensor, automation and schedules).
+Starts the local stack, then the simulator (real time), the HTTP API (`ot api`: the webhook
+gateway, port 8000), the lander, the state writer and `dagster dev` (UI on port 3000, with the
+daemon that runs the sensor, automation and schedules).
 Each child writes its log under `.stack/logs/run-*.log`; this process prints one status line every
 few seconds. Ctrl-C (or SIGTERM) stops every process it started, the stack services included.
 """
@@ -17,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from streaming.api.keys import Role, new_key
 from streaming.lake import Lake
 from streaming.settings import Settings
 from streaming.stack.local import REPO_ROOT, LocalStack, StackError
@@ -102,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=0, help="stop after S seconds (0: never)")
     parser.add_argument("--no-dagster", action="store_true", help="streaming side only")
     parser.add_argument("--port", type=int, default=3000, help="Dagster UI port")
+    parser.add_argument("--api-port", type=int, default=8000, help="HTTP API port (ot api)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
     stack = LocalStack.from_env()
@@ -115,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     env["DAGSTER_HOME"] = str(prepare_dagster_home(settings))
     env.setdefault("OT_LAKE_DIR", str(REPO_ROOT / settings.lake_dir))
     settings = Settings.from_env(env)
+    session_key = None
+    if not settings.api_keys:  # a key for this run only, so the webhook can be tried at once
+        session_key, entry = new_key("make-run", Role.INGEST)
+        env["OT_API_KEYS"] = entry.entry
 
     bin_dir = Path(sys.executable).parent
     ot = str(bin_dir / "ot")
@@ -125,6 +132,11 @@ def main(argv: list[str] | None = None) -> int:
             [ot, "simulate", "--machines", str(args.machines), "--rate", str(args.rate),
              "--chaos", args.chaos, "--seed", str(args.seed), "--duration", "0"],
             logs / "run-simulator.log",
+        ),
+        Child(
+            "api",
+            [ot, "api", "--host", "127.0.0.1", "--port", str(args.api_port)],
+            logs / "run-api.log",
         ),
         Child("lander", [ot, "land"], logs / "run-lander.log"),
         Child("state-writer", [ot, "state"], logs / "run-state-writer.log"),
@@ -157,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  Lake         {settings.lake_dir}")
     if not args.no_dagster:
         print(f"  Dagster UI   http://127.0.0.1:{args.port}  (DAGSTER_HOME={env['DAGSTER_HOME']})")
+    api_url = f"http://127.0.0.1:{args.api_port}"
+    print(f"  HTTP API     {api_url}  (webhook POST /webhook/sensor-data, docs {api_url}/docs)")
+    if session_key:
+        print(f"  Ingest key   {session_key}  (this run only; set OT_API_KEYS for your own)")
     print(f"  Logs         {logs}/run-*.log")
     print("Press Ctrl-C to stop everything started here.", flush=True)
 
