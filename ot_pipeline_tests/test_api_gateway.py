@@ -3,6 +3,7 @@ readings are read back from Kafka, the lake and Redis; every error answers probl
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import socket
@@ -20,6 +21,9 @@ import pyarrow.parquet as pq
 import pytest
 import redis
 from confluent_kafka import Consumer, TopicPartition
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from streaming.api.keys import Role, new_key
 from streaming.consumers import drills
@@ -330,3 +334,34 @@ def test_shutdown_lets_the_request_in_flight_finish(isolated: Settings, tmp_path
         assert proc.wait(30) == 0
     assert result["r"].status_code == 202 and result["r"].json()["accepted"] == 100
     assert len(read_topic(isolated, isolated.topics.readings)) == 100
+
+
+@pytest.fixture
+def gateway_url(isolated: Settings, tmp_path: Path) -> Iterator[str]:
+    with api_server(isolated, tmp_path / "api.log") as (client, _):
+        yield str(client.base_url)
+
+
+@functools.cache
+def _operations() -> list[Any]:
+    """Every operation of the app's OpenAPI schema (read from the app, no server needed)."""
+    import schemathesis
+
+    from streaming.api.app import create_app
+
+    schema = schemathesis.openapi.from_dict(create_app(Settings()).openapi())
+    return [result.ok() for result in schema.get_all_operations()]
+
+
+@hypothesis_settings(
+    max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
+)
+@given(data=st.data())
+def test_nothing_generated_from_the_openapi_schema_makes_a_5xx(gateway_url: str, data: Any):
+    import schemathesis
+
+    operation = data.draw(st.sampled_from(_operations()), label="operation")
+    mode = data.draw(st.sampled_from(list(schemathesis.GenerationMode)), label="mode")
+    case = data.draw(operation.as_strategy(generation_mode=mode), label="case")
+    response = case.call(base_url=gateway_url, headers={"X-API-Key": INGEST_SECRET})
+    assert response.status_code < 500, (case.method, case.path, case.body, response.text)
