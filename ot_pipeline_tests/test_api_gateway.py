@@ -365,3 +365,33 @@ def test_nothing_generated_from_the_openapi_schema_makes_a_5xx(gateway_url: str,
     case = data.draw(operation.as_strategy(generation_mode=mode), label="case")
     response = case.call(base_url=gateway_url, headers={"X-API-Key": INGEST_SECRET})
     assert response.status_code < 500, (case.method, case.path, case.body, response.text)
+
+
+def test_rate_limit_buckets_live_in_redis_and_are_shared_by_every_process(isolated: Settings):
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from streaming.api.ratelimit import Limits, RateLimiter
+
+    limits = Limits(
+        requests_per_second=10, readings_per_second=100, burst_seconds=1, max_readings=50
+    )
+
+    async def scenario() -> tuple[list[float], list[float], float]:
+        clients = [aioredis.Redis.from_url(isolated.redis_url) for _ in range(2)]
+        a, b = (RateLimiter(c, isolated.redis_prefix, limits) for c in clients)
+        try:
+            # Two "processes" draw from one bucket of 10 requests: the 11th is refused.
+            alternating = [await (a if i % 2 else b).take("plant-a", 1, 0) for i in range(11)]
+            # Concurrent takes share one pipelined round trip; another key has its own bucket.
+            other = await asyncio.gather(*(a.take("plant-b", 1, 40) for _ in range(3)))
+            return alternating, list(other), await b.take("plant-a", 1, 0)
+        finally:
+            for c in clients:
+                await c.aclose()
+
+    alternating, other, again = asyncio.run(scenario())
+    assert alternating[:10] == [0.0] * 10 and 0 < alternating[10] <= 0.1
+    assert other[:2] == [0.0, 0.0] and 0.18 <= other[2] <= 0.2  # 20 of 100 left, 40 needed
+    assert again > 0

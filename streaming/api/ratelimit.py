@@ -4,10 +4,14 @@ gateway process behind a load balancer draws from the same buckets.
 One Lua script refills both buckets from the time elapsed (Redis's own clock: the processes need
 not agree on the time), then takes the request's cost from both or from neither. A refused
 request learns how long to wait until both buckets hold its cost (`Retry-After`).
+
+The requests that ask in the same event-loop turn share one pipelined round trip: a round trip
+per request cost a third of the single-reading throughput (see docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -65,25 +69,54 @@ class RateLimiter:
         self.prefix = prefix
         self.limits = limits
         self._script = client.register_script(SCRIPT)
+        self._waiting: list[tuple[str, int, int, asyncio.Future[float]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def unlimited(self) -> bool:
         return self.limits.requests_per_second <= 0 and self.limits.readings_per_second <= 0
 
     async def take(self, key_name: str, requests: int, readings: int) -> float:
-        """Take the cost from both buckets of `key_name`; 0.0 if taken, else seconds to wait."""
+        """Take the cost from both buckets of `key_name`; 0.0 if taken, else seconds to wait.
+        Raises what Redis raised (the caller refuses the request)."""
         if self.unlimited:
             return 0.0
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[float] = loop.create_future()
+        if not self._waiting:
+            loop.call_soon(self._start)
+        self._waiting.append((key_name, requests, readings, future))
+        return await future
+
+    def _start(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        task = asyncio.ensure_future(self._run(waiting))
+        self._tasks.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, waiting: list[tuple[str, int, int, asyncio.Future[float]]]) -> None:
         lim = self.limits
-        wait_ms = await self._script(
-            keys=[f"{self.prefix}ratelimit:{key_name}"],
-            args=[
-                lim.requests_per_second,
-                lim.request_capacity,
-                requests,
-                lim.readings_per_second,
-                lim.reading_capacity,
-                readings,
-            ],
-        )
-        return int(wait_ms) / 1000.0
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key_name, requests, readings, _ in waiting:
+                    await self._script(
+                        keys=[f"{self.prefix}ratelimit:{key_name}"],
+                        args=[
+                            lim.requests_per_second,
+                            lim.request_capacity,
+                            requests,
+                            lim.readings_per_second,
+                            lim.reading_capacity,
+                            readings,
+                        ],
+                        client=pipe,
+                    )
+                results = await pipe.execute()
+        except Exception as exc:
+            for *_, future in waiting:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (*_, future), wait_ms in zip(waiting, results, strict=True):
+            if not future.done():
+                future.set_result(int(wait_ms) / 1000.0)
