@@ -37,8 +37,8 @@ METRICS_PER_MACHINE = 5
 def run(settings: Settings, quick: bool) -> dict[str, Any]:
     import dagster as dg
 
-    from ot_pipeline.assets.schedules import HOURLY_JOB
     from ot_pipeline.definitions import build_definitions
+    from ot_pipeline.jobs import HOURLY_JOB
 
     readings_target = 500_000 if quick else 5_000_000
     machines = max(1, round(readings_target / (3600 * METRICS_PER_MACHINE)))

@@ -92,9 +92,9 @@ def run_range(
     """Run the hourly job over [first, last] then the daily job over the days covered."""
     import dagster as dg
 
-    from ot_pipeline.assets.schedules import DAILY_JOB, HOURLY_JOB
     from ot_pipeline.definitions import build_definitions
     from ot_pipeline.instance import open_instance
+    from ot_pipeline.jobs import DAILY_JOB, HOURLY_JOB
 
     instance = open_instance(settings.dagster_home, postgres_url)
     defs = build_definitions(settings)

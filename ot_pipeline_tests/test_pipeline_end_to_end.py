@@ -17,12 +17,12 @@ import psycopg
 import pyarrow.parquet as pq
 import pytest
 
-from ot_pipeline.assets.readings import landing_sensor
-from ot_pipeline.assets.schedules import HOURLY_JOB
 from ot_pipeline.cli import run_range
 from ot_pipeline.definitions import build_definitions
 from ot_pipeline.instance import open_instance
+from ot_pipeline.jobs import HOURLY_JOB
 from ot_pipeline.resources import LakeResource
+from ot_pipeline.sensors import landing_sensor
 from ot_pipeline.synthetic_landing import land, synthetic_readings, write_landing_file
 from ot_pipeline.warehouse import TABLES, Warehouse
 from streaming.lake import Lake

@@ -8,8 +8,8 @@ import polars as pl
 import pytest
 import yaml
 
-from ot_pipeline.assets.readings import plan_landing_requests
 from ot_pipeline.instance import REPO_DAGSTER_YAML, instance_yaml
+from ot_pipeline.sensors import plan_landing_requests
 from ot_pipeline.synthetic_landing import synthetic_readings
 from ot_pipeline.transforms.anomalies import ANOMALY_COLUMNS, hour_anomalies
 from ot_pipeline.transforms.health import machine_health

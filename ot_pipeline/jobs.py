@@ -1,11 +1,9 @@
-"""Jobs and the daily schedule: the hourly chain as one job (used by `ot pipeline run`), the
-daily work (archive, retention, ground truth, scorecard) as another, run for yesterday at 00:30."""
-
-from datetime import datetime
+"""The two jobs: the hourly chain as one job (used by `ot pipeline run` and the benchmark), the
+daily work (archive, retention, ground truth, scorecard) as another (run by the daily schedule)."""
 
 import dagster as dg
 
-from ot_pipeline.assets.archive import daily_archive, landing_retention, previous_day
+from ot_pipeline.assets.archive import daily_archive, landing_retention
 from ot_pipeline.assets.scorecard import detection_scorecard, ground_truth
 from ot_pipeline.partitions import HOURLY_LANE
 
@@ -27,16 +25,3 @@ daily_job = dg.define_asset_job(
     tags=HOURLY_LANE,
     description="Archive a day, apply landing retention, refresh ground truth, score detection.",
 )
-
-
-@dg.schedule(
-    cron_schedule="30 0 * * *",
-    job=daily_job,
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Yesterday's archive, retention and detection scorecard, every day at 00:30 UTC.",
-)
-def daily_archive_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    tick: datetime = context.scheduled_execution_time
-    day = previous_day(tick)
-    return dg.RunRequest(run_key=f"daily-{day}", partition_key=day)
