@@ -5,6 +5,10 @@ time). Rows sharing one `DetectorSettings` are processed together (windows are c
 pass): one sort puts every settings group in one contiguous slice, slices of whole series are
 scored alone, and the codes go back to input order by one scatter. Never a loop per row.
 
+Every statistic a decision uses comes from the series' *earlier* readings (short rolling windows
+ending at the reading, histories of completed blocks shifted by one block), so a flag depends
+only on that reading and the ones before it: the batch pipeline, a replay and a live stream agree.
+
 Where each part lives: `series` (the row arrays of a slice), `blocks` (block statistics: level,
 noise, flat share, histories), `regime` (stops, settling), `envelope` (normal operation), one
 module per detector family (`stuck`, `gap`, `limits`, `level` with `rate_of_change`, `spike`,
