@@ -9,8 +9,8 @@ from streaming.consumers import drills
 from streaming.consumers.coverage import lake_coverage
 from streaming.consumers.lander import Lander
 from streaming.consumers.landing import FlushPolicy
-from streaming.consumers.lifecycle import Bounds, StopFlag
 from streaming.events import parse_dlq_headers
+from streaming.kafka.lifecycle import Bounds, StopFlag
 from streaming.lake import EVENT_HOURS_KEY, Lake
 from streaming.settings import Settings
 

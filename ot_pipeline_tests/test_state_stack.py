@@ -12,9 +12,10 @@ import pytest
 import redis
 
 from streaming.consumers import drills
-from streaming.consumers.lifecycle import Bounds, StopFlag
-from streaming.consumers.state_writer import RedisKeys, StateWriter
+from streaming.consumers.state_writer import StateWriter
 from streaming.events import decode_batch, encode_avro_many
+from streaming.kafka.lifecycle import Bounds, StopFlag
+from streaming.redis_keys import RedisKeys
 from streaming.settings import Settings
 
 pytestmark = pytest.mark.stack
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.stack
 def rdb(isolated: Settings) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(isolated.redis_url)
     yield client
-    for key in client.scan_iter(f"{isolated.redis_prefix}*"):
+    for key in client.scan_iter(RedisKeys(isolated.redis_prefix).scan_all):
         client.delete(key)
 
 
@@ -39,7 +40,7 @@ def _valid_count(messages: list[tuple[bytes, bytes]]) -> int:
 
 
 def _counted(rdb: redis.Redis, keys: RedisKeys) -> int:
-    days = [k for k in rdb.scan_iter(f"{keys.p}count:*") if not k.endswith(b":machines")]
+    days = [k for k in rdb.scan_iter(keys.scan_days) if not k.endswith(b":machines")]
     return sum(int(rdb.get(k) or 0) for k in days)
 
 

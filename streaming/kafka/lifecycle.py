@@ -62,7 +62,8 @@ def run_bounded(consumer: Any, args: argparse.Namespace, stop: StopFlag, log: Js
 
 @dataclass
 class Bounds:
-    """Bounded mode: stop after `max_messages`, or once nothing arrived for `until_idle` s."""
+    """Bounded mode: stop after `max_messages`, after `duration` s, or once nothing arrived for
+    `until_idle` s while partitions were assigned."""
 
     max_messages: int | None = None
     until_idle: float | None = None
@@ -76,6 +77,10 @@ class Bounds:
         return max(0, min(batch, self.max_messages - consumed))
 
     def saw_messages(self, now: float) -> None:
+        self.last_message = now
+
+    def hold_idle(self, now: float) -> None:
+        """Nothing to wait for yet (no partitions assigned): the idle time starts again."""
         self.last_message = now
 
     def reached(self, consumed: int, now: float) -> str | None:
