@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from streaming.consumers import drills
-from streaming.consumers.state_writer import StateWriter
+from streaming.consumers.state_writer import MEMBERSHIP, StateWriter
 from streaming.events import decode_batch, encode_avro_many
 from streaming.kafka.lifecycle import Bounds, StopFlag
 from streaming.redis_keys import RedisKeys
@@ -73,7 +73,7 @@ def test_state_writer_applies_each_valid_reading_once_and_keeps_live_state(
     drills.produce(isolated, isolated.topics.readings, fleet + special)
     group = f"state-{isolated.topics.readings}"
 
-    writer = StateWriter(isolated, group=group, batch_size=2000)
+    writer = StateWriter(isolated, replace(MEMBERSHIP, group=group, batch_size=2000))
     summary = writer.run(Bounds(until_idle=2.0), StopFlag())
 
     keys = RedisKeys(isolated.redis_prefix, group)
@@ -109,7 +109,7 @@ def test_state_writer_marks_silent_machines_offline_on_a_timer(
     drills.produce(settings, settings.topics.readings, drills.readings(60, machines=3))
     group = f"state-{settings.topics.readings}"
 
-    writer = StateWriter(settings, group=group, sweep_every_s=0.2)
+    writer = StateWriter(settings, replace(MEMBERSHIP, group=group), sweep_every_s=0.2)
     writer.run(Bounds(until_idle=2.5), StopFlag())  # no message arrives after the first second
 
     keys = RedisKeys(settings.redis_prefix, group)

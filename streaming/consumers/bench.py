@@ -16,7 +16,8 @@ import numpy as np
 import redis
 from confluent_kafka import Consumer
 
-from streaming.consumers import drills
+from streaming.consumers import drills, state_writer
+from streaming.consumers import lander as lander_
 from streaming.consumers.lander import Lander
 from streaming.consumers.state_writer import StateWriter
 from streaming.events import encode_avro_many
@@ -69,7 +70,7 @@ def _latency(settings: Settings, seconds: float, per_second: int) -> dict[str, f
 
     writer = StateWriter(
         settings,
-        group=f"bench-latency-{uuid.uuid4().hex[:8]}",
+        replace(state_writer.MEMBERSHIP, group=f"bench-latency-{uuid.uuid4().hex[:8]}"),
         measure_latency=True,
         log=JsonLog("state-writer", open("/dev/null", "w")),  # noqa: SIM115
     )
@@ -139,10 +140,12 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
                 bench, topics.readings, drills.readings(size, machines=MACHINES, seed=start)
             )
         raw = _raw_rate(bench, n)
-        lander = Lander(bench, group=f"bench-lander-{uuid.uuid4().hex[:8]}", log=quiet)
+        joining = replace(lander_.MEMBERSHIP, group=f"bench-lander-{uuid.uuid4().hex[:8]}")
+        lander = Lander(bench, joining, log=quiet)
         land_summary = lander.run(Bounds(max_messages=n), StopFlag())
         land = _rate(lander.runtime.stats)
-        writer = StateWriter(bench, group=f"bench-state-{uuid.uuid4().hex[:8]}", log=quiet)
+        joining = replace(state_writer.MEMBERSHIP, group=f"bench-state-{uuid.uuid4().hex[:8]}")
+        writer = StateWriter(bench, joining, log=quiet)
         state_summary = writer.run(Bounds(max_messages=n), StopFlag())
         state = _rate(writer.runtime.stats)
         lat_topics = _topics("latency")

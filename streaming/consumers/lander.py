@@ -25,20 +25,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from streaming.consumers.landing import FlushPolicy, PartitionBuffer, footer, slices
-from streaming.kafka.lifecycle import (
-    Bounds,
-    JsonLog,
-    Progress,
-    StopFlag,
-    consumer_parser,
-    run_bounded,
-)
-from streaming.kafka.runtime import Batch, ConsumerRuntime
+from streaming.kafka.lifecycle import JsonLog, consumer_parser, serve
+from streaming.kafka.runtime import Batch, ConsumerRuntime, Membership
 from streaming.lake import Lake, write_atomically
 from streaming.settings import Settings
 
 GROUP = "lake-lander"
 STAGE = "lander"
+MEMBERSHIP = Membership(GROUP, poll_timeout=0.5)  # `ot land` defaults
 
 
 @dataclass
@@ -69,13 +63,9 @@ class Lander:
     def __init__(
         self,
         settings: Settings,
+        membership: Membership | None = None,
         *,
-        group: str = GROUP,
-        instance_id: str | None = None,
         policy: FlushPolicy | None = None,
-        batch_size: int = 20_000,
-        poll_timeout: float = 0.5,
-        session_timeout_ms: int = 10_000,
         log: JsonLog | None = None,
     ) -> None:
         self.lake = Lake(settings.lake_dir)
@@ -86,21 +76,9 @@ class Lander:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lander-writer")
         self._pending: list[_Pending] = []
         self.runtime = ConsumerRuntime(
-            settings,
-            self,
-            group=group,
-            instance_id=instance_id,
-            batch_size=batch_size,
-            poll_timeout=poll_timeout,
-            session_timeout_ms=session_timeout_ms,
-            dead_letter_stage=STAGE,
-            log=self.log,
+            settings, self, membership or MEMBERSHIP, self.log, dead_letter_stage=STAGE
         )
-
-    def run(
-        self, bounds: Bounds, stop: StopFlag, progress: Progress | None = None
-    ) -> dict[str, Any]:
-        return self.runtime.run(bounds, stop, progress)
+        self.run = self.runtime.run  # consume within bounds; returns the JSON summary
 
     # -- rebalance: the lake, not the group, says where each partition resumes ----------------
     def resume(self, partitions: list[int]) -> dict[int, int | None]:
@@ -260,13 +238,11 @@ class Lander:
 
     # -- stopping ----------------------------------------------------------------------------
     def progress(self, now: float, elapsed: float) -> dict[str, Any]:
-        consumed = self.runtime.stats.consumed
         return {
-            "consumed": consumed,
             "landed": self.stats.landed,
             "dead_lettered": self.runtime.stats.dead_lettered,
             "files": self.stats.files,
-            "rate": round(consumed / elapsed),
+            "rate": round(self.runtime.stats.consumed / elapsed),
         }
 
     def drain(self) -> None:
@@ -294,7 +270,7 @@ def _write_parquet(table: pa.Table, path: Any) -> None:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = consumer_parser("ot land", __doc__, GROUP, poll_timeout=0.5)
+    p = consumer_parser("ot land", __doc__, GROUP, poll_timeout=MEMBERSHIP.poll_timeout)
     p.add_argument("--flush-rows", type=int, default=FlushPolicy.max_rows)
     p.add_argument("--flush-bytes", type=int, default=FlushPolicy.max_bytes)
     p.add_argument("--flush-age", type=float, default=FlushPolicy.max_age_s, help="seconds")
@@ -304,17 +280,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     settings = Settings.from_env()
-    log = JsonLog("lander")
-    stop = StopFlag().install()
-    lander = Lander(
-        settings,
-        group=args.group,
-        instance_id=args.instance_id,
-        policy=FlushPolicy(args.flush_rows, args.flush_bytes, args.flush_age),
-        batch_size=args.batch_size,
-        poll_timeout=args.poll_timeout,
-        session_timeout_ms=args.session_timeout_ms,
-        log=log,
-    )
-    log("started", topic=settings.topics.readings, group=args.group, lake=str(settings.lake_dir))
-    return run_bounded(lander, args, stop, log)
+    policy = FlushPolicy(args.flush_rows, args.flush_bytes, args.flush_age)
+
+    def build(log: JsonLog) -> Lander:
+        return Lander(settings, Membership.from_args(args), policy=policy, log=log)
+
+    return serve("lander", args, settings.topics.readings, build, lake=str(settings.lake_dir))

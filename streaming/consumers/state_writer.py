@@ -37,19 +37,13 @@ from streaming.consumers.alerting import (
 )
 from streaming.consumers.live_state import machine_fields, summarise
 from streaming.consumers.state_store import StateStore
-from streaming.kafka.lifecycle import (
-    Bounds,
-    JsonLog,
-    Progress,
-    StopFlag,
-    consumer_parser,
-    run_bounded,
-)
-from streaming.kafka.runtime import Batch, ConsumerRuntime
+from streaming.kafka.lifecycle import JsonLog, consumer_parser, serve
+from streaming.kafka.runtime import Batch, ConsumerRuntime, Membership
 from streaming.redis_keys import STATE_WRITER_GROUP, RedisKeys
 from streaming.settings import Settings
 
 GROUP = STATE_WRITER_GROUP
+MEMBERSHIP = Membership(GROUP, poll_timeout=0.1)  # `ot state` defaults
 
 
 @dataclass
@@ -70,20 +64,17 @@ class StateWriter:
     def __init__(
         self,
         settings: Settings,
+        membership: Membership | None = None,
         *,
-        group: str = GROUP,
-        instance_id: str | None = None,
         rules: tuple[ReadingRule, ...] = DEFAULT_RULES,
-        batch_size: int = 20_000,
-        poll_timeout: float = 0.1,
         sweep_every_s: float = 1.0,
         expire_after_s: int = 86_400,
-        session_timeout_ms: int = 10_000,
         log: JsonLog | None = None,
         measure_latency: bool = False,
     ) -> None:
+        membership = membership or MEMBERSHIP
         self.alerts_topic = settings.topics.alerts
-        self.keys = RedisKeys(settings.redis_prefix, group)
+        self.keys = RedisKeys(settings.redis_prefix, membership.group)
         self.store = StateStore(redis.Redis.from_url(settings.redis_url), self.keys, expire_after_s)
         self.rules = rules_frame(rules)
         self.sweep_every_s = sweep_every_s
@@ -95,23 +86,9 @@ class StateWriter:
         self.latencies: list[np.ndarray] = []
         self.measure_latency = measure_latency
         self._last_sweep = 0.0
-        self._window = (time.monotonic(), 0)  # start and consumed count of the progress window
-        self.runtime = ConsumerRuntime(
-            settings,
-            self,
-            group=group,
-            instance_id=instance_id,
-            batch_size=batch_size,
-            poll_timeout=poll_timeout,
-            session_timeout_ms=session_timeout_ms,
-            log=self.log,
-        )
-
-    def run(
-        self, bounds: Bounds, stop: StopFlag, progress: Progress | None = None
-    ) -> dict[str, Any]:
-        self._window = (time.monotonic(), 0)
-        return self.runtime.run(bounds, stop, progress)
+        self._window: tuple[float, int] | None = None  # start, consumed count of the window
+        self.runtime = ConsumerRuntime(settings, self, membership, self.log)
+        self.run = self.runtime.run  # consume within bounds; returns the JSON summary
 
     # -- assignment: Redis, not the group, says where each partition resumes -------------------
     def resume(self, partitions: list[int]) -> dict[int, int | None]:
@@ -246,13 +223,12 @@ class StateWriter:
     # -- progress and the end of the run -------------------------------------------------------
     def progress(self, now: float, elapsed: float) -> dict[str, Any]:
         consumed = self.runtime.stats.consumed
-        window_start, window_count = self._window
+        window_start, window_count = self._window or (now - elapsed, 0)  # first: the run's start
         rate = (consumed - window_count) / max(now - window_start, 1e-9)
         self._window = (now, consumed)
         behind = self.runtime.lag()
         self.store.publish_metrics(rate, behind, self.stats.batch_ms)
         return {
-            "consumed": consumed,
             "applied": self.stats.applied,
             "invalid": self.stats.invalid,
             "alerts": self.stats.alerts,
@@ -282,7 +258,7 @@ class StateWriter:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = consumer_parser("ot state", __doc__, GROUP, poll_timeout=0.1)
+    p = consumer_parser("ot state", __doc__, GROUP, poll_timeout=MEMBERSHIP.poll_timeout)
     p.add_argument("--rules", type=Path, help="JSON file of alert rules (default: built in)")
     p.add_argument("--sweep-every", type=float, default=1.0, help="OFFLINE sweep period, s")
     p.add_argument("--expire-after", type=int, default=86_400, help="drop silent machines, s")
@@ -292,22 +268,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     settings = Settings.from_env()
-    log = JsonLog("state-writer")
-    stop = StopFlag().install()
-    writer = StateWriter(
-        settings,
-        group=args.group,
-        instance_id=args.instance_id,
-        rules=load_rules(args.rules) if args.rules else DEFAULT_RULES,
-        batch_size=args.batch_size,
-        poll_timeout=args.poll_timeout,
-        sweep_every_s=args.sweep_every,
-        expire_after_s=args.expire_after,
-        session_timeout_ms=args.session_timeout_ms,
-        log=log,
-    )
-    log("started", topic=settings.topics.readings, group=args.group, prefix=settings.redis_prefix)
-    return run_bounded(writer, args, stop, log)
+    rules = load_rules(args.rules) if args.rules else DEFAULT_RULES
+
+    def build(log: JsonLog) -> StateWriter:
+        return StateWriter(
+            settings,
+            Membership.from_args(args),
+            rules=rules,
+            sweep_every_s=args.sweep_every,
+            expire_after_s=args.expire_after,
+            log=log,
+        )
+
+    topic = settings.topics.readings
+    return serve("state-writer", args, topic, build, prefix=settings.redis_prefix)
 
 
 __all__ = ["KEY", "StateWriter", "main"]

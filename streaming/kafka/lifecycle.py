@@ -8,6 +8,7 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, TextIO
@@ -58,6 +59,22 @@ def run_bounded(consumer: Any, args: argparse.Namespace, stop: StopFlag, log: Js
     )
     print_summary(summary)
     return 0
+
+
+def serve(
+    component: str,
+    args: argparse.Namespace,
+    topic: str,
+    build: Callable[[JsonLog], Any],
+    **started: Any,
+) -> int:
+    """`ot land` / `ot state`: stop on signals, build the consumer, log `started` (with its
+    `started` fields), run it within the options' bounds and print the summary."""
+    log = JsonLog(component)
+    stop = StopFlag().install()
+    consumer = build(log)
+    log("started", topic=topic, group=args.group, **started)
+    return run_bounded(consumer, args, stop, log)
 
 
 @dataclass

@@ -12,6 +12,7 @@ A sink implements `Sink`; the lander (Parquet lake) and the state writer (Redis)
 
 from __future__ import annotations
 
+import argparse
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -46,6 +47,28 @@ class Batch:
     decoded: DecodedBatch
     ingest_ms: int  # wall clock when the batch was decoded
     started: float  # perf_counter when the batch arrived
+
+
+@dataclass(frozen=True)
+class Membership:
+    """How a process joins its group and consumes: the options every consumer has."""
+
+    group: str
+    instance_id: str | None = None  # static member id: a restart rejoins at once
+    batch_size: int = 20_000  # messages per consume call
+    poll_timeout: float = 0.5  # seconds per consume call
+    session_timeout_ms: int = 10_000
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Membership:
+        """From the options of `lifecycle.consumer_parser`."""
+        return cls(
+            group=args.group,
+            instance_id=args.instance_id,
+            batch_size=args.batch_size,
+            poll_timeout=args.poll_timeout,
+            session_timeout_ms=args.session_timeout_ms,
+        )
 
 
 @dataclass
@@ -84,7 +107,7 @@ class Sink(Protocol):
         ...
 
     def progress(self, now: float, elapsed: float) -> dict[str, Any]:
-        """The figures of a progress line."""
+        """The figures of a progress line after `consumed` (`elapsed`: seconds of the run)."""
         ...
 
     def drain(self) -> None:
@@ -113,20 +136,16 @@ class ConsumerRuntime:
         self,
         settings: Settings,
         sink: Sink,
-        *,
-        group: str,
-        instance_id: str | None = None,
-        batch_size: int = 20_000,
-        poll_timeout: float = 0.5,
-        session_timeout_ms: int = 10_000,
-        dead_letter_stage: str | None = None,
+        membership: Membership,
         log: JsonLog,
+        *,
+        dead_letter_stage: str | None = None,
     ) -> None:
         self.settings = settings
         self.topic = settings.topics.readings
         self.sink = sink
-        self.batch_size = batch_size
-        self.poll_timeout = poll_timeout
+        self.batch_size = membership.batch_size
+        self.poll_timeout = membership.poll_timeout
         self.dead_letter_stage = dead_letter_stage
         self.log = log
         self.stats = RuntimeStats()
@@ -136,7 +155,10 @@ class ConsumerRuntime:
         self.producer = ConfirmedProducer(settings)
         self.consumer = Consumer(
             consumer_config(
-                settings, group, instance_id=instance_id, session_timeout_ms=session_timeout_ms
+                settings,
+                membership.group,
+                instance_id=membership.instance_id,
+                session_timeout_ms=membership.session_timeout_ms,
             )
         )
         self.consumer.subscribe(
@@ -157,21 +179,20 @@ class ConsumerRuntime:
         self.log("assigned", partitions={tp.partition: tp.offset for tp in partitions})
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._release(consumer, partitions, "revoked")
+        released = [tp.partition for tp in partitions]
+        self.sink.revoke(released)  # durable before anyone else can get them (eager rebalance)
+        self._release(consumer, released, "revoked")
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._release(consumer, partitions, "lost")
-
-    def _release(self, consumer: Consumer, partitions: list[TopicPartition], how: str) -> None:
         released = [tp.partition for tp in partitions]
-        if how == "revoked":
-            self.sink.revoke(released)
-        else:
-            self.sink.lose(released)
+        self.sink.lose(released)  # the sink's record tells the next owner where to go on
+        self._release(consumer, released, "lost")
+
+    def _release(self, consumer: Consumer, released: list[int], event: str) -> None:
         for p in released:
             self.positions.pop(p, None)
         consumer.unassign()
-        self.log(how, partitions=released)
+        self.log(event, partitions=released)
 
     # -- what a sink may ask of the runtime -----------------------------------------------------
     def advance(self, partition: int, next_offset: int) -> None:
@@ -307,7 +328,8 @@ class ConsumerRuntime:
                         self.sink.write(batch)
                 self.sink.tick(now)
                 if progress and progress.due(now):
-                    progress.show(now, **self.sink.progress(now, max(now - started, 1e-9)))
+                    figures = self.sink.progress(now, max(now - started, 1e-9))
+                    progress.show(now, consumed=self.stats.consumed, **figures)
             self.sink.drain()
             self.stats.finished_at = time.monotonic()
         finally:
