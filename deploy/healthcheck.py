@@ -98,9 +98,11 @@ def measure(service: str, settings: Settings) -> Probe:
     if service == "state-writer":
         import redis
 
+        from streaming.redis_keys import RedisKeys
+
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
         applied: dict[int, int] = {}
-        for key in client.scan_iter(match=f"{settings.redis_prefix}offsets:*"):
+        for key in client.scan_iter(match=RedisKeys(settings.redis_prefix).scan_offsets):
             for field, value in client.hgetall(key).items():
                 partition, offset = int(field), int(value) + 1  # stored: last applied offset
                 applied[partition] = max(applied.get(partition, 0), offset)

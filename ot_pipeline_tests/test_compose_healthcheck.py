@@ -10,6 +10,7 @@ from types import ModuleType
 import pytest
 
 from streaming.lake import Lake
+from streaming.redis_keys import RedisKeys
 from streaming.settings import Settings
 
 PROBE_FILE = Path(__file__).resolve().parents[1] / "deploy" / "healthcheck.py"
@@ -85,7 +86,7 @@ def test_probes_measure_each_workers_progress_on_the_real_servers(
     assert probe.measure("lander", isolated) == probe.Probe(progress=10, backlog=15)
 
     client = redis.Redis.from_url(isolated.redis_url)
-    key = f"{isolated.redis_prefix}offsets:state-writer"
+    key = RedisKeys(isolated.redis_prefix, "state-writer").offsets
     try:
         client.hset(key, mapping={"1": 3})  # last applied offset 3 = four messages
         assert probe.measure("state-writer", isolated) == probe.Probe(progress=4, backlog=21)

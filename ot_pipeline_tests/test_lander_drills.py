@@ -68,3 +68,33 @@ def test_lander_rebalance_two_landers_share_partitions_and_hand_over(
     assert stopped["files"] > 0 and kept["files"] > 0  # they did share the partitions
     assert stopped["consumed"] + kept["consumed"] >= len(messages)
     _assert_exact_cover(isolated, len(messages))
+
+
+def test_lander_restarted_after_sigkill_without_instance_id_lands_every_offset(
+    isolated: Settings, tmp_path: Path
+) -> None:
+    # Without a static member id the dead member keeps its partitions until its session expires
+    # (10 s): the restarted lander waits for them, and that wait is not idle time.
+    messages = drills.readings(30_000, machines=60, garbage_every=97)
+    producer = drills.produce_paced(isolated, isolated.topics.readings, messages, seconds=6)
+    args = ["--group", f"lander-restart-{isolated.topics.readings}", *SMALL_FILES]
+    log = tmp_path / "lander.log"
+
+    killed = drills.spawn("land", isolated, args, log)
+    deadline = time.monotonic() + 60
+    while '"event": "landed"' not in log.read_text() and time.monotonic() < deadline:
+        assert killed.poll() is None
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.communicate(timeout=30)
+    restarted = drills.spawn("land", isolated, [*args, "--until-idle", "5"], log)
+    producer.join()
+    summary = drills.summary_of(restarted)
+
+    assert summary["stopped_by"] == "idle"
+    assert summary["consumed"] > 0
+    assert summary["lag"] == 0
+    _assert_exact_cover(isolated, len(messages))
+    marks = drills.watermarks(isolated, isolated.topics.readings)
+    coverage = lake_coverage(Lake(isolated.lake_dir), marks)
+    assert sum(c.landed + c.dead_lettered for c in coverage.values()) == len(messages)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 import pytest
 
 from streaming.consumers import drills
 from streaming.consumers.coverage import lake_coverage
-from streaming.consumers.lander import Lander
+from streaming.consumers.lander import MEMBERSHIP, Lander
 from streaming.consumers.landing import FlushPolicy
-from streaming.consumers.lifecycle import Bounds, StopFlag
 from streaming.events import parse_dlq_headers
+from streaming.kafka.lifecycle import Bounds, StopFlag
+from streaming.kafka.runtime import Membership
 from streaming.lake import Lake
 from streaming.lake.footer import read_footer
 from streaming.settings import Settings
@@ -21,6 +25,10 @@ def _group(settings: Settings, name: str = "lake-lander") -> str:
     return f"{name}-{settings.topics.readings}"
 
 
+def _joining(group: str, **options: Any) -> Membership:
+    return replace(MEMBERSHIP, group=group, **options)
+
+
 def test_lander_lands_heavy_fleet_exactly_once_and_dead_letters_the_rest(
     isolated: Settings,
 ) -> None:
@@ -28,7 +36,7 @@ def test_lander_lands_heavy_fleet_exactly_once_and_dead_letters_the_rest(
     drills.produce(isolated, isolated.topics.readings, messages)
 
     lander = Lander(
-        isolated, group=_group(isolated), policy=FlushPolicy(max_rows=3000), batch_size=1000
+        isolated, _joining(_group(isolated), batch_size=1000), policy=FlushPolicy(max_rows=3000)
     )
     summary = lander.run(Bounds(until_idle=2.0), StopFlag())
 
@@ -65,7 +73,7 @@ def test_lander_dead_letters_keep_the_raw_value_and_name_the_reason(isolated: Se
     garbage = [(b"m1", b"\x07not avro"), (b"m2", b"{broken json")]
     drills.produce(isolated, isolated.topics.readings, [*drills.readings(20), *garbage])
 
-    Lander(isolated, group=_group(isolated)).run(Bounds(until_idle=2.0), StopFlag())
+    Lander(isolated, _joining(_group(isolated))).run(Bounds(until_idle=2.0), StopFlag())
 
     from confluent_kafka import Consumer, TopicPartition
 
@@ -93,7 +101,7 @@ def test_lander_dead_letters_keep_the_raw_value_and_name_the_reason(isolated: Se
 def test_lander_resumes_from_the_lake_not_the_consumer_group(isolated: Settings) -> None:
     messages = drills.readings(12_000, garbage_every=101)
     drills.produce(isolated, isolated.topics.readings, messages)
-    first = Lander(isolated, group=_group(isolated, "first"))
+    first = Lander(isolated, _joining(_group(isolated, "first")))
     assert first.run(Bounds(max_messages=5000), StopFlag())["consumed"] == 5000
     landed_before = {f.path.name for f in Lake(isolated.lake_dir).landed_files()}
     # A crash leftover: a temp file that must not survive the next assignment.
@@ -102,7 +110,7 @@ def test_lander_resumes_from_the_lake_not_the_consumer_group(isolated: Settings)
     leftover.write_bytes(b"half a file")
 
     # A brand-new group has no committed offsets: only the lake can say where to go on.
-    second = Lander(isolated, group=_group(isolated, "second"))
+    second = Lander(isolated, _joining(_group(isolated, "second")))
     summary = second.run(Bounds(until_idle=2.0), StopFlag())
 
     assert summary["consumed"] == len(messages) - 5000

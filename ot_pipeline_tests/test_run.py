@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from streaming.lake import Lake
+from streaming.redis_keys import RedisKeys
 from streaming.settings import Settings
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
@@ -57,13 +58,13 @@ def test_make_run_streams_into_the_lake_and_redis_and_serves_the_dagster_ui(
         while time.monotonic() < deadline and proc.poll() is None:
             if (
                 lake.landed_files()
-                and client.zcard(f"{isolated.redis_prefix}machines") == 5
+                and client.zcard(RedisKeys(isolated.redis_prefix).machines) == 5
                 and _ui_answers(port)
             ):
                 break
             time.sleep(1)
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-        assert client.zcard(f"{isolated.redis_prefix}machines") == 5
+        assert client.zcard(RedisKeys(isolated.redis_prefix).machines) == 5
         assert lake.landed_files(), "the lander landed nothing"
         assert _ui_answers(port), "the Dagster UI does not answer"
     finally:

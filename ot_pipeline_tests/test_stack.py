@@ -16,6 +16,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from streaming.events import decode_batch, encode_avro_many, event_id_for
+from streaming.redis_keys import RedisKeys
 from streaming.settings import Settings, Topics
 from streaming.stack.local import LocalStack
 from streaming.stack.topics import create_topics
@@ -107,7 +108,7 @@ def test_stack_creates_the_contract_topics_with_their_partitions(stack: Settings
 
 def test_stack_redis_writes_and_reads(isolated: Settings):
     client = redis.Redis.from_url(isolated.redis_url)
-    key = f"{isolated.redis_prefix}machine:m-1"
+    key = RedisKeys(isolated.redis_prefix).machine("m-1")
     client.hset(key, mapping={"status": "ONLINE", "temperature": "41.5"})
     try:
         assert client.hgetall(key) == {b"status": b"ONLINE", b"temperature": b"41.5"}

@@ -12,9 +12,10 @@ import pytest
 import redis
 
 from streaming.consumers import drills
-from streaming.consumers.lifecycle import Bounds, StopFlag
-from streaming.consumers.state_writer import RedisKeys, StateWriter
+from streaming.consumers.state_writer import MEMBERSHIP, StateWriter
 from streaming.events import decode_batch, encode_avro_many, event_id_for
+from streaming.kafka.lifecycle import Bounds, StopFlag
+from streaming.redis_keys import RedisKeys
 from streaming.settings import Settings
 
 pytestmark = pytest.mark.stack
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.stack
 def rdb(isolated: Settings) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(isolated.redis_url)
     yield client
-    for key in client.scan_iter(f"{isolated.redis_prefix}*"):
+    for key in client.scan_iter(RedisKeys(isolated.redis_prefix).scan_all):
         client.delete(key)
 
 
@@ -39,7 +40,7 @@ def _valid_count(messages: list[tuple[bytes, bytes]]) -> int:
 
 
 def _counted(rdb: redis.Redis, keys: RedisKeys) -> int:
-    days = [k for k in rdb.scan_iter(f"{keys.p}count:*") if not k.endswith(b":machines")]
+    days = [k for k in rdb.scan_iter(keys.scan_days) if not k.endswith(b":machines")]
     return sum(int(rdb.get(k) or 0) for k in days)
 
 
@@ -72,7 +73,7 @@ def test_state_writer_applies_each_valid_reading_once_and_keeps_live_state(
     drills.produce(isolated, isolated.topics.readings, fleet + special)
     group = f"state-{isolated.topics.readings}"
 
-    writer = StateWriter(isolated, group=group, batch_size=2000)
+    writer = StateWriter(isolated, replace(MEMBERSHIP, group=group, batch_size=2000))
     summary = writer.run(Bounds(until_idle=2.0), StopFlag())
 
     keys = RedisKeys(isolated.redis_prefix, group)
@@ -108,7 +109,7 @@ def test_state_writer_marks_silent_machines_offline_on_a_timer(
     drills.produce(settings, settings.topics.readings, drills.readings(60, machines=3))
     group = f"state-{settings.topics.readings}"
 
-    writer = StateWriter(settings, group=group, sweep_every_s=0.2)
+    writer = StateWriter(settings, replace(MEMBERSHIP, group=group), sweep_every_s=0.2)
     writer.run(Bounds(until_idle=2.5), StopFlag())  # no message arrives after the first second
 
     keys = RedisKeys(settings.redis_prefix, group)

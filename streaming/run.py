@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streaming.lake import Lake
+from streaming.redis_keys import RedisKeys
 from streaming.settings import Settings
 from streaming.stack.local import REPO_ROOT, LocalStack, StackError
 
@@ -84,9 +85,9 @@ def status_line(settings: Settings) -> str:
     parts.append(f"landed files {len(files)} ({sum(f.count for f in files):,} offsets)")
     try:
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=1)
-        prefix = settings.redis_prefix
-        machines = client.zcard(f"{prefix}machines")
-        alerts = client.hlen(f"{prefix}alerts:active")
+        keys = RedisKeys(settings.redis_prefix)
+        machines = client.zcard(keys.machines)
+        alerts = client.hlen(keys.alerts_active)
         parts.append(f"machines {machines}, open alerts {alerts}")
     except Exception as exc:  # the status line must never stop the run
         parts.append(f"redis: {type(exc).__name__}")
@@ -152,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         child.start(env)
     print("The OT platform is running:")
     print(f"  Kafka        {settings.kafka_bootstrap_servers}")
-    print(f"  Redis        {settings.redis_url}  (live state: {settings.redis_prefix}machine:*)")
+    live = RedisKeys(settings.redis_prefix).scan_machines
+    print(f"  Redis        {settings.redis_url}  (live state: {live})")
     print(f"  PostgreSQL   {settings.pg_dsn}  (schema {settings.pg_schema})")
     print(f"  Lake         {settings.lake_dir}")
     if not args.no_dagster:

@@ -16,12 +16,14 @@ import numpy as np
 import redis
 from confluent_kafka import Consumer
 
-from streaming.consumers import drills
-from streaming.consumers.kafka_clients import consumer_config, producer_config
+from streaming.consumers import drills, state_writer
+from streaming.consumers import lander as lander_
 from streaming.consumers.lander import Lander
-from streaming.consumers.lifecycle import Bounds, JsonLog, StopFlag
 from streaming.consumers.state_writer import StateWriter
 from streaming.events import encode_avro_many, event_id_for
+from streaming.kafka.config import consumer_config, producer_config
+from streaming.kafka.lifecycle import Bounds, JsonLog, StopFlag
+from streaming.redis_keys import RedisKeys
 from streaming.settings import Settings, Topics
 from streaming.stack.topics import create_topics, delete_topics
 
@@ -68,7 +70,7 @@ def _latency(settings: Settings, seconds: float, per_second: int) -> dict[str, f
 
     writer = StateWriter(
         settings,
-        group=f"bench-latency-{uuid.uuid4().hex[:8]}",
+        replace(state_writer.MEMBERSHIP, group=f"bench-latency-{uuid.uuid4().hex[:8]}"),
         measure_latency=True,
         log=JsonLog("state-writer", open("/dev/null", "w")),  # noqa: SIM115
     )
@@ -138,12 +140,14 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
                 bench, topics.readings, drills.readings(size, machines=MACHINES, seed=start)
             )
         raw = _raw_rate(bench, n)
-        lander = Lander(bench, group=f"bench-lander-{uuid.uuid4().hex[:8]}", log=quiet)
+        joining = replace(lander_.MEMBERSHIP, group=f"bench-lander-{uuid.uuid4().hex[:8]}")
+        lander = Lander(bench, joining, log=quiet)
         land_summary = lander.run(Bounds(max_messages=n), StopFlag())
-        land = _rate(lander.stats)
-        writer = StateWriter(bench, group=f"bench-state-{uuid.uuid4().hex[:8]}", log=quiet)
+        land = _rate(lander.runtime.stats)
+        joining = replace(state_writer.MEMBERSHIP, group=f"bench-state-{uuid.uuid4().hex[:8]}")
+        writer = StateWriter(bench, joining, log=quiet)
         state_summary = writer.run(Bounds(max_messages=n), StopFlag())
-        state = _rate(writer.stats)
+        state = _rate(writer.runtime.stats)
         lat_topics = _topics("latency")
         create_topics(settings.kafka_bootstrap_servers, lat_topics, readings_partitions=6)
         try:
@@ -169,6 +173,6 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
     finally:
         delete_topics(settings.kafka_bootstrap_servers, topics.all())
         client = redis.Redis.from_url(settings.redis_url)
-        for key in client.scan_iter(f"{prefix}*"):
+        for key in client.scan_iter(RedisKeys(prefix).scan_all):
             client.delete(key)
         shutil.rmtree(lake, ignore_errors=True)

@@ -18,8 +18,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from streaming.consumers.kafka_clients import producer_config
 from streaming.events import encode_avro_many, event_id_for, parse_dlq_headers
+from streaming.kafka.config import producer_config
 from streaming.settings import Settings
 
 METRICS = (("temperature", "°C", 60.0), ("vibration", "mm/s", 3.0), ("pressure", "bar", 5.0))

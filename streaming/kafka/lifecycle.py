@@ -8,6 +8,7 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, TextIO
@@ -60,9 +61,26 @@ def run_bounded(consumer: Any, args: argparse.Namespace, stop: StopFlag, log: Js
     return 0
 
 
+def serve(
+    component: str,
+    args: argparse.Namespace,
+    topic: str,
+    build: Callable[[JsonLog], Any],
+    **started: Any,
+) -> int:
+    """`ot land` / `ot state`: stop on signals, build the consumer, log `started` (with its
+    `started` fields), run it within the options' bounds and print the summary."""
+    log = JsonLog(component)
+    stop = StopFlag().install()
+    consumer = build(log)
+    log("started", topic=topic, group=args.group, **started)
+    return run_bounded(consumer, args, stop, log)
+
+
 @dataclass
 class Bounds:
-    """Bounded mode: stop after `max_messages`, or once nothing arrived for `until_idle` s."""
+    """Bounded mode: stop after `max_messages`, after `duration` s, or once nothing arrived for
+    `until_idle` s while partitions were assigned."""
 
     max_messages: int | None = None
     until_idle: float | None = None
@@ -76,6 +94,10 @@ class Bounds:
         return max(0, min(batch, self.max_messages - consumed))
 
     def saw_messages(self, now: float) -> None:
+        self.last_message = now
+
+    def hold_idle(self, now: float) -> None:
+        """Nothing to wait for yet (no partitions assigned): the idle time starts again."""
         self.last_message = now
 
     def reached(self, consumed: int, now: float) -> str | None:

@@ -1,4 +1,5 @@
-"""Kafka client settings shared by the consumers, and the lag they report.
+"""Kafka client settings: the one place they are defined (consumers, producers), and the lag the
+consumers report.
 
 Offsets are never auto-committed or auto-stored: each consumer commits only what its sink already
 holds (the lake's files, the Redis offsets hash), and those sinks, not the group, decide where a
@@ -48,15 +49,39 @@ def consumer_config(
     return config
 
 
+def _idempotent(bootstrap: str) -> dict[str, Any]:
+    # No duplicates or reordering from retries, and a delivery is confirmed only once every
+    # in-sync replica has it.
+    return {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all"}
+
+
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     """Idempotent, acks=all: a confirmed dead letter or alert is really in the log."""
-    config: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
-        "enable.idempotence": True,
-        "acks": "all",
-        "linger.ms": 5,
-    }
+    config = _idempotent(settings.kafka_bootstrap_servers)
+    config["linger.ms"] = 5
     config.update(extra)
+    return config
+
+
+def bulk_producer_config(
+    bootstrap: str, compression: str = "lz4", client_id: str = "ot-simulate"
+) -> dict[str, Any]:
+    """The simulator's producer: idempotent, large compressed batches, a deep local queue, and
+    delivery reports for failures only (a callback per delivered message would cost about a
+    microsecond each)."""
+    config = _idempotent(bootstrap)
+    config.update(
+        {
+            "compression.type": compression,
+            "linger.ms": 50,
+            "batch.size": 1_000_000,
+            "batch.num.messages": 100_000,
+            "queue.buffering.max.messages": 1_000_000,
+            "queue.buffering.max.kbytes": 1_048_576,
+            "delivery.report.only.error": True,
+            "client.id": client_id,
+        }
+    )
     return config
 
 
