@@ -5,8 +5,8 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from streaming.consumers import drills
-from streaming.consumers.coverage import lake_coverage
+from ot_tools import drills
+from ot_tools.coverage import lake_coverage
 from streaming.consumers.lander import Lander
 from streaming.consumers.landing import FlushPolicy
 from streaming.consumers.lifecycle import Bounds, StopFlag

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from streaming.consumers import drills
+from ot_tools import drills
 from streaming.consumers.lifecycle import Bounds, StopFlag
 from streaming.consumers.state_writer import RedisKeys, StateWriter
 from streaming.events import decode_batch, encode_avro_many

@@ -16,7 +16,7 @@ import numpy as np
 import redis
 from confluent_kafka import Consumer
 
-from streaming.consumers import drills
+from ot_tools import drills
 from streaming.consumers.kafka_clients import consumer_config, producer_config
 from streaming.consumers.lander import Lander
 from streaming.consumers.lifecycle import Bounds, JsonLog, StopFlag
