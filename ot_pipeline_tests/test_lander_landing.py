@@ -1,4 +1,4 @@
-"""The lander's pure core: splitting batches by partition, flush policy, file footers."""
+"""The lander's pure core: splitting batches by partition, flush policy."""
 
 from __future__ import annotations
 
@@ -7,24 +7,16 @@ from datetime import UTC, datetime
 import numpy as np
 import pyarrow as pa
 
-from streaming.consumers.landing import (
-    DEAD_LETTERED_OFFSETS_KEY,
-    FlushPolicy,
-    PartitionBuffer,
-    event_hours,
-    footer,
-    parse_offsets,
-    slices,
-)
-from streaming.events import DecodedBatch, decode_batch, encode_avro_many
-from streaming.lake import EVENT_HOURS_KEY, LANDED_SCHEMA
+from streaming.consumers.landing import FlushPolicy, PartitionBuffer, slices
+from streaming.events import DecodedBatch, decode_batch, encode_avro_many, event_id_for
+from streaming.lake import LANDED_SCHEMA
 
 NOW_MS = int(datetime(2026, 11, 22, 13, 30, tzinfo=UTC).timestamp() * 1000)
 
 
 def _record(i: int, ts: int) -> dict[str, object]:
     return {
-        "event_id": f"m{i % 3}:{i}",
+        "event_id": event_id_for(f"m{i % 3}", i),
         "machine_id": f"m{i % 3}",
         "machine_type": "PUMP",
         "line_id": "line-1",
@@ -92,15 +84,3 @@ def test_lander_flush_policy_triggers_on_rows_bytes_or_age() -> None:
     assert buf.due(FlushPolicy(max_rows=99, max_bytes=10**9, max_age_s=5), 15.0) == "age"
     assert buf.due(FlushPolicy(max_rows=99, max_bytes=10**9, max_age_s=5), 14.9) is None
     assert buf.table().num_rows == 4
-
-
-def test_lander_footer_names_event_hours_and_dead_lettered_offsets() -> None:
-    ts = pa.array([NOW_MS, NOW_MS - 3_600_000, NOW_MS + 10], pa.int64()).cast(
-        pa.timestamp("ms", tz="UTC")
-    )
-    table = pa.table({"ts": ts})
-    assert event_hours(table) == ["2026-11-22-12:00", "2026-11-22-13:00"]
-    meta = footer(table, 10, 20, np.array([12, 19], dtype=np.int64))
-    assert meta[EVENT_HOURS_KEY] == b"2026-11-22-12:00,2026-11-22-13:00"
-    assert parse_offsets(meta[DEAD_LETTERED_OFFSETS_KEY]) == [12, 19]
-    assert event_hours(LANDED_SCHEMA.empty_table()) == []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pyarrow.parquet as pq
 import pytest
 
 from ot_tools import drills
@@ -11,7 +10,8 @@ from streaming.consumers.lander import Lander
 from streaming.consumers.landing import FlushPolicy
 from streaming.consumers.lifecycle import Bounds, StopFlag
 from streaming.events import parse_dlq_headers
-from streaming.lake import EVENT_HOURS_KEY, Lake
+from streaming.lake import Lake
+from streaming.lake.footer import read_footer
 from streaming.settings import Settings
 
 pytestmark = pytest.mark.stack
@@ -50,16 +50,14 @@ def test_lander_lands_heavy_fleet_exactly_once_and_dead_letters_the_rest(
 
     files = Lake(isolated.lake_dir).landed_files()
     assert summary["files"] == len(files) > len(marks)  # flushed by row count, not only at exit
-    hours = pq.read_metadata(files[0].path).metadata[EVENT_HOURS_KEY].decode()
-    assert hours and all(len(h) == len("2026-11-22-13:00") for h in hours.split(","))
+    hours = read_footer(files[0].path).event_hours
+    assert hours and all(len(h) == len("2026-11-22-13:00") for h in hours)
 
 
 def _footer_dead(settings: Settings, partition: int) -> list[int]:
-    from streaming.consumers.landing import DEAD_LETTERED_OFFSETS_KEY, parse_offsets
-
     out: list[int] = []
     for f in Lake(settings.lake_dir).landed_files(partition):
-        out += parse_offsets(pq.read_metadata(f.path).metadata.get(DEAD_LETTERED_OFFSETS_KEY))
+        out += read_footer(f.path).dead_lettered_offsets
     return out
 
 

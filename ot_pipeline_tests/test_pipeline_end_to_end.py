@@ -26,6 +26,7 @@ from ot_pipeline.sensors import landing_sensor
 from ot_pipeline.warehouse import TABLES, Warehouse
 from ot_tools.synthetic_landing import land, synthetic_readings, write_landing_file
 from streaming.lake import Lake
+from streaming.lake.hours import day_hours, day_of, hour_key, hour_keys
 from streaming.settings import Settings
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
@@ -118,9 +119,9 @@ def test_simulated_hours_flow_to_postgres_with_every_check_passing_and_reruns_ch
         "pipeline",
         "run",
         "--from",
-        first_hour.strftime("%Y-%m-%d-%H:00"),
+        hour_key(first_hour),
         "--to",
-        last_hour.strftime("%Y-%m-%d-%H:00"),
+        hour_key(last_hour),
     )
     first = _ot(settings, *args)
     assert first["_returncode"] == 0, first["_stderr"]
@@ -144,7 +145,7 @@ def test_simulated_hours_flow_to_postgres_with_every_check_passing_and_reruns_ch
 
     # counts agree hop to hop
     lake = Lake(settings.lake_dir)
-    keys = [(start + timedelta(hours=i)).strftime("%Y-%m-%d-%H:00") for i in range(hours)]
+    keys = hour_keys(start, start + timedelta(hours=hours - 1))
     readings = pl.concat([pl.read_parquet(lake.hour_path("readings", k)) for k in keys])
     assert readings.height == assets["readings"]["rows"] > 1000
     assert readings["event_id"].n_unique() == readings.height
@@ -162,13 +163,12 @@ def test_simulated_hours_flow_to_postgres_with_every_check_passing_and_reruns_ch
     span = (start, start + timedelta(hours=hours))
     assert warehouse.count_in_range("readings_1m", *span, sum_column="count") == readings.height
     assert warehouse.count_in_range("readings_5m", *span, sum_column="count") == readings.height
-    days = sorted({k[:10] for k in keys})
+    days = sorted({day_of(k) for k in keys})
     archived = sum(pq.read_metadata(lake.archive_path(d)).num_rows for d in days)
     day_readings = sum(
         pq.read_metadata(p).num_rows
         for d in days
-        for p in (lake.hour_path("readings", f"{d}-{h:02d}:00") for h in range(24))
-        if p.exists()
+        for p in lake.hour_paths("readings", day_hours(d))
     )
     assert archived == day_readings >= readings.height  # archive = the days' readings
 

@@ -18,9 +18,10 @@ from ot_pipeline.transforms.landing import (
     offset_gaps,
     removable_files,
 )
-from ot_pipeline.transforms.readings import hour_bounds, out_of_range, select_hour
+from ot_pipeline.transforms.readings import out_of_range, select_hour
 from ot_pipeline.transforms.windows import coarser_windows, tumbling_windows
 from ot_tools.synthetic_landing import synthetic_readings
+from streaming.lake.hours import day_hours, hour_bounds
 
 H = datetime(2026, 11, 20, 10, tzinfo=UTC)
 
@@ -204,7 +205,7 @@ def test_offset_gaps_find_lost_and_doubled_ranges_per_partition():
 
 
 def test_sensor_plan_groups_touched_hours_into_ranges_and_advances_the_cursor():
-    keys = [f"2026-11-20-{h:02d}:00" for h in range(24)]
+    keys = day_hours("2026-11-20")
     ranges, cursor, skipped = plan_landing_requests(
         [
             (0, 0, 99, ["2026-11-20-01:00", "2026-11-20-02:00"]),

@@ -15,7 +15,7 @@ import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from streaming.events import decode_batch, encode_avro_many
+from streaming.events import decode_batch, encode_avro_many, event_id_for
 from streaming.settings import Settings, Topics
 from streaming.stack.local import LocalStack
 from streaming.stack.topics import create_topics
@@ -27,7 +27,7 @@ def _readings(n: int, machine: str = "m-1") -> list[dict]:
     now = int(time.time() * 1000)
     return [
         {
-            "event_id": f"{machine}:{seq}",
+            "event_id": event_id_for(machine, seq),
             "machine_id": machine,
             "machine_type": "MOTOR",
             "line_id": "line-a",

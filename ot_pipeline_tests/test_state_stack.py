@@ -14,7 +14,7 @@ import redis
 from ot_tools import drills
 from streaming.consumers.lifecycle import Bounds, StopFlag
 from streaming.consumers.state_writer import RedisKeys, StateWriter
-from streaming.events import decode_batch, encode_avro_many
+from streaming.events import decode_batch, encode_avro_many, event_id_for
 from streaming.settings import Settings
 
 pytestmark = pytest.mark.stack
@@ -45,7 +45,7 @@ def _counted(rdb: redis.Redis, keys: RedisKeys) -> int:
 
 def _record(machine: str, seq: int, metric: str, unit: str, value: float, status: int = 0) -> dict:
     return {
-        "event_id": f"{machine}:{seq}",
+        "event_id": event_id_for(machine, seq),
         "machine_id": machine,
         "machine_type": "MOTOR",
         "line_id": "line-9",

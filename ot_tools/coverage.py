@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow.parquet as pq
 
-from streaming.consumers.landing import DEAD_LETTERED_OFFSETS_KEY, parse_offsets
 from streaming.lake import Lake
+from streaming.lake.footer import read_footer
 
 
 @dataclass
@@ -42,10 +42,13 @@ def lake_coverage(
             if expected_first is not None and f.first_offset != expected_first:
                 cov.name_gaps.append((expected_first, f.first_offset))
             expected_first = f.last_offset + 1
-            pf = pq.ParquetFile(f.path)
-            meta = pf.schema_arrow.metadata or {}
-            dead = np.asarray(parse_offsets(meta.get(DEAD_LETTERED_OFFSETS_KEY)), dtype=np.int64)
-            rows = pf.read(columns=["kafka_offset"]).column("kafka_offset").to_numpy()
+            dead = np.asarray(read_footer(f.path).dead_lettered_offsets, dtype=np.int64)
+            rows = (
+                pq.ParquetFile(f.path)
+                .read(columns=["kafka_offset"])
+                .column("kafka_offset")
+                .to_numpy()
+            )
             both = np.concatenate([rows.astype(np.int64), dead])
             bad = both[(both < f.first_offset) | (both > f.last_offset)]
             cov.outside.extend(int(x) for x in bad[:20])

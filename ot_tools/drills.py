@@ -19,7 +19,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streaming.consumers.kafka_clients import producer_config
-from streaming.events import encode_avro_many, parse_dlq_headers
+from streaming.events import encode_avro_many, event_id_for, parse_dlq_headers
 from streaming.settings import Settings
 
 METRICS = (("temperature", "°C", 60.0), ("vibration", "mm/s", 3.0), ("pressure", "bar", 5.0))
@@ -47,7 +47,7 @@ def readings(
         seq = i
         records.append(
             {
-                "event_id": f"{machine}:{seq}",
+                "event_id": event_id_for(machine, seq),
                 "machine_id": machine,
                 "machine_type": "MOTOR",
                 "line_id": f"line-{i % machines % 3}",

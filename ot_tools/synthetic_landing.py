@@ -15,7 +15,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from streaming.lake import EVENT_HOURS_KEY, LANDED_SCHEMA, Lake, write_atomically
+from streaming.events.arrow import EVENT_SCHEMA
+from streaming.events.model import event_id_expr
+from streaming.lake import LANDED_SCHEMA, Lake, write_atomically
+from streaming.lake.footer import footer
 
 METRICS: tuple[tuple[str, str, float, float], ...] = (
     # metric, unit, base value, noise
@@ -71,12 +74,9 @@ def synthetic_readings(
             "status_code": np.where(step % 600 < 5, 1, 0).astype(np.int32),
         }
     ).with_columns(pl.lit("GOOD").alias("quality"))
-    return frame.with_columns(
-        pl.concat_str([pl.col("machine_id"), pl.lit(":"), pl.col("seq").cast(pl.String)]).alias(
-            "event_id"
-        ),
-        pl.col("ts").cast(pl.Datetime("ms", "UTC")),
-    ).select([f.name for f in LANDED_SCHEMA][:11])
+    return frame.with_columns(event_id_expr(), pl.col("ts").cast(pl.Datetime("ms", "UTC"))).select(
+        EVENT_SCHEMA.names
+    )
 
 
 def land(
@@ -112,13 +112,14 @@ def land(
 
 
 def write_landing_file(lake: Lake, chunk: pl.DataFrame) -> None:
-    """One landing file named by its partition and offsets, with the event-hours footer."""
-    table = chunk.select([f.name for f in LANDED_SCHEMA]).to_arrow().cast(LANDED_SCHEMA)
-    hours = sorted(set(chunk["ts"].dt.truncate("1h").dt.strftime("%Y-%m-%d-%H:00").to_list()))
-    table = table.replace_schema_metadata({EVENT_HOURS_KEY: ",".join(hours).encode()})
+    """One landing file named by its partition and offsets, with the lander's footer (no dead
+    letters: the chunk's offsets are taken to be contiguous)."""
+    table = chunk.select(LANDED_SCHEMA.names).to_arrow().cast(LANDED_SCHEMA)
     partition = int(chunk["kafka_partition"][0])
     offsets = chunk["kafka_offset"].to_numpy()
-    path = lake.landed_path(partition, int(offsets.min()), int(offsets.max()))
+    first, last = int(offsets.min()), int(offsets.max())
+    table = table.replace_schema_metadata(footer(table, first, last, np.empty(0, dtype=np.int64)))
+    path = lake.landed_path(partition, first, last)
 
     def write(tmp: object) -> None:
         pq.write_table(table, tmp, compression="zstd")  # type: ignore[arg-type]

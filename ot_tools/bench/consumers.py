@@ -21,7 +21,7 @@ from streaming.consumers.kafka_clients import consumer_config, producer_config
 from streaming.consumers.lander import Lander
 from streaming.consumers.lifecycle import Bounds, JsonLog, StopFlag
 from streaming.consumers.state_writer import StateWriter
-from streaming.events import encode_avro_many
+from streaming.events import encode_avro_many, event_id_for
 from streaming.settings import Settings, Topics
 from streaming.stack.topics import create_topics, delete_topics
 
@@ -88,7 +88,7 @@ def _latency(settings: Settings, seconds: float, per_second: int) -> dict[str, f
             machine = f"m{i % MACHINES:03d}"
             records.append(
                 {
-                    "event_id": f"{machine}:{seq}",
+                    "event_id": event_id_for(machine, seq),
                     "machine_id": machine,
                     "machine_type": "MOTOR",
                     "line_id": "line-0",

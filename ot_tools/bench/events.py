@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from streaming.events.codec import PLAIN_SCHEMA, encode_avro_many, encode_avro_table
 from streaming.events.columnar import HEADER
-from streaming.events.model import UNITS, MachineType, Metric, Quality
+from streaming.events.model import UNITS, MachineType, Metric, Quality, event_ids_for
 from streaming.events.validation import decode_batch
 from streaming.settings import Settings
 
@@ -41,7 +41,7 @@ def realistic_table(n: int, now_ms: int, machines: int = 500, seed: int = 42) ->
     values = rng.normal(50.0, 10.0, n).clip(0.0, 100.0)
     return pa.table(
         {
-            "event_id": pa.array([f"{m}:{s}" for m, s in zip(mid, seq.tolist(), strict=True)]),
+            "event_id": pa.array(event_ids_for(mid, seq.tolist())),
             "machine_id": pa.array(mid.tolist(), pa.string()),
             "machine_type": pa.array([types[m % len(types)] for m in machine.tolist()]),
             "line_id": pa.array([f"line-{m // 50:02d}" for m in machine.tolist()]),

@@ -28,6 +28,8 @@ from ot_pipeline.transforms.windows import tumbling_windows
 from ot_pipeline.warehouse import TABLES, Warehouse, binary_copy_chunks, csv_chunks
 from ot_tools.synthetic_landing import land, synthetic_readings
 from streaming.lake import Lake
+from streaming.lake.files import read_hour
+from streaming.lake.hours import hour_key
 from streaming.settings import Settings
 
 HOUR = datetime(2026, 11, 20, 12, tzinfo=UTC)
@@ -61,11 +63,11 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
         defs = build_definitions(bench_settings)
         job = defs.resolve_job_def(HOURLY_JOB)
         instance = dg.DagsterInstance.ephemeral()
-        previous = (HOUR - timedelta(hours=1)).strftime("%Y-%m-%d-%H:00")
+        previous = hour_key(HOUR - timedelta(hours=1))
         job.execute_in_process(
             instance=instance, partition_key=previous, asset_selection=[dg.AssetKey("readings")]
         )
-        key = HOUR.strftime("%Y-%m-%d-%H:00")
+        key = hour_key(HOUR)
         started = time.perf_counter()
         result = job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False)
         figures["hour_job_s"] = round(time.perf_counter() - started, 2)
@@ -88,11 +90,10 @@ def _anomalies_cpu(lake: Lake, hour: datetime) -> dict[str, Any]:
     (untimed), then scored and filtered as the asset does; best of two runs."""
     from ot_pipeline.assets.anomalies import DETECTION_INPUT, _history
     from ot_pipeline.detection import detect
-    from ot_pipeline.lake_tables import read_hour
     from ot_pipeline.resources import PipelineConfig
     from ot_pipeline.transforms.anomalies import hour_anomalies
 
-    frame = read_hour(lake, "readings", hour.strftime("%Y-%m-%d-%H:00"), columns=DETECTION_INPUT)
+    frame = read_hour(lake, "readings", hour_key(hour), columns=DETECTION_INPUT)
     if frame is None:
         return {}
     span = timedelta(minutes=PipelineConfig().detection_history_minutes)

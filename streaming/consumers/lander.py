@@ -33,7 +33,7 @@ from confluent_kafka import (
 )
 
 from streaming.consumers.kafka_clients import consumer_config, lag, producer_config
-from streaming.consumers.landing import FlushPolicy, PartitionBuffer, footer, slices
+from streaming.consumers.landing import FlushPolicy, PartitionBuffer, slices
 from streaming.consumers.lifecycle import (
     Bounds,
     JsonLog,
@@ -44,6 +44,7 @@ from streaming.consumers.lifecycle import (
 )
 from streaming.events import decode_batch, dlq_headers
 from streaming.lake import Lake, write_atomically
+from streaming.lake.footer import footer
 from streaming.settings import Settings
 
 GROUP = "lake-lander"

@@ -1,14 +1,35 @@
-"""Asset partitions in the lake: one Parquet file per (asset, hour), rewritten whole and
-atomically on every materialization, so reruns and backfills are idempotent."""
+"""Files in the lake: atomic writes (a reader sees a whole file or none), and asset partitions,
+one Parquet file per (asset, hour), rewritten whole on every materialization, so reruns and
+backfills are idempotent."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
 
-from streaming.lake import Lake, write_atomically
+from streaming.lake.layout import TMP_SUFFIX, Lake
+
+
+def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through `write(tmp_path)`, fsync, then rename: readers see a whole file or none."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    write(tmp)
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def write_frame(path: Path, frame: pl.DataFrame, *, compression_level: int = 1) -> None:
@@ -30,7 +51,7 @@ def write_hour(lake: Lake, asset: str, hour_key: str, frame: pl.DataFrame) -> Pa
 
 def read_hours(lake: Lake, asset: str, hour_keys: list[str]) -> pl.DataFrame | None:
     """The partitions that exist of `hour_keys`, concatenated; None when none exists."""
-    paths = [p for p in (lake.hour_path(asset, k) for k in hour_keys) if p.exists()]
+    paths = lake.hour_paths(asset, hour_keys)
     if not paths:
         return None
     return pl.read_parquet(paths)

@@ -1,24 +1,12 @@
-"""Small pieces every asset module shares: partition ranges and metadata previews."""
+"""Materialization metadata every asset shares: markdown previews of frames and a stopwatch for
+per-step durations."""
 
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 
 import dagster as dg
 import polars as pl
-
-from ot_pipeline.transforms.readings import hour_bounds
-
-
-def range_bounds(hour_keys: list[str]) -> tuple[datetime, datetime]:
-    """[start of the first hour, end of the last hour) of a run's partition keys."""
-    return hour_bounds(min(hour_keys))[0], hour_bounds(max(hour_keys))[1]
-
-
-def day_hours(day_key: str) -> list[str]:
-    """The 24 hourly keys of a daily key 'YYYY-MM-DD'."""
-    return [f"{day_key}-{h:02d}:00" for h in range(24)]
 
 
 def preview(frame: pl.DataFrame, rows: int = 10) -> dg.MetadataValue:

@@ -1,5 +1,11 @@
-"""The lake: one small module for every path and file contract, so the root can later move to an
-object store without touching the lander or the pipeline.
+"""The lake's layout: every path and file name, so the root can later move to an object store
+without touching the lander, the pipeline or the notebooks.
+
+    landing/sensor-readings/partition=P/pP-FIRST-LAST.parquet   landing files (the lander)
+    <asset>/2026-11-22-1300.parquet                              hourly asset partitions
+    <asset>/2026-11-22.parquet                                   daily asset partitions
+    archive/readings-2026-11-22.parquet                          daily archive (+ markers)
+    ground_truth/faults.parquet, ground_truth/machines.parquet   the simulator's sim.faults
 
 Landing files are the source of truth for what was consumed: their names carry the Kafka partition
 and the first and last offset they hold (zero-padded so names sort in offset order), and a file
@@ -10,40 +16,16 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow as pa
-
 LANDING_TOPIC_DIR = "landing/sensor-readings"
 TMP_SUFFIX = ".tmp"
-# Key in each landing file's Parquet key-value metadata: the event-time hours the file touches,
-# as comma-separated "YYYY-MM-DD-HH:00" keys (Dagster's hourly partition key format). The sensor
-# reads only this footer, never the data.
-EVENT_HOURS_KEY = b"ot.event_hours"
+ARCHIVE_DIR = "archive"
+GROUND_TRUTH_DIR = "ground_truth"
 
 _LANDED = re.compile(r"^p(?P<partition>\d+)-(?P<first>\d+)-(?P<last>\d+)\.parquet$")
-
-# Columns of every landed row: the event fields, then where it came from and when it was landed.
-LANDED_SCHEMA = pa.schema(
-    [
-        pa.field("event_id", pa.string(), nullable=False),
-        pa.field("machine_id", pa.string(), nullable=False),
-        pa.field("machine_type", pa.string(), nullable=False),
-        pa.field("line_id", pa.string(), nullable=False),
-        pa.field("metric", pa.string(), nullable=False),
-        pa.field("unit", pa.string(), nullable=False),
-        pa.field("value", pa.float64(), nullable=False),
-        pa.field("ts", pa.timestamp("ms", tz="UTC"), nullable=False),
-        pa.field("seq", pa.int64(), nullable=False),
-        pa.field("status_code", pa.int32(), nullable=False),
-        pa.field("quality", pa.string(), nullable=False),
-        pa.field("kafka_partition", pa.int32(), nullable=False),
-        pa.field("kafka_offset", pa.int64(), nullable=False),
-        pa.field("ingest_ts", pa.timestamp("ms", tz="UTC"), nullable=False),
-    ]
-)
 
 
 @dataclass(frozen=True, order=True)
@@ -113,23 +95,56 @@ class Lake:
         """One file per hourly partition, e.g. readings/2026-11-22-13:00.parquet (':' -> '')."""
         return self.asset_dir(asset) / f"{hour_key.replace(':', '')}.parquet"
 
+    def hour_paths(self, asset: str, hour_keys: Iterable[str]) -> list[Path]:
+        """The hour files of `asset` that exist among `hour_keys`, in key order."""
+        return [p for p in (self.hour_path(asset, k) for k in hour_keys) if p.exists()]
+
+    def day_path(self, asset: str, day: str) -> Path:
+        """One file per daily partition, e.g. detection_scorecard/2026-11-22.parquet."""
+        return self.asset_dir(asset) / f"{day}.parquet"
+
+    def asset_glob(self, asset: str) -> Path:
+        """Every partition file of an asset, as a glob for DuckDB or Polars."""
+        return self.asset_dir(asset) / "*.parquet"
+
+    @property
+    def landing_glob(self) -> Path:
+        """Every landing file, as a glob for DuckDB or Polars."""
+        return self.landing_dir / "*" / "*.parquet"
+
+    # -- archive -------------------------------------------------------------------------------
+    @property
+    def archive_dir(self) -> Path:
+        return self.root / ARCHIVE_DIR
+
     def archive_path(self, day: str) -> Path:
-        return self.root / "archive" / f"readings-{day}.parquet"
+        return self.archive_dir / f"readings-{day}.parquet"
 
+    @property
+    def archive_glob(self) -> Path:
+        return self.archive_dir / "*.parquet"
 
-def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through `write(tmp_path)`, fsync, then rename: readers see a whole file or none."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + TMP_SUFFIX)
-    write(tmp)
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    @property
+    def checked_dir(self) -> Path:
+        return self.archive_dir / "_checked"
+
+    def checked_marker(self, day: str) -> Path:
+        """Exists only while the day's latest archive has passed its blocking checks."""
+        return self.checked_dir / day
+
+    def checked_days(self) -> set[str]:
+        return {p.name for p in self.checked_dir.iterdir()} if self.checked_dir.is_dir() else set()
+
+    def pruned_marker(self, day: str) -> Path:
+        """Exists once retention removed landing files holding events of `day`: from then on the
+        day's readings are rebuilt from the archive plus whatever landing files remain."""
+        return self.archive_dir / "_pruned" / day
+
+    # -- ground truth (the simulator's sim.faults topic) ---------------------------------------
+    @property
+    def ground_truth_faults(self) -> Path:
+        return self.root / GROUND_TRUTH_DIR / "faults.parquet"
+
+    @property
+    def ground_truth_machines(self) -> Path:
+        return self.root / GROUND_TRUTH_DIR / "machines.parquet"
