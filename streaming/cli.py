@@ -72,6 +72,9 @@ def _usage(table: dict[str, EntryPoint]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     table = commands()
+    if not table:  # metadata of an install older than the entry points
+        print("ot: no commands registered; reinstall the project (make setup)", file=sys.stderr)
+        return 2
     if not args or args[0] in {"-h", "--help", "help"}:
         print(_usage(table))
         return 0
