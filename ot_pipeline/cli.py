@@ -1,7 +1,11 @@
-"""`ot pipeline run --from HOUR --to HOUR`: materialize every hourly asset for a range of hours
-and the daily assets of the days it covers, headless, in the Dagster instance the UI shows.
+"""`ot pipeline`: run the Dagster assets headless for a range of hours.
 
-Ends with one JSON line: per asset its partitions and rows, per check passed or failed.
+`ot pipeline run --from HOUR --to HOUR` materializes every hourly asset for a range of hours and
+the daily assets of the days it covers, headless, in the Dagster instance the UI shows. It ends
+with one JSON line: per asset its partitions and rows, per check passed or failed.
+
+`ot pipeline home` prepares DAGSTER_HOME (the instance the UI and `ot pipeline run` share) and
+prints its path; `make run` starts `dagster dev` in it.
 """
 
 from __future__ import annotations
@@ -140,7 +144,11 @@ def _progress(message: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="ot pipeline", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="ot pipeline",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="materialize a range of hours (and the days they cover)")
     run.add_argument("--from", dest="first", type=hour_argument, required=True, help="first hour")
@@ -153,7 +161,15 @@ def main(argv: list[str]) -> int:
         action="store_true",
         help="skip reading sim.faults and the detection scorecard (no simulator ground truth)",
     )
+    sub.add_parser("home", help="prepare DAGSTER_HOME and print its path")
     args = parser.parse_args(argv)
+    if args.command == "home":
+        from ot_pipeline.instance import ensure_dagster_home
+
+        settings = Settings.from_env()
+        postgres_url = os.environ.get("OT_DAGSTER_PG_URL") or None
+        print(ensure_dagster_home(settings.dagster_home, postgres_url), flush=True)
+        return 0
     if args.last < args.first:
         parser.error("--to is before --from")
     settings = Settings.from_env()

@@ -10,6 +10,15 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
+from ot_pipeline_tests.support.samples import (
+    MAX_AGE_MS,
+    MAX_FUTURE_MS,
+    NOW_MS,
+    fastavro_read_exactly,
+    fastavro_wire,
+    random_readings,
+    reading,
+)
 from streaming.events import (
     FIELDS,
     HEADER,
@@ -27,15 +36,6 @@ from streaming.events import (
     load_schema,
 )
 from streaming.events.codec import PARSED_SCHEMA, PLAIN_SCHEMA
-from streaming.events.samples import (
-    MAX_AGE_MS,
-    MAX_FUTURE_MS,
-    NOW_MS,
-    fastavro_read_exactly,
-    fastavro_wire,
-    random_readings,
-    reading,
-)
 
 
 def _decode(payloads: list[bytes | None]) -> list[dict[str, object]]:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from ot_pipeline_tests.support.samples import MAX_AGE_MS, MAX_FUTURE_MS, NOW_MS, reading
 from streaming.events import Reason, decode_batch, dlq_headers, encode_avro, parse_dlq_headers
-from streaming.events.samples import MAX_AGE_MS, MAX_FUTURE_MS, NOW_MS, reading
 
 
 def test_dlq_headers_name_reason_stage_and_source_position() -> None:

@@ -13,9 +13,7 @@ from typing import Any
 
 import pytest
 
-from streaming.events import Reason, decode_batch, encode_avro_many, encode_json
-from streaming.events import validation as validation_module
-from streaming.events.samples import (
+from ot_pipeline_tests.support.samples import (
     MAX_AGE_MS,
     MAX_FUTURE_MS,
     NOW_MS,
@@ -23,6 +21,8 @@ from streaming.events.samples import (
     fastavro_wire,
     random_readings,
 )
+from streaming.events import Reason, decode_batch, encode_avro_many, encode_json
+from streaming.events import validation as validation_module
 
 
 @pytest.fixture(autouse=True)

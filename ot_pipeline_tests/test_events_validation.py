@@ -12,6 +12,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from ot_pipeline_tests.support.samples import (
+    MAX_AGE_MS,
+    MAX_FUTURE_MS,
+    NOW_MS,
+    random_readings,
+    reading,
+)
 from streaming.events import (
     HEADER,
     MAX_PAYLOAD_BYTES,
@@ -26,7 +33,6 @@ from streaming.events import (
     load_schema,
 )
 from streaming.events import validation as validation_module
-from streaming.events.samples import MAX_AGE_MS, MAX_FUTURE_MS, NOW_MS, random_readings, reading
 from streaming.lake import LANDED_SCHEMA
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from streaming.consumers import drills
-from streaming.consumers.coverage import lake_coverage
+from ot_tools import drills
+from ot_tools.coverage import lake_coverage
 from streaming.lake import Lake
 from streaming.settings import Settings
 

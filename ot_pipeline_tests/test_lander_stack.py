@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from streaming.consumers import drills
-from streaming.consumers.coverage import lake_coverage
+from ot_tools import drills
+from ot_tools.coverage import lake_coverage
 from streaming.consumers.lander import MEMBERSHIP, Lander
 from streaming.consumers.landing import FlushPolicy
 from streaming.events import parse_dlq_headers

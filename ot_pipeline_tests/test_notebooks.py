@@ -16,7 +16,7 @@ from ot_pipeline.assets.readings import readings
 from ot_pipeline.assets.windows import windows_1m, windows_5m
 from ot_pipeline.notebook import attach_lake
 from ot_pipeline.resources import LakeResource, PipelineConfig
-from ot_pipeline.synthetic_landing import land, synthetic_readings
+from ot_tools.synthetic_landing import land, synthetic_readings
 from streaming.lake import Lake
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))

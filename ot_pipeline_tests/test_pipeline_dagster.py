@@ -18,7 +18,7 @@ from ot_pipeline.assets.windows import WINDOW_CHECKS, windows_1m
 from ot_pipeline.partitions import HOURLY_LANE
 from ot_pipeline.resources import LakeResource, PipelineConfig
 from ot_pipeline.sensors import landing_sensor
-from ot_pipeline.synthetic_landing import land, synthetic_readings, write_landing_file
+from ot_tools.synthetic_landing import land, synthetic_readings, write_landing_file
 from streaming.lake import Lake
 
 H0 = datetime(2026, 11, 20, 6, tzinfo=UTC)

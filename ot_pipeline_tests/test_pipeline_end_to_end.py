@@ -23,8 +23,8 @@ from ot_pipeline.instance import open_instance
 from ot_pipeline.jobs import HOURLY_JOB
 from ot_pipeline.resources import LakeResource
 from ot_pipeline.sensors import landing_sensor
-from ot_pipeline.synthetic_landing import land, synthetic_readings, write_landing_file
 from ot_pipeline.warehouse import TABLES, Warehouse
+from ot_tools.synthetic_landing import land, synthetic_readings, write_landing_file
 from streaming.lake import Lake
 from streaming.lake.hours import day_hours, day_of, hour_key, hour_keys
 from streaming.settings import Settings

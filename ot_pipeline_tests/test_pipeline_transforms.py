@@ -10,7 +10,6 @@ import yaml
 
 from ot_pipeline.instance import REPO_DAGSTER_YAML, instance_yaml
 from ot_pipeline.sensors import plan_landing_requests
-from ot_pipeline.synthetic_landing import synthetic_readings
 from ot_pipeline.transforms.anomalies import ANOMALY_COLUMNS, hour_anomalies
 from ot_pipeline.transforms.health import machine_health
 from ot_pipeline.transforms.landing import (
@@ -21,6 +20,7 @@ from ot_pipeline.transforms.landing import (
 )
 from ot_pipeline.transforms.readings import out_of_range, select_hour
 from ot_pipeline.transforms.windows import coarser_windows, tumbling_windows
+from ot_tools.synthetic_landing import synthetic_readings
 from streaming.lake.hours import day_hours, hour_bounds
 
 H = datetime(2026, 11, 20, 10, tzinfo=UTC)

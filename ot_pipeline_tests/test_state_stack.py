@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from streaming.consumers import drills
+from ot_tools import drills
 from streaming.consumers.state_writer import MEMBERSHIP, StateWriter
 from streaming.events import decode_batch, encode_avro_many, event_id_for
 from streaming.kafka.lifecycle import Bounds, StopFlag

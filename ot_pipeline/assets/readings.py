@@ -7,10 +7,6 @@ from datetime import datetime, timedelta
 
 import dagster as dg
 import polars as pl
-from streaming.lake.files import schema_problems, write_hour
-from streaming.lake.footer import read_footer
-from streaming.lake.hours import day_of, hour_bounds
-from streaming.lake.landing import files_by_hour, landed_rows
 
 from ot_pipeline.assets.metadata import Stopwatch, preview
 from ot_pipeline.partitions import HOURLY
@@ -18,6 +14,10 @@ from ot_pipeline.resources import LakeResource, PipelineConfig
 from ot_pipeline.transforms.landing import FileAccount, offset_gaps
 from ot_pipeline.transforms.readings import READINGS_COLUMNS, out_of_range, select_hour
 from streaming.lake import LANDED_SCHEMA, Lake, LandedFile
+from streaming.lake.files import schema_problems, write_hour
+from streaming.lake.footer import read_footer
+from streaming.lake.hours import day_of, hour_bounds
+from streaming.lake.landing import files_by_hour, landed_rows
 
 landing_files = dg.AssetSpec(
     "landing_files",

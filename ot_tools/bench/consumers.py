@@ -16,8 +16,9 @@ import numpy as np
 import redis
 from confluent_kafka import Consumer
 
-from streaming.consumers import drills, state_writer
+from ot_tools import drills
 from streaming.consumers import lander as lander_
+from streaming.consumers import state_writer
 from streaming.consumers.lander import Lander
 from streaming.consumers.state_writer import StateWriter
 from streaming.events import encode_avro_many, event_id_for

@@ -24,9 +24,9 @@ from typing import Any
 import polars as pl
 from psycopg import sql
 
-from ot_pipeline.synthetic_landing import land, synthetic_readings
 from ot_pipeline.transforms.windows import tumbling_windows
 from ot_pipeline.warehouse import TABLES, Warehouse, binary_copy_chunks, csv_chunks
+from ot_tools.synthetic_landing import land, synthetic_readings
 from streaming.lake import Lake
 from streaming.lake.files import read_hour
 from streaming.lake.hours import hour_key

@@ -1,4 +1,4 @@
-"""Score the detectors on a fresh simulated run: `python -m ot_pipeline.detection.evaluate`.
+"""Score the detectors on a fresh simulated run: `python -m ot_tools.evaluation`.
 
 Generates a fast-forward run with the simulator (no Kafka), removes resent duplicates the way the
 lake does (one reading per event_id), runs `detect` and `scorecard.score`, and prints the
@@ -116,7 +116,7 @@ def evaluate(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m ot_pipeline.detection.evaluate",
+        prog="python -m ot_tools.evaluation",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
