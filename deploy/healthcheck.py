@@ -59,7 +59,9 @@ def judge(previous: Probe | None, current: Probe, *, needs_growth: bool, max_lag
 def _watermarks(bootstrap: str, topic: str) -> dict[int, tuple[int, int]]:
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "ot-healthcheck"})
+    from streaming.kafka.config import reader_config
+
+    consumer = Consumer(reader_config(bootstrap, "healthcheck"))
     try:
         meta = consumer.list_topics(topic, timeout=10)
         partitions = meta.topics[topic].partitions

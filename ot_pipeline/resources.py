@@ -10,6 +10,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from ot_pipeline.warehouse import Warehouse
 from streaming.events.faults import GroundTruth
+from streaming.kafka.config import reader_config
 from streaming.lake import Lake
 from streaming.settings import Settings
 
@@ -78,15 +79,7 @@ def resources_from_settings(settings: Settings) -> dict[str, dg.ConfigurableReso
 def read_topic_whole(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[bytes]:
     """Every message value of a (small) topic: fresh consumer, partitions assigned explicitly
     from the beginning, read up to each partition's high watermark. No group, no commits."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"ot-ground-truth-{time.time_ns()}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "enable.partition.eof": False,
-        }
-    )
+    consumer = Consumer(reader_config(bootstrap, f"ground-truth-{time.time_ns()}"))
     try:
         metadata = consumer.list_topics(topic, timeout=10)
         info = metadata.topics.get(topic)

@@ -19,7 +19,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streaming.events import encode_avro_many, event_id_for, parse_dlq_headers
-from streaming.kafka.config import producer_config
+from streaming.kafka.config import producer_config, reader_config
 from streaming.settings import Settings
 
 METRICS = (("temperature", "°C", 60.0), ("vibration", "mm/s", 3.0), ("pressure", "bar", 5.0))
@@ -111,9 +111,7 @@ def produce(settings: Settings, topic: str, messages: Sequence[tuple[bytes, byte
 
 
 def watermarks(settings: Settings, topic: str) -> dict[int, tuple[int, int]]:
-    consumer = Consumer(
-        {"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": "ot-watermarks"}
-    )
+    consumer = Consumer(reader_config(settings.kafka_bootstrap_servers, "watermarks"))
     try:
         meta = consumer.list_topics(topic, timeout=10)
         parts = sorted(meta.topics[topic].partitions)
@@ -129,11 +127,7 @@ def dead_lettered_sources(settings: Settings) -> list[tuple[int, int]]:
     topic = settings.topics.dlq
     marks = watermarks(settings, topic)
     consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
-            "group.id": f"ot-dlq-reader-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-        }
+        reader_config(settings.kafka_bootstrap_servers, f"dlq-reader-{uuid.uuid4().hex[:8]}")
     )
     consumer.assign([TopicPartition(topic, p, low) for p, (low, _) in marks.items()])
     need = sum(high - low for low, high in marks.values())

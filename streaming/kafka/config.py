@@ -49,6 +49,18 @@ def consumer_config(
     return config
 
 
+def reader_config(bootstrap: str, purpose: str) -> dict[str, Any]:
+    """A reader that assigns partitions itself (watermarks, whole-topic reads, probes): a group id
+    of its own that never commits, so it neither joins nor disturbs the consumers' groups."""
+    return {
+        "bootstrap.servers": bootstrap,
+        "group.id": f"ot-{purpose}",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": False,
+    }
+
+
 def _idempotent(bootstrap: str) -> dict[str, Any]:
     # No duplicates or reordering from retries, and a delivery is confirmed only once every
     # in-sync replica has it.
