@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from ot_pipeline_tests.support.paths import REPO_ROOT
+
+ROOT = REPO_ROOT
 OURS = {"streaming", "ot_pipeline", "ot_tools"}
 
 # What `ot_pipeline` may import from `streaming`: the contracts and the settings, nothing that

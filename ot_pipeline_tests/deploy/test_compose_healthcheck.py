@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from ot_pipeline_tests.support.paths import REPO_ROOT
 from streaming.lake import Lake
 from streaming.redis_keys import RedisKeys
 from streaming.settings import Settings
 
-PROBE_FILE = Path(__file__).resolve().parents[1] / "deploy" / "healthcheck.py"
+PROBE_FILE = REPO_ROOT / "deploy" / "healthcheck.py"
 
 
 @pytest.fixture(scope="module")

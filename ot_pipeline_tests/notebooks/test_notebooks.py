@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ot_pipeline_tests.support.paths import REPO_ROOT
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from ot_pipeline.resources import LakeResource, PipelineConfig
 from ot_tools.synthetic_landing import land, synthetic_readings
 from streaming.lake import Lake
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 import streaming.stack.topics as topics_module
+from ot_pipeline_tests.support.paths import REPO_ROOT
 from streaming.settings import (
     DEFAULT_KAFKA_PORT,
     DEFAULT_PG_PORT,
@@ -32,7 +33,7 @@ from streaming.settings import (
 )
 from streaming.stack.local import LocalStack
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 PROJECT_IMAGE = "ot-pipeline:local"
 KAFKA_SERVICES = ("kafka-1", "kafka-2", "kafka-3")

@@ -18,11 +18,12 @@ from ot_pipeline.assets.windows import WINDOW_CHECKS, windows_1m
 from ot_pipeline.partitions import HOURLY_LANE
 from ot_pipeline.resources import LakeResource, PipelineConfig
 from ot_pipeline.sensors import landing_sensor
+from ot_pipeline_tests.support.paths import REPO_ROOT
 from ot_tools.synthetic_landing import land, synthetic_readings, write_landing_file
 from streaming.lake import Lake
 
 H0 = datetime(2026, 11, 20, 6, tzinfo=UTC)
-REPO = Path(__file__).resolve().parents[1]
+REPO = REPO_ROOT
 
 
 def _tick(lake: Lake, cursor: str | None) -> dg.SensorResult:
@@ -191,7 +192,7 @@ def test_hourly_writers_share_one_lane_that_the_instance_runs_one_at_a_time(tmp_
     from ot_pipeline.partitions import HOURLY_LANE_KEY
     from ot_pipeline.sensors import automation_sensor
 
-    config = yaml.safe_load((Path(__file__).parents[1] / "dagster.yaml").read_text())
+    config = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
     limits = config["concurrency"]["runs"]["tag_concurrency_limits"]
     assert {"key": HOURLY_LANE_KEY, "value": HOURLY_LANE[HOURLY_LANE_KEY], "limit": 1} in limits
     assert automation_sensor.run_tags == HOURLY_LANE  # the landing sensor's: its own test
