@@ -1,4 +1,6 @@
-"""The code location: assembles assets, checks, sensors, schedules and resources (nothing else).
+"""The code location: assembles assets, checks, jobs, sensors, schedules and resources (nothing
+else). Assets and their checks live in `assets/<domain>.py`; jobs in `jobs.py`, sensors in
+`sensors.py`, the schedule in `schedules.py`, resources in `resources.py`.
 
 `dagster dev -w workspace.yaml` loads `defs`; tests and `ot pipeline run` call
 `build_definitions(settings)` with their own settings.
@@ -15,13 +17,14 @@ from ot_pipeline.assets.archive import (
     landing_retention,
 )
 from ot_pipeline.assets.health import machine_health_hourly
-from ot_pipeline.assets.readings import READINGS_CHECKS, landing_files, landing_sensor, readings
+from ot_pipeline.assets.readings import READINGS_CHECKS, landing_files, readings
 from ot_pipeline.assets.rollups import ROLLUP_ASSETS, ROLLUP_CHECKS
-from ot_pipeline.assets.schedules import daily_archive_schedule, daily_job, hourly_job
 from ot_pipeline.assets.scorecard import detection_scorecard, ground_truth
 from ot_pipeline.assets.windows import WINDOW_CHECKS, windows_1m, windows_5m
-from ot_pipeline.partitions import HOURLY_LANE
+from ot_pipeline.jobs import daily_job, hourly_job
 from ot_pipeline.resources import resources_from_settings
+from ot_pipeline.schedules import daily_archive_schedule
+from ot_pipeline.sensors import automation_sensor, landing_sensor
 from streaming.settings import Settings
 
 ASSETS: list[dg.AssetsDefinition | dg.AssetSpec] = [
@@ -44,16 +47,6 @@ CHECKS: list[dg.AssetChecksDefinition] = [
     *ROLLUP_CHECKS,
     daily_archive_matches_readings,
 ]
-
-# Declarative automation of the downstream hourly assets, on by default.
-automation_sensor = dg.AutomationConditionSensorDefinition(
-    "follow_readings",
-    target=dg.AssetSelection.all(),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
-    run_tags=HOURLY_LANE,
-    description="Materializes downstream hours when their readings change (late data included).",
-)
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:

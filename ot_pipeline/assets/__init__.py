@@ -1,1 +1,1 @@
-"""Assets by domain; each module holds the domain's assets with their checks, sensors, schedules."""
+"""Assets by domain; each module holds the domain's assets with their checks."""

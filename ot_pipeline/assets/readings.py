@@ -1,30 +1,23 @@
 """`readings`: each hour's valid readings from every landed file that overlaps it, deduplicated,
-with its checks (schema, unique event_id, value ranges, contiguous offsets, landing freshness)
-and the landing sensor that requests the hours new files touch, late hours included."""
+with its checks (schema, unique event_id, value ranges, contiguous offsets, landing freshness).
+The landing sensor that requests the hours new files touch is in `ot_pipeline/sensors.py`."""
 
-import hashlib
-import json
 import time
 from datetime import datetime, timedelta
 
 import dagster as dg
 import polars as pl
-import pyarrow.parquet as pq
 
-from ot_pipeline.assets.common import Stopwatch, preview
-from ot_pipeline.lake_tables import schema_problems, write_hour
-from ot_pipeline.landing import event_hours, files_by_hour, landed_rows
-from ot_pipeline.partitions import HOURLY, HOURLY_LANE, hourly_partitions
+from ot_pipeline.assets.metadata import Stopwatch, preview
+from ot_pipeline.partitions import HOURLY
 from ot_pipeline.resources import LakeResource, PipelineConfig
-from ot_pipeline.transforms.landing import FileAccount, contiguous_ranges, offset_gaps
-from ot_pipeline.transforms.readings import (
-    READINGS_COLUMNS,
-    hour_bounds,
-    out_of_range,
-    select_hour,
-)
-from streaming.consumers.landing import DEAD_LETTERED_KEY
-from streaming.lake import LANDED_SCHEMA, Lake
+from ot_pipeline.transforms.landing import FileAccount, offset_gaps
+from ot_pipeline.transforms.readings import READINGS_COLUMNS, out_of_range, select_hour
+from streaming.lake import LANDED_SCHEMA, Lake, LandedFile
+from streaming.lake.files import schema_problems, write_hour
+from streaming.lake.footer import read_footer
+from streaming.lake.hours import day_of, hour_bounds
+from streaming.lake.landing import files_by_hour, landed_rows
 
 landing_files = dg.AssetSpec(
     "landing_files",
@@ -94,9 +87,9 @@ def with_archived_rows(
 ) -> pl.DataFrame:
     """After retention pruned landing files of this day, add the archive's rows of the hour that
     the remaining landing files do not hold, so a backfill of an old hour loses nothing."""
-    day = key[:10]
+    day = day_of(key)
     archive = lake.archive_path(day)
-    if not (lake.root / "archive" / "_pruned" / day).exists() or not archive.exists():
+    if not lake.pruned_marker(day).exists() or not archive.exists():
         return landed
     archived = (
         pl.scan_parquet(archive)
@@ -110,8 +103,7 @@ def with_archived_rows(
 
 
 def _hour_paths(lake: LakeResource, keys: list[str]) -> list[str]:
-    the_lake = lake.lake()
-    return [str(p) for p in (the_lake.hour_path("readings", k) for k in keys) if p.exists()]
+    return [str(p) for p in lake.lake().hour_paths("readings", keys)]
 
 
 @dg.asset_check(asset=readings, blocking=True, description="Columns and types as LANDED_SCHEMA.")
@@ -174,11 +166,11 @@ def readings_values_in_range(
     )
 
 
-def _account(path: str, partition: int, first: int, last: int) -> FileAccount:
-    meta = pq.read_metadata(path)
-    footer = meta.metadata or {}
-    dead = footer.get(DEAD_LETTERED_KEY)
-    return FileAccount(partition, first, last, meta.num_rows, int(dead) if dead else None)
+def _account(f: LandedFile) -> FileAccount:
+    footer = read_footer(f.path)
+    return FileAccount(
+        f.partition, f.first_offset, f.last_offset, footer.rows, footer.dead_lettered
+    )
 
 
 @dg.asset_check(
@@ -190,7 +182,7 @@ def _account(path: str, partition: int, first: int, last: int) -> FileAccount:
 def landing_offsets_contiguous(lake: LakeResource) -> dg.AssetCheckResult:
     files = lake.lake().landed_files()
     gaps = offset_gaps((f.partition, f.first_offset, f.last_offset) for f in files)
-    accounts = [_account(str(f.path), f.partition, f.first_offset, f.last_offset) for f in files]
+    accounts = [_account(f) for f in files]
     unbalanced = [a for a in accounts if not a.balanced]
     first_by_partition: dict[int, int] = {}
     for f in files:
@@ -244,60 +236,4 @@ READINGS_CHECKS = [
     landing_freshness,
 ]
 
-# Most files a sensor tick reads footers of; the cursor pages through the rest on later ticks.
-MAX_FILES_PER_TICK = 2000
-
-
-def plan_landing_requests(
-    files_after_cursor: list[tuple[int, int, int, list[str]]], all_keys: list[str]
-) -> tuple[list[tuple[str, str]], dict[int, int], list[str]]:
-    """From new files (partition, first, last, event hours): the hour ranges to request, the new
-    cursor position per partition, and hours outside the partition set (skipped)."""
-    hours: set[str] = set()
-    cursor: dict[int, int] = {}
-    for partition, _first, last, file_hours in files_after_cursor:
-        hours.update(file_hours)
-        cursor[partition] = max(cursor.get(partition, -1), last)
-    known = set(all_keys)
-    return contiguous_ranges(sorted(hours), all_keys), cursor, sorted(hours - known)
-
-
-@dg.sensor(
-    target=[readings],
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=60,
-    description="Requests the hourly readings partitions that newly landed files touch "
-    "(late data re-runs old hours). Cursor: highest landed offset seen per Kafka partition.",
-)
-def landing_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult:
-    seen = {int(k): v for k, v in json.loads(context.cursor or "{}").items()}
-    new = [f for f in lake.lake().landed_files() if f.last_offset > seen.get(f.partition, -1)]
-    new = new[:MAX_FILES_PER_TICK]
-    if not new:
-        return dg.SensorResult(skip_reason="no new landing files")
-    planned = [(f.partition, f.first_offset, f.last_offset, event_hours(f.path)) for f in new]
-    all_keys = list(hourly_partitions.get_partition_keys())
-    ranges, advanced, skipped = plan_landing_requests(planned, all_keys)
-    if skipped:
-        context.log.warning(f"hours outside the partition set, skipped: {skipped[:10]}")
-    cursor = {**seen, **advanced}
-    cursor_text = json.dumps({str(k): v for k, v in sorted(cursor.items())})
-    digest = hashlib.sha1(cursor_text.encode()).hexdigest()[:12]
-    requests = [
-        dg.RunRequest(
-            run_key=f"landing-{first}-{last}-{digest}",
-            asset_selection=[readings.key],
-            tags={
-                "dagster/asset_partition_range_start": first,
-                "dagster/asset_partition_range_end": last,
-                "ot/trigger": "landing_sensor",
-                **HOURLY_LANE,
-            },
-        )
-        for first, last in ranges
-    ]
-    context.log.info(f"{len(new)} new landing files -> hour ranges {ranges}")
-    return dg.SensorResult(run_requests=requests, cursor=cursor_text)
-
-
-__all__ = ["READINGS_CHECKS", "READINGS_COLUMNS", "landing_files", "landing_sensor", "readings"]
+__all__ = ["READINGS_CHECKS", "READINGS_COLUMNS", "landing_files", "readings"]

@@ -4,7 +4,8 @@
 `scorecard.score(anomalies, faults, ...)` measures those flags against the simulator's faults.
 """
 
+from ot_pipeline.detection.combiner import DETECTORS, SEVERITIES
 from ot_pipeline.detection.config import DetectionConfig, DetectorSettings
-from ot_pipeline.detection.engine import DETECTORS, SEVERITIES, detect
+from ot_pipeline.detection.engine import detect
 
 __all__ = ["DETECTORS", "SEVERITIES", "DetectionConfig", "DetectorSettings", "detect"]

@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from ot_pipeline.detection.combiner import DETECTORS, SEVERITIES, named
 from ot_pipeline.detection.config import METRIC_DEFAULTS, RECORDING_DEFAULTS, DetectionConfig
-from ot_pipeline.detection.engine import DETECTORS, SEVERITIES, named, score_codes
+from ot_pipeline.detection.engine import score_codes
 
 EPOCH_MS_ABOVE = 1e11  # epoch numbers above this are milliseconds, below seconds
 OUTPUT_READINGS = 1 << 19  # output rows per slice of the output CSV (about)

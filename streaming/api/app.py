@@ -32,8 +32,8 @@ from streaming.api.problems import (
 )
 from streaming.api.ratelimit import Limits, RateLimiter
 from streaming.api.webhook_checks import CoalescingChecker
-from streaming.consumers.kafka_clients import producer_config
-from streaming.consumers.lifecycle import JsonLog
+from streaming.kafka.config import producer_config
+from streaming.kafka.lifecycle import JsonLog
 from streaming.settings import Settings
 
 DESCRIPTION = """\

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from streaming.redis_keys import RedisKeys
+
 # KEYS[1] the key's bucket hash. ARGV: per bucket (requests, then readings) rate/s, capacity,
 # cost. A rate of 0 means "no limit". Returns the wait in ms (0 = taken).
 SCRIPT = """
@@ -66,7 +68,7 @@ class Limits:
 class RateLimiter:
     def __init__(self, client: aioredis.Redis, prefix: str, limits: Limits) -> None:
         self.client = client
-        self.prefix = prefix
+        self.keys = RedisKeys(prefix)
         self.limits = limits
         self._script = client.register_script(SCRIPT)
         self._waiting: list[tuple[str, int, int, asyncio.Future[float]]] = []
@@ -100,7 +102,7 @@ class RateLimiter:
             async with self.client.pipeline(transaction=False) as pipe:
                 for key_name, requests, readings, _ in waiting:
                     await self._script(
-                        keys=[f"{self.prefix}ratelimit:{key_name}"],
+                        keys=[self.keys.ratelimit(key_name)],
                         args=[
                             lim.requests_per_second,
                             lim.request_capacity,

@@ -1,4 +1,4 @@
-"""`ot stack up | down | status | env`."""
+"""`ot stack up | down | status | env`: start/stop/inspect the local Kafka, Redis and PostgreSQL."""
 
 from __future__ import annotations
 

@@ -1,0 +1,91 @@
+"""The combiner: detector scores -> one score, detector, severity per reading.
+
+The score of a reading is the highest detector score (0 on suppressed readings); `detector`
+names that detector (the first in DETECTORS order on a tie). Severity starts from the magnitude
+(score >= 8 CRITICAL, >= 4 HIGH, >= 2 MEDIUM, else LOW), escalates one step once an anomalous
+run (an alarm episode) has lasted `escalate_samples` readings and one more at 4 x that, and never
+goes down within the run; a `regime` transition stays LOW. Detector and severity are integer
+codes until `named`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from ot_pipeline.detection.config import DetectorSettings
+from ot_pipeline.detection.series import Runs
+
+SEVERITIES = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
+# Order matters only for ties: the first detector with the highest score is named.
+DETECTORS = (
+    "stuck",
+    "gap",
+    "limits",
+    "level",
+    "spike",
+    "rate_of_change",
+    "drift",
+    "ramp",
+    "regime",
+)
+# What `Combiner.coded` returns (and `engine.score_codes` for the whole input).
+CODED_SCHEMA = {
+    "score": pl.Float64,
+    "is_anomaly": pl.Boolean,
+    "_severity": pl.Int8,
+    "_detector": pl.Int8,
+}
+
+
+class Combiner:
+    """Folds the detectors' scores in, one detector at a time (no array kept per detector)."""
+
+    def __init__(self, size: int) -> None:
+        self.top = np.zeros(size)
+        self.named = np.zeros(size, dtype=np.int8)
+        self._higher = np.empty(size, dtype=bool)
+
+    def first(self, name: str, score: Any, where: Any) -> None:
+        """The first detector (DETECTORS[0]): its score where it fires, nothing to compare."""
+        assert name == DETECTORS[0]
+        np.copyto(self.top, score, where=where)
+
+    def add(self, name: str, score: Any) -> None:
+        """A later detector: it is named where it scores higher than every one before."""
+        higher = self._higher
+        np.greater(score, self.top, out=higher)
+        self.named[higher] = DETECTORS.index(name)
+        np.copyto(self.top, score, where=higher)
+
+    def coded(self, suppressed: Any, runs: Runs, s: DetectorSettings) -> pl.DataFrame:
+        """score, is_anomaly and severity / detector codes (-1 when not anomalous)."""
+        named = self.named
+        score = self.top
+        score[suppressed] = 0.0
+        anomalous = score >= 1.0
+        # Severity: magnitude sets the base step, duration escalates (a fault that lasts matters
+        # more); a regime transition stays LOW.
+        step = np.select([score >= 8.0, score >= 4.0, score >= 2.0], [3, 2, 1], 0)
+        run = runs(anomalous)
+        step = np.clip(step + (run >= s.escalate_samples) + (run >= 4 * s.escalate_samples), 0, 3)
+        # An alarm does not de-escalate while it lasts: the highest step so far in the run. (Run
+        # numbers grow along the rows, so one running maximum of run * 4 + step does it.)
+        run_id = np.cumsum(anomalous & (run == 1))
+        step = np.maximum.accumulate(run_id * 4 + step) - run_id * 4
+        step = np.where(named == DETECTORS.index("regime"), 0, step)
+        return pl.DataFrame(
+            {
+                "score": pl.Series(score).round(4),
+                "is_anomaly": anomalous,
+                "_severity": np.where(anomalous, step, -1).astype(np.int8),
+                "_detector": np.where(anomalous, named, -1).astype(np.int8),
+            }
+        )
+
+
+def named(codes: pl.Series, names: pl.Series) -> pl.Series:
+    """Names from integer codes (null for a negative code); `names` may be String or Enum."""
+    return names.gather(pl.select(pl.when(codes >= 0).then(codes)).to_series())
