@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("streaming.simulator.cli", "run the factory fleet simulator"),
     "land": ("streaming.consumers.lander", "land sensor-readings into Parquet (exactly once)"),
     "state": ("streaming.consumers.state_writer", "keep live machine state and alerts in Redis"),
+    "bridge": ("streaming.bridge.cli", "bridge MQTT (plant devices) into sensor-readings"),
     "pipeline": ("ot_pipeline.cli", "run the Dagster assets headless for a range of hours"),
     "detect": ("ot_pipeline.detection.cli", "run the anomaly detectors over a CSV recording"),
     "bench": ("streaming.bench", "run the benchmarks and print figures"),

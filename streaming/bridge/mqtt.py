@@ -1,0 +1,406 @@
+"""`ot bridge mqtt`: MQTT (plant devices, edge gateways) -> `sensor-readings` in Kafka.
+
+The guarantee: an MQTT message is acknowledged (PUBACK) only after Kafka acknowledged every
+reading, or dead letter, it became. The bridge holds a persistent session (MQTT 5, fixed client
+id, clean start off, a session expiry), so everything it has not acknowledged stays with the
+broker: when the bridge is killed, the broker redelivers those messages to its next session and
+nothing is lost; a redelivered message becomes the same `event_id`, so the copy is a detectable
+duplicate (docs/mqtt.md, "Delivery guarantees").
+
+How it stays fast and in order: messages are taken from the socket in batches; each batch is
+converted (streaming.bridge.topics), checked by the contract's batch validator, produced with an
+idempotent `acks=all` producer, and remembered with the packet ids it must acknowledge. Batches
+complete in Kafka in any order but are acknowledged strictly in the order they arrived (MQTT
+requires PUBACKs in arrival order). While Kafka confirms one batch the next is already read.
+If Kafka fails a delivery, the bridge drops the connection without acknowledging: the broker
+redelivers everything unacknowledged when it reconnects.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from streaming.bridge.client import ConnectionLost, MqttAddress, MqttClient, MqttError
+from streaming.bridge.protocol import Publish
+from streaming.bridge.topics import Bad, PlainLayout, readings_from_message
+from streaming.consumers.kafka_clients import producer_config
+from streaming.consumers.lifecycle import Bounds, JsonLog, Progress, StopFlag
+from streaming.events import decode_batch, dlq_headers, encode_avro, encode_avro_many
+from streaming.events.reasons import Reason
+from streaming.settings import Settings
+
+STAGE = "mqtt"
+# Dead letters keep the payload unchanged up to this size (Kafka's default message limit is
+# 1 MB; a reading is under 4 KiB, so anything near this is garbage anyway): longer ones are cut
+# and the detail says so.
+MAX_DEAD_LETTER_BYTES = 64 * 1024
+NO_PARTITION = -1  # MQTT has no partition or offset: the DLQ headers carry -1 for both
+
+
+@dataclass
+class BridgeOptions:
+    client_id: str = "ot-bridge"
+    session_expiry_s: int = 7 * 24 * 3600  # how long the broker keeps our queue while we are away
+    keepalive_s: int = 30
+    batch_size: int = 5_000  # MQTT messages per batch
+    max_in_flight: int = 50_000  # MQTT messages received but not yet acknowledged
+    poll_timeout_s: float = 0.2
+    flush_timeout_s: float = 30.0  # on stop: how long to wait for Kafka before exiting
+    status_file: Path | None = None  # heartbeat for the compose healthcheck
+
+
+@dataclass
+class _Batch:
+    """MQTT messages taken together, the packet ids to acknowledge, and their Kafka outcome."""
+
+    packet_ids: list[int]
+    pending: int = 0
+    failed: int = 0
+
+
+@dataclass
+class BridgeStats:
+    received: int = 0  # MQTT messages taken from the broker (redeliveries included)
+    redelivered: int = 0  # of which the broker marked DUP (sent before, not acknowledged)
+    acknowledged: int = 0  # QoS 1 messages acknowledged to the broker
+    readings: int = 0  # readings Kafka confirmed in the readings topic
+    dead_letters: int = 0  # dead letters Kafka confirmed in the DLQ
+    dead_letter_reasons: Counter[str] = field(default_factory=Counter)
+    kafka_failures: Counter[str] = field(default_factory=Counter)
+    reconnects: int = 0
+    connection_errors: Counter[str] = field(default_factory=Counter)
+
+
+class MqttBridge:
+    def __init__(
+        self,
+        settings: Settings,
+        options: BridgeOptions | None = None,
+        log: JsonLog | None = None,
+        producer: Producer | None = None,
+    ) -> None:
+        self.settings = settings
+        self.options = options or BridgeOptions()
+        self.log = log or JsonLog("bridge-mqtt")
+        self.address = MqttAddress.from_url(settings.mqtt_url)
+        self.client = MqttClient(
+            self.address,
+            self.options.client_id,
+            keepalive=self.options.keepalive_s,
+            clean_start=False,
+            session_expiry=self.options.session_expiry_s,
+            receive_maximum=min(65_535, self.options.max_in_flight),
+        )
+        self.producer = producer or Producer(
+            producer_config(
+                settings,
+                **{
+                    "client.id": f"ot-bridge-{self.options.client_id}",
+                    "linger.ms": 10,
+                    "compression.type": "lz4",
+                    "batch.num.messages": 10_000,
+                    "queue.buffering.max.messages": 500_000,
+                },
+            )
+        )
+        self.layout = PlainLayout(settings.mqtt_topic_root)
+        self.subscriptions = [self.layout.filter]
+        self.stats = BridgeStats()
+        self.in_flight: deque[_Batch] = deque()
+        self.unacked = 0  # MQTT messages in `in_flight`
+        self.session_resumed: bool | None = None
+        self.undelivered_at_exit = 0
+        self._next_connect = 0.0
+        self._backoff = 0.5
+        self._started = time.monotonic()
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run(self, bounds: Bounds, stop: StopFlag, progress: Progress) -> dict[str, Any]:
+        stopped_by = "signal"
+        while not stop.stopped:
+            now = time.monotonic()
+            why = bounds.reached(self.stats.received, now)
+            if why and not (why == "idle" and self.in_flight):
+                stopped_by = why
+                break
+            if not self.client.connected:
+                self._connect(now)
+                if not self.client.connected:
+                    self._wait(stop, min(0.2, max(0.0, self._next_connect - now)))
+                    continue
+            try:
+                self._settle()
+                room = self.options.max_in_flight - self.unacked
+                if room <= 0:
+                    self.producer.poll(0.02)
+                    self.client.maintain()
+                else:
+                    wait = 0.002 if self.in_flight else self.options.poll_timeout_s
+                    messages = self.client.receive(min(self.options.batch_size, room), wait)
+                    if messages:
+                        bounds.saw_messages(time.monotonic())
+                        self._process(messages)
+            except MqttError as exc:
+                self._lost(exc)
+            if progress.due(time.monotonic()):
+                progress.show(time.monotonic(), **self._figures())
+                self._heartbeat()
+        else:
+            stopped_by = f"signal:{stop.signal}"
+        self._drain()
+        progress.done()
+        self._heartbeat()
+        return self.summary(stopped_by)
+
+    def _wait(self, stop: StopFlag, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not stop.stopped and time.monotonic() < deadline:
+            self.producer.poll(min(0.05, max(0.0, deadline - time.monotonic())))
+
+    def _connect(self, now: float) -> None:
+        if now < self._next_connect:
+            return
+        try:
+            resumed = self.client.connect()
+            self.client.subscribe(self.subscriptions, qos=1)
+        except (MqttError, OSError) as exc:
+            self.client.close()
+            self.stats.connection_errors[type(exc).__name__] += 1
+            self.log("connect_failed", broker=str(self.address), error=str(exc))
+            self._next_connect = now + self._backoff
+            self._backoff = min(5.0, self._backoff * 2)
+            return
+        self._backoff = 0.5
+        if self.session_resumed is None:
+            self.session_resumed = resumed
+        else:
+            self.stats.reconnects += 1
+        self.log(
+            "connected",
+            broker=str(self.address),
+            client_id=self.options.client_id,
+            session_present=resumed,
+            subscriptions=self.subscriptions,
+        )
+
+    def _lost(self, exc: Exception) -> None:
+        """The connection is gone (or we dropped it): nothing unacknowledged can be acknowledged
+        any more; the broker redelivers it all to the next connection."""
+        self.client.close()
+        self.stats.connection_errors[type(exc).__name__] += 1
+        self.log("connection_lost", broker=str(self.address), error=str(exc), unacked=self.unacked)
+        self.in_flight.clear()
+        self.unacked = 0
+        self._next_connect = time.monotonic() + self._backoff
+        self._backoff = min(5.0, self._backoff * 2)
+
+    # -- one batch -------------------------------------------------------------------------------
+    def _process(self, messages: list[Publish]) -> None:
+        stats = self.stats
+        stats.received += len(messages)
+        stats.redelivered += sum(1 for m in messages if m.dup)
+        batch = _Batch([m.packet_id for m in messages if m.qos])
+        received_ms = int(time.time() * 1000)
+        records: list[dict[str, Any]] = []
+        origin: list[int] = []  # message index of each record
+        dead: list[tuple[int, str, str]] = []  # (message index, reason, detail)
+        for i, message in enumerate(messages):
+            for result in readings_from_message(
+                message.topic, message.payload, received_ms, self.layout
+            ):
+                if isinstance(result, Bad):
+                    dead.append((i, result.reason, result.detail))
+                else:
+                    records.append(result)
+                    origin.append(i)
+        payloads = _encode(records, dead, origin)
+        on_delivery = self._delivery_callback(batch)
+        if payloads:
+            decoded = decode_batch(
+                payloads,
+                received_ms,
+                max_future_ms=self.settings.max_future_ms,
+                max_age_ms=self.settings.max_age_ms,
+            )
+            topic = self.settings.topics.readings
+            for j in decoded.valid_index.tolist():
+                key = records[j]["machine_id"]
+                self._produce(topic, payloads[j], key, None, on_delivery, batch)
+            for r in decoded.rejected:
+                dead.append((origin[r.index], str(r.reason), r.detail))
+        for i, reason, detail in dead:
+            self._dead_letter(messages[i], reason, detail, on_delivery, batch)
+        self.in_flight.append(batch)
+        self.unacked += len(batch.packet_ids)
+        self.producer.poll(0)
+
+    def _delivery_callback(self, batch: _Batch) -> Callable[[KafkaError | None, Message], None]:
+        stats = self.stats
+        readings_topic = self.settings.topics.readings
+
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            batch.pending -= 1
+            if err is not None:
+                batch.failed += 1
+                stats.kafka_failures[err.name()] += 1
+            elif msg.topic() == readings_topic:
+                stats.readings += 1
+            else:
+                stats.dead_letters += 1
+
+        return on_delivery
+
+    def _produce(
+        self,
+        topic: str,
+        value: bytes,
+        key: str,
+        headers: list[tuple[str, bytes]] | None,
+        on_delivery: Callable[[KafkaError | None, Message], None],
+        batch: _Batch,
+    ) -> None:
+        while True:
+            try:
+                self.producer.produce(
+                    topic,
+                    value,
+                    key.encode(),
+                    headers=cast("list[tuple[str, str | bytes | None]] | None", headers),
+                    on_delivery=on_delivery,
+                )
+                break
+            except BufferError:
+                self.producer.poll(0.05)  # local queue full: let librdkafka send, then retry
+        batch.pending += 1
+
+    def _dead_letter(
+        self,
+        message: Publish,
+        reason: str,
+        detail: str,
+        on_delivery: Callable[[KafkaError | None, Message], None],
+        batch: _Batch,
+    ) -> None:
+        value = message.payload
+        if len(value) > MAX_DEAD_LETTER_BYTES:
+            detail = f"{detail} (payload cut to {MAX_DEAD_LETTER_BYTES} of {len(value)} bytes)"
+            value = value[:MAX_DEAD_LETTER_BYTES]
+        headers = dlq_headers(reason, STAGE, message.topic, NO_PARTITION, NO_PARTITION, detail)
+        self.stats.dead_letter_reasons[reason] += 1
+        key = self.layout.machine_of(message.topic)
+        self._produce(self.settings.topics.dlq, value, key, headers, on_delivery, batch)
+
+    # -- acknowledging ---------------------------------------------------------------------------
+    def _settle(self) -> None:
+        """Serve Kafka's delivery reports, then PUBACK every leading batch Kafka fully confirmed."""
+        self.producer.poll(0)
+        ids: list[int] = []
+        while self.in_flight and self.in_flight[0].pending == 0:
+            batch = self.in_flight[0]
+            if batch.failed:
+                if ids:
+                    self._ack(ids)
+                raise ConnectionLost(
+                    f"Kafka failed {batch.failed} deliveries; reconnecting so that the broker "
+                    "redelivers what is not acknowledged"
+                )
+            self.in_flight.popleft()
+            self.unacked -= len(batch.packet_ids)
+            ids += batch.packet_ids
+        if ids:
+            self._ack(ids)
+
+    def _ack(self, ids: list[int]) -> None:
+        self.client.ack(ids)
+        self.stats.acknowledged += len(ids)
+
+    def _drain(self) -> None:
+        """On stop: wait for Kafka, acknowledge what it confirmed, leave the session cleanly."""
+        remaining = self.producer.flush(self.options.flush_timeout_s)
+        if self.client.connected:
+            try:
+                self._settle()
+            except MqttError as exc:
+                self.log("not_acknowledged_at_exit", error=str(exc), unacked=self.unacked)
+            self.client.disconnect()
+        if remaining:
+            self.log("kafka_undelivered_at_exit", messages=remaining)
+        self.undelivered_at_exit = remaining
+
+    # -- reporting -------------------------------------------------------------------------------
+    def _figures(self) -> dict[str, Any]:
+        s = self.stats
+        elapsed = max(1e-9, time.monotonic() - self._started)
+        return {
+            "received": s.received,
+            "acknowledged": s.acknowledged,
+            "readings": s.readings,
+            "dead_letters": s.dead_letters,
+            "unacked": self.unacked,
+            "per_s": round(s.received / elapsed),
+            "connected": self.client.connected,
+        }
+
+    def _heartbeat(self) -> None:
+        if self.options.status_file is None:
+            return
+        state = {"ts": round(time.time(), 3), **self._figures()}
+        tmp = self.options.status_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state))
+        tmp.replace(self.options.status_file)
+
+    def summary(self, stopped_by: str) -> dict[str, Any]:
+        s = self.stats
+        elapsed = time.monotonic() - self._started
+        return {
+            "component": "bridge-mqtt",
+            "broker": str(self.address),
+            "client_id": self.options.client_id,
+            "session_resumed": self.session_resumed,
+            "received": s.received,
+            "redelivered": s.redelivered,
+            "acknowledged": s.acknowledged,
+            "not_acknowledged": self.unacked,
+            "readings": s.readings,
+            "dead_letters": s.dead_letters,
+            "dead_letter_reasons": dict(s.dead_letter_reasons),
+            "kafka_failures": dict(s.kafka_failures),
+            "kafka_undelivered_at_exit": self.undelivered_at_exit,
+            "reconnects": s.reconnects,
+            "connection_errors": dict(s.connection_errors),
+            "stopped_by": stopped_by,
+            "elapsed_s": round(elapsed, 3),
+            "messages_per_s": round(s.received / max(elapsed, 1e-9), 1),
+        }
+
+
+def _encode(
+    records: list[dict[str, Any]], dead: list[tuple[int, str, str]], origin: list[int]
+) -> list[bytes]:
+    """Avro wire format of every record (topics.py guarantees encodable records; should one
+    still fail, it alone is dead-lettered and dropped from `records` and `origin`)."""
+    if not records:
+        return []
+    try:
+        return encode_avro_many(records)
+    except ValueError:
+        pass
+    payloads: list[bytes] = []
+    keep: list[int] = []
+    for j, record in enumerate(records):
+        try:
+            payloads.append(encode_avro(record))
+            keep.append(j)
+        except ValueError as exc:
+            dead.append((origin[j], str(Reason.BAD_TYPE), str(exc)[:200]))
+    records[:] = [records[j] for j in keep]
+    origin[:] = [origin[j] for j in keep]
+    return payloads
