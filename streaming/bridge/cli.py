@@ -42,6 +42,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="messages received but not yet acknowledged (at most 65535)",
     )
     p.add_argument("--poll-timeout", type=float, default=defaults.poll_timeout_s)
+    p.add_argument(
+        "--delivery-timeout-ms",
+        type=int,
+        default=defaults.delivery_timeout_ms,
+        help="a reading Kafka has not confirmed by then fails; the bridge reconnects without "
+        "acknowledging and the broker redelivers (default %(default)s)",
+    )
     p.add_argument("--until-idle", type=float, help="stop after this many seconds without data")
     p.add_argument("--max-messages", type=int, help="stop after receiving this many messages")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
@@ -64,6 +71,7 @@ def main(argv: list[str]) -> int:
         batch_size=args.batch_size,
         max_in_flight=args.max_in_flight,
         poll_timeout_s=args.poll_timeout,
+        delivery_timeout_ms=args.delivery_timeout_ms,
         status_file=args.status_file,
     )
     log = JsonLog("bridge-mqtt")

@@ -54,6 +54,9 @@ class BridgeOptions:
     max_in_flight: int = 50_000  # MQTT messages received but not yet acknowledged
     poll_timeout_s: float = 0.2
     flush_timeout_s: float = 30.0  # on stop: how long to wait for Kafka before exiting
+    # A reading Kafka has not confirmed within this time fails: the bridge then reconnects
+    # without acknowledging, and the broker redelivers (librdkafka's default is 5 minutes).
+    delivery_timeout_ms: int = 60_000
     status_file: Path | None = None  # heartbeat for the compose healthcheck
 
 
@@ -108,6 +111,7 @@ class MqttBridge:
                     "compression.type": "lz4",
                     "batch.num.messages": 10_000,
                     "queue.buffering.max.messages": 500_000,
+                    "message.timeout.ms": self.options.delivery_timeout_ms,
                 },
             )
         )

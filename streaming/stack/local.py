@@ -3,8 +3,8 @@ plain processes.
 
 No Docker engine exists on the development and CI machines, so `ot stack up` runs the real servers
 from what the registries give: the Kafka broker jars resolved by Maven from the pinned `pom.xml`,
-Redis, PostgreSQL and Mosquitto from Debian packages (installed when missing). Every service keeps its data,
-config, log and pid file under one ignored folder (`.stack/` at the repository root, or
+Redis, PostgreSQL and Mosquitto from Debian packages (installed when missing). Every service keeps
+its data, config, log and pid file under one ignored folder (`.stack/` at the repository root, or
 `OT_STACK_DIR`), on non-default loopback ports.
 
 `up` is idempotent (a service that answers is reused), waits until each service really answers,
@@ -344,7 +344,9 @@ class LocalStack:
         from streaming.bridge.client import MqttAddress, MqttClient, MqttError
 
         client = MqttClient(
-            MqttAddress("127.0.0.1", self.mqtt_port), f"ot-stack-probe-{os.getpid()}", connect_timeout=2
+            MqttAddress("127.0.0.1", self.mqtt_port),
+            f"ot-stack-probe-{os.getpid()}",
+            connect_timeout=2,
         )
         try:
             client.connect()
