@@ -396,3 +396,48 @@ def test_stack_env_exports_the_mqtt_url(stack: Settings) -> None:
         text=True,
     )
     assert f"export MQTT_URL={stack.mqtt_url}" in result.stdout.splitlines()
+
+
+def test_simulated_fleet_over_mqtt_reaches_kafka_through_the_bridge(
+    mqtt_isolated: Settings, mqtt_sessions: list[str], tmp_path: Path
+) -> None:
+    """simulator -> Mosquitto -> bridge -> Kafka: every valid reading arrives (duplicates the
+    simulator resends keep their event_id), every malformed one is a dead letter."""
+    settings = mqtt_isolated
+    client_id = f"bridge-{uuid.uuid4().hex[:8]}"
+    mqtt_sessions.append(client_id)
+    log = tmp_path / "bridge.log"
+    bridge = _bridge(settings, client_id, log, "--until-idle", "3")
+    _wait_connected(log, 1, bridge)
+    simulate = subprocess.run(
+        [sys.executable, "-m", "streaming.cli", "simulate", "--sink", "mqtt"]
+        + ["--machines", "6", "--hours", "0.1", "--chaos", "heavy", "--seed", "3"],
+        env=_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert simulate.returncode == 0, simulate.stderr[-2000:]
+    sim = json.loads(simulate.stdout.strip().splitlines()[-1])
+    summary = drills.summary_of(bridge)
+
+    assert sim["sink"] == "mqtt"
+    assert sim["mqtt_published"] == sim["mqtt_acknowledged"] == sim["produced"]
+    assert sim["malformed"]["total"] > 0 and sim["duplicates"] > 0
+    assert summary["received"] == sim["produced"]
+    assert summary["readings"] == sim["readings"]
+    assert summary["dead_letters"] == sim["malformed"]["total"]
+    assert summary["dead_letter_reasons"] == {
+        reason: n
+        for reason, n in (
+            ("INVALID_JSON", sim["malformed"]["undecodable"]),
+            ("OUT_OF_RANGE", sim["malformed"]["out_of_range"]),
+            ("UNKNOWN_ENUM", sim["malformed"]["unknown_enum"]),
+        )
+        if n
+    }
+    landed = _consume(settings, settings.topics.readings)
+    ids = decode_batch([m.value() for m in landed], int(time.time() * 1000), **_window())
+    event_ids = ids.valid.column("event_id").to_pylist()
+    assert len(event_ids) == sim["readings"]
+    assert len(set(event_ids)) == sim["readings"] - sim["duplicates"]
