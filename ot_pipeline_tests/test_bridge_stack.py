@@ -398,6 +398,9 @@ def test_stack_env_exports_the_mqtt_url(stack: Settings) -> None:
     assert f"export MQTT_URL={stack.mqtt_url}" in result.stdout.splitlines()
 
 
+SIMULATION = ("--machines", "6", "--hours", "0.1", "--chaos", "heavy", "--seed", "3")
+
+
 def test_simulated_fleet_over_mqtt_reaches_kafka_through_the_bridge(
     mqtt_isolated: Settings, mqtt_sessions: list[str], tmp_path: Path
 ) -> None:
@@ -410,8 +413,7 @@ def test_simulated_fleet_over_mqtt_reaches_kafka_through_the_bridge(
     bridge = _bridge(settings, client_id, log, "--until-idle", "3")
     _wait_connected(log, 1, bridge)
     simulate = subprocess.run(
-        [sys.executable, "-m", "streaming.cli", "simulate", "--sink", "mqtt"]
-        + ["--machines", "6", "--hours", "0.1", "--chaos", "heavy", "--seed", "3"],
+        [sys.executable, "-m", "streaming.cli", "simulate", "--sink", "mqtt", *SIMULATION],
         env=_env(settings),
         capture_output=True,
         text=True,
