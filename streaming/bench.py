@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, str] = {
     "events": "streaming.events.bench",
     "simulator": "streaming.simulator.bench",
     "consumers": "streaming.consumers.bench",
+    "mqtt": "streaming.bridge.bench",
     "detection": "ot_pipeline.detection.bench",
     "pipeline": "ot_pipeline.bench",
 }

@@ -80,6 +80,8 @@ class BridgeStats:
     kafka_failures: Counter[str] = field(default_factory=Counter)
     reconnects: int = 0
     connection_errors: Counter[str] = field(default_factory=Counter)
+    first_message_at: float | None = None  # monotonic clock, for throughput figures
+    last_ack_at: float | None = None
 
 
 class MqttBridge:
@@ -136,7 +138,7 @@ class MqttBridge:
                 stopped_by = why
                 break
             if not self.client.connected:
-                self._connect(now)
+                self.connect(now)
                 if not self.client.connected:
                     self._wait(stop, min(0.2, max(0.0, self._next_connect - now)))
                     continue
@@ -169,7 +171,9 @@ class MqttBridge:
         while not stop.stopped and time.monotonic() < deadline:
             self.producer.poll(min(0.05, max(0.0, deadline - time.monotonic())))
 
-    def _connect(self, now: float) -> None:
+    def connect(self, now: float | None = None) -> None:
+        """Connect and subscribe, unless a failed attempt asked to back off until later."""
+        now = time.monotonic() if now is None else now
         if now < self._next_connect:
             return
         try:
@@ -209,6 +213,8 @@ class MqttBridge:
     # -- one batch -------------------------------------------------------------------------------
     def _process(self, messages: list[Publish]) -> None:
         stats = self.stats
+        if stats.first_message_at is None:
+            stats.first_message_at = time.monotonic()
         stats.received += len(messages)
         stats.redelivered += sum(1 for m in messages if m.dup)
         batch = _Batch([m.packet_id for m in messages if m.qos])
@@ -325,6 +331,7 @@ class MqttBridge:
     def _ack(self, ids: list[int]) -> None:
         self.client.ack(ids)
         self.stats.acknowledged += len(ids)
+        self.stats.last_ack_at = time.monotonic()
 
     def _drain(self) -> None:
         """On stop: wait for Kafka, acknowledge what it confirmed, leave the session cleanly."""
@@ -361,6 +368,12 @@ class MqttBridge:
         tmp.write_text(json.dumps(state))
         tmp.replace(self.options.status_file)
 
+    def forwarding_rate(self) -> float | None:
+        s = self.stats
+        if s.first_message_at is None or s.last_ack_at is None:
+            return None
+        return round(s.acknowledged / max(s.last_ack_at - s.first_message_at, 1e-9), 1)
+
     def summary(self, stopped_by: str) -> dict[str, Any]:
         s = self.stats
         elapsed = time.monotonic() - self._started
@@ -383,6 +396,8 @@ class MqttBridge:
             "stopped_by": stopped_by,
             "elapsed_s": round(elapsed, 3),
             "messages_per_s": round(s.received / max(elapsed, 1e-9), 1),
+            # From the first message taken to the last acknowledgement: the forwarding rate.
+            "forwarding_per_s": self.forwarding_rate(),
         }
 
 
