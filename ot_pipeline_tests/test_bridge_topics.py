@@ -170,6 +170,14 @@ def test_every_accepted_record_encodes_and_the_contract_rules_still_apply() -> N
     assert decode_batch(encode_avro_many([ok]), now, max_future_ms=1, max_age_ms=1).rejected == []  # type: ignore[list-item]
 
 
+def test_a_poison_payload_is_rejected_not_raised() -> None:
+    """A message that would crash the bridge would be redelivered to it forever."""
+    (deep,) = readings_from_message(TOPIC, b"[" * 4000, NOW, LAYOUT)
+    assert isinstance(deep, Bad) and deep.reason == "INVALID_JSON"
+    (nested,) = readings_from_message(TOPIC, b'{"value": ' + b"[" * 3000 + b"}", NOW, LAYOUT)
+    assert isinstance(nested, Bad) and nested.reason == "INVALID_JSON"
+
+
 def test_one_plain_message_is_one_reading() -> None:
     assert len(readings_from_message(TOPIC, b"1", NOW, LAYOUT)) == 1
     assert DEFAULT_ROOT == "factory"

@@ -29,7 +29,7 @@ from typing import Any, cast
 from confluent_kafka import KafkaError, Message, Producer
 
 from streaming.bridge.client import ConnectionLost, MqttAddress, MqttClient, MqttError
-from streaming.bridge.protocol import Publish
+from streaming.bridge.protocol import ProtocolError, Publish
 from streaming.bridge.topics import Bad, PlainLayout, readings_from_message
 from streaming.consumers.kafka_clients import producer_config
 from streaming.consumers.lifecycle import Bounds, JsonLog, Progress, StopFlag
@@ -150,11 +150,13 @@ class MqttBridge:
                     self.client.maintain()
                 else:
                     wait = 0.002 if self.in_flight else self.options.poll_timeout_s
-                    messages = self.client.receive(min(self.options.batch_size, room), wait)
+                    batch = min(self.options.batch_size, room)
+                    limit = bounds.remaining(self.stats.received, batch)
+                    messages = self.client.receive(limit, wait) if limit else []
                     if messages:
                         bounds.saw_messages(time.monotonic())
                         self._process(messages)
-            except MqttError as exc:
+            except (MqttError, ProtocolError) as exc:
                 self._lost(exc)
             if progress.due(time.monotonic()):
                 progress.show(time.monotonic(), **self._figures())

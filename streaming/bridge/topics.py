@@ -106,8 +106,13 @@ class PlainLayout:
 def readings_from_message(
     topic: str, payload: bytes, received_ms: int, layout: PlainLayout
 ) -> list[dict[str, Any] | Bad]:
-    """Every reading one MQTT message holds (one for a plain topic), or why it holds none."""
-    return [reading_from_plain(topic, payload, received_ms, layout)]
+    """Every reading one MQTT message holds (one for a plain topic), or why it holds none.
+    Never raises: a message that trips anything unforeseen is rejected alone, not redelivered
+    forever to a bridge that crashes on it."""
+    try:
+        return [reading_from_plain(topic, payload, received_ms, layout)]
+    except Exception as exc:
+        return [Bad(Reason.INVALID_JSON, f"unreadable payload: {type(exc).__name__}")]
 
 
 def derived_seq(ts: int, metric: str) -> int:
@@ -155,6 +160,8 @@ def _payload(payload: bytes) -> Any:
         body = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         return Bad(Reason.INVALID_JSON, f"not JSON or a number: {str(exc)[:100]}")
+    except RecursionError:
+        return Bad(Reason.INVALID_JSON, "JSON nested too deeply")
     if isinstance(body, dict) or (isinstance(body, int | float) and not isinstance(body, bool)):
         return body
     kind = type(body).__name__
