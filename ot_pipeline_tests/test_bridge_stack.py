@@ -443,3 +443,59 @@ def test_simulated_fleet_over_mqtt_reaches_kafka_through_the_bridge(
     event_ids = ids.valid.column("event_id").to_pylist()
     assert len(event_ids) == sim["readings"]
     assert len(set(event_ids)) == sim["readings"] - sim["duplicates"]
+
+
+def test_sparkplug_b_births_and_data_reach_kafka(
+    mqtt_isolated: Settings, mqtt_sessions: list[str], tmp_path: Path
+) -> None:
+    """An edge gateway publishes DBIRTH (names, aliases) then DDATA (aliases only) for two
+    devices: every numeric contract metric becomes a reading keyed by its device."""
+    from streaming.bridge.sparkplug import DOUBLE, Payload
+
+    settings = mqtt_isolated
+    group = f"line-{uuid.uuid4().hex[:8]}"
+    client_id = f"bridge-{uuid.uuid4().hex[:8]}"
+    mqtt_sessions.append(client_id)
+    now = int(time.time() * 1000)
+
+    def body(metrics: list[dict[str, Any]], ts: int) -> bytes:
+        message = Payload(timestamp=ts, seq=0)
+        for spec in metrics:
+            message.metrics.add(**spec)
+        return bytes(message.SerializeToString())
+
+    messages: list[Message] = []
+    for device in ("pump-1", "pump-2"):
+        birth = [
+            {"name": "Pump/Flow", "alias": 1, "datatype": DOUBLE, "double_value": 10.0},
+            {"name": "Pump/Pressure", "alias": 2, "datatype": DOUBLE, "double_value": 4.0},
+            {"name": "Properties/Model", "alias": 3, "datatype": 12, "string_value": "P-9"},
+        ]
+        messages.append((f"spBv1.0/{group}/DBIRTH/gw-1/{device}", body(birth, now - 10_000)))
+        for k in range(50):
+            ts = now - 9_000 + k * 100
+            data = [
+                {"alias": 1, "double_value": 10.0 + k / 10, "timestamp": ts},
+                {"alias": 2, "double_value": 4.0 + k / 100, "timestamp": ts},
+            ]
+            messages.append((f"spBv1.0/{group}/DDATA/gw-1/{device}", body(data, ts)))
+    log = tmp_path / "bridge.log"
+    bridge = _bridge(settings, client_id, log, "--until-idle", "3", "--sparkplug-group", group)
+    _wait_connected(log, 1, bridge)
+    _publish(settings, messages)
+    summary = drills.summary_of(bridge)
+
+    assert summary["received"] == summary["acknowledged"] == len(messages)
+    assert summary["readings"] == 2 * (2 + 50 * 2)
+    assert summary["dead_letters"] == 0
+    assert summary["sparkplug_skipped_metrics"] == 2  # Properties/Model of each DBIRTH
+    landed = _consume(settings, settings.topics.readings)
+    batch = decode_batch([m.value() for m in landed], int(time.time() * 1000), **_window())
+    rows = batch.valid.to_pylist()
+    assert {(r["machine_id"], r["line_id"]) for r in rows} == {
+        ("pump-1", group),
+        ("pump-2", group),
+    }
+    assert sorted({r["metric"] for r in rows}) == ["flow", "pressure"]
+    assert len({r["event_id"] for r in rows}) == len(rows)
+    assert {landed[i].key().decode() for i in batch.valid_index.tolist()} == {"pump-1", "pump-2"}

@@ -16,7 +16,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = sub.add_parser(
         "mqtt",
         help="MQTT (QoS 1, persistent session) -> sensor-readings",
-        description="Subscribe to factory/{line}/{machine}/{metric} on MQTT_URL with QoS 1 and a "
+        description="Subscribe to factory/{line}/{machine}/{metric} and Sparkplug B "
+        "spBv1.0/{group}/DBIRTH|DDATA/{edge}/{device} on MQTT_URL with QoS 1 and a "
         "persistent session; acknowledge each message only after Kafka confirmed what it became "
         "(readings to sensor-readings, invalid ones to the DLQ with stage mqtt). Ends with one "
         "line of JSON. See docs/mqtt.md.",
@@ -54,6 +55,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--progress-every", type=float, default=2.0, help="seconds between progress")
     p.add_argument("--status-file", type=Path, help="heartbeat file for a healthcheck")
+    p.add_argument(
+        "--sparkplug-group",
+        action="append",
+        default=[],
+        metavar="GROUP",
+        help="read Sparkplug B DBIRTH/DDATA of this group only (repeatable; default all groups)",
+    )
+    p.add_argument("--no-sparkplug", action="store_true", help="do not read Sparkplug B")
     args = parser.parse_args(argv)
     if not 1 <= args.max_in_flight <= 65_535:
         parser.error("--max-in-flight must be 1..65535")
@@ -73,6 +82,7 @@ def main(argv: list[str]) -> int:
         poll_timeout_s=args.poll_timeout,
         delivery_timeout_ms=args.delivery_timeout_ms,
         status_file=args.status_file,
+        sparkplug_groups=() if args.no_sparkplug else tuple(args.sparkplug_group or ["+"]),
     )
     log = JsonLog("bridge-mqtt")
     stop = StopFlag().install()

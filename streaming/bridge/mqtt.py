@@ -28,6 +28,7 @@ from typing import Any, cast
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from streaming.bridge import sparkplug
 from streaming.bridge.client import ConnectionLost, MqttAddress, MqttClient, MqttError
 from streaming.bridge.protocol import ProtocolError, Publish
 from streaming.bridge.topics import Bad, PlainLayout, readings_from_message
@@ -58,6 +59,8 @@ class BridgeOptions:
     # without acknowledging, and the broker redelivers (librdkafka's default is 5 minutes).
     delivery_timeout_ms: int = 60_000
     status_file: Path | None = None  # heartbeat for the compose healthcheck
+    # Sparkplug B groups to read (`+` = all); empty = Sparkplug off.
+    sparkplug_groups: tuple[str, ...] = ("+",)
 
 
 @dataclass
@@ -119,6 +122,9 @@ class MqttBridge:
         )
         self.layout = PlainLayout(settings.mqtt_topic_root)
         self.subscriptions = [self.layout.filter]
+        self.sparkplug = sparkplug.SparkplugReader()
+        if self.options.sparkplug_groups:
+            self.subscriptions += sparkplug.filters(self.options.sparkplug_groups)
         self.stats = BridgeStats()
         self.in_flight: deque[_Batch] = deque()
         self.unacked = 0  # MQTT messages in `in_flight`
@@ -225,9 +231,13 @@ class MqttBridge:
         origin: list[int] = []  # message index of each record
         dead: list[tuple[int, str, str]] = []  # (message index, reason, detail)
         for i, message in enumerate(messages):
-            for result in readings_from_message(
-                message.topic, message.payload, received_ms, self.layout
-            ):
+            if sparkplug.is_sparkplug(message.topic):
+                results = self.sparkplug.readings(message.topic, message.payload, received_ms)
+            else:
+                results = readings_from_message(
+                    message.topic, message.payload, received_ms, self.layout
+                )
+            for result in results:
                 if isinstance(result, Bad):
                     dead.append((i, result.reason, result.detail))
                 else:
@@ -307,7 +317,10 @@ class MqttBridge:
             value = value[:MAX_DEAD_LETTER_BYTES]
         headers = dlq_headers(reason, STAGE, message.topic, NO_PARTITION, NO_PARTITION, detail)
         self.stats.dead_letter_reasons[reason] += 1
-        key = self.layout.machine_of(message.topic)
+        if sparkplug.is_sparkplug(message.topic):
+            key = sparkplug.device_of(message.topic)
+        else:
+            key = self.layout.machine_of(message.topic)
         self._produce(self.settings.topics.dlq, value, key, headers, on_delivery, batch)
 
     # -- acknowledging ---------------------------------------------------------------------------
@@ -393,6 +406,7 @@ class MqttBridge:
             "dead_letter_reasons": dict(s.dead_letter_reasons),
             "kafka_failures": dict(s.kafka_failures),
             "kafka_undelivered_at_exit": self.undelivered_at_exit,
+            "sparkplug_skipped_metrics": self.sparkplug.skipped_metrics,
             "reconnects": s.reconnects,
             "connection_errors": dict(s.connection_errors),
             "stopped_by": stopped_by,
