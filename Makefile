@@ -28,13 +28,13 @@ test-fast: setup
 	@$(BIN)/python -m pytest -q -m "not stack" $(PYTEST_ARGS)
 
 lint: setup
-	@$(BIN)/ruff check streaming ot_pipeline ot_pipeline_tests
-	@$(BIN)/ruff format --check streaming ot_pipeline ot_pipeline_tests
+	@$(BIN)/ruff check streaming ot_pipeline ot_tools ot_pipeline_tests
+	@$(BIN)/ruff format --check streaming ot_pipeline ot_tools ot_pipeline_tests
 	@$(BIN)/mypy
 
 format: setup
-	@$(BIN)/ruff format streaming ot_pipeline ot_pipeline_tests
-	@$(BIN)/ruff check --fix streaming ot_pipeline ot_pipeline_tests
+	@$(BIN)/ruff format streaming ot_pipeline ot_tools ot_pipeline_tests
+	@$(BIN)/ruff check --fix streaming ot_pipeline ot_tools ot_pipeline_tests
 
 bench: setup
 	@$(BIN)/ot stack up

@@ -62,7 +62,9 @@ def judge(previous: Probe | None, current: Probe, *, needs_growth: bool, max_lag
 def _watermarks(bootstrap: str, topic: str) -> dict[int, tuple[int, int]]:
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "ot-healthcheck"})
+    from streaming.kafka.config import reader_config
+
+    consumer = Consumer(reader_config(bootstrap, "healthcheck"))
     try:
         meta = consumer.list_topics(topic, timeout=10)
         partitions = meta.topics[topic].partitions
@@ -117,9 +119,11 @@ def measure(service: str, settings: Settings) -> Probe:
     if service == "state-writer":
         import redis
 
+        from streaming.redis_keys import RedisKeys
+
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
         applied: dict[int, int] = {}
-        for key in client.scan_iter(match=f"{settings.redis_prefix}offsets:*"):
+        for key in client.scan_iter(match=RedisKeys(settings.redis_prefix).scan_offsets):
             for field, value in client.hgetall(key).items():
                 partition, offset = int(field), int(value) + 1  # stored: last applied offset
                 applied[partition] = max(applied.get(partition, 0), offset)

@@ -1,7 +1,11 @@
-"""`ot pipeline run --from HOUR --to HOUR`: materialize every hourly asset for a range of hours
-and the daily assets of the days it covers, headless, in the Dagster instance the UI shows.
+"""`ot pipeline`: run the Dagster assets headless for a range of hours.
 
-Ends with one JSON line: per asset its partitions and rows, per check passed or failed.
+`ot pipeline run --from HOUR --to HOUR` materializes every hourly asset for a range of hours and
+the daily assets of the days it covers, headless, in the Dagster instance the UI shows. It ends
+with one JSON line: per asset its partitions and rows, per check passed or failed.
+
+`ot pipeline home` prepares DAGSTER_HOME (the instance the UI and `ot pipeline run` share) and
+prints its path; `make run` starts `dagster dev` in it.
 """
 
 from __future__ import annotations
@@ -13,28 +17,19 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
+from streaming.lake.hours import day_of, hour_keys, parse_hour
 from streaming.settings import Settings
 
-HOUR_FORMATS = ("%Y-%m-%d-%H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H", "%Y-%m-%d %H:%M", "%Y-%m-%d-%H")
 
-
-def parse_hour(text: str) -> datetime:
+def hour_argument(text: str) -> datetime:
     """An hour given as a partition key ('2026-11-22-13:00') or ISO ('2026-11-22T13')."""
-    for fmt in HOUR_FORMATS:
-        try:
-            moment = datetime.strptime(text.rstrip("Z"), fmt)
-        except ValueError:
-            continue
-        return moment.replace(minute=0, second=0, tzinfo=UTC)
-    raise argparse.ArgumentTypeError(f"{text!r} is not an hour like 2026-11-22-13:00")
-
-
-def hour_keys(first: datetime, last: datetime) -> list[str]:
-    count = int((last - first) / timedelta(hours=1)) + 1
-    return [(first + timedelta(hours=i)).strftime("%Y-%m-%d-%H:00") for i in range(count)]
+    try:
+        return parse_hour(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 @dataclass
@@ -108,7 +103,7 @@ def run_range(
         raise_on_error=False,
     )
     summary.add_run(HOURLY_JOB, hourly)
-    days = sorted({k[:10] for k in keys})
+    days = sorted({day_of(k) for k in keys})
     if daily:
         selection = [dg.AssetKey("daily_archive"), dg.AssetKey("landing_retention")]
         if ground_truth:
@@ -149,12 +144,16 @@ def _progress(message: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="ot pipeline", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="ot pipeline",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="materialize a range of hours (and the days they cover)")
-    run.add_argument("--from", dest="first", type=parse_hour, required=True, help="first hour")
+    run.add_argument("--from", dest="first", type=hour_argument, required=True, help="first hour")
     run.add_argument(
-        "--to", dest="last", type=parse_hour, required=True, help="last hour (inclusive)"
+        "--to", dest="last", type=hour_argument, required=True, help="last hour (inclusive)"
     )
     run.add_argument("--no-daily", action="store_true", help="hourly assets only")
     run.add_argument(
@@ -162,7 +161,15 @@ def main(argv: list[str]) -> int:
         action="store_true",
         help="skip reading sim.faults and the detection scorecard (no simulator ground truth)",
     )
+    sub.add_parser("home", help="prepare DAGSTER_HOME and print its path")
     args = parser.parse_args(argv)
+    if args.command == "home":
+        from ot_pipeline.instance import ensure_dagster_home
+
+        settings = Settings.from_env()
+        postgres_url = os.environ.get("OT_DAGSTER_PG_URL") or None
+        print(ensure_dagster_home(settings.dagster_home, postgres_url), flush=True)
+        return 0
     if args.last < args.first:
         parser.error("--to is before --from")
     settings = Settings.from_env()

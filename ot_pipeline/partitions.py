@@ -10,10 +10,12 @@ from typing import Any
 
 import dagster as dg
 
+from streaming.lake.hours import day_hours
+
 PARTITIONS_START = "2025-01-01"
 
 hourly_partitions = dg.HourlyPartitionsDefinition(
-    start_date=f"{PARTITIONS_START}-00:00", timezone="UTC", end_offset=1
+    start_date=day_hours(PARTITIONS_START)[0], timezone="UTC", end_offset=1
 )
 daily_partitions = dg.DailyPartitionsDefinition(
     start_date=PARTITIONS_START, timezone="UTC", end_offset=1

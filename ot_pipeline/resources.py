@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import dagster as dg
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from ot_pipeline.warehouse import Warehouse
+from streaming.events.faults import GroundTruth
+from streaming.kafka.config import reader_config
 from streaming.lake import Lake
 from streaming.settings import Settings
 
@@ -36,6 +40,12 @@ class KafkaResource(dg.ConfigurableResource):
     bootstrap_servers: str
     faults_topic: str = "sim.faults"
 
+    def ground_truth(self, timeout_s: float = 30.0) -> GroundTruth:
+        """The whole sim.faults topic, parsed by its contract."""
+        return GroundTruth.parse(
+            read_topic_whole(self.bootstrap_servers, self.faults_topic, timeout_s)
+        )
+
 
 class PipelineConfig(dg.ConfigurableResource):
     """Knobs of the pipeline's semantics (documented in docs/pipeline.md)."""
@@ -64,3 +74,42 @@ def resources_from_settings(settings: Settings) -> dict[str, dg.ConfigurableReso
         ),
         "pipeline": PipelineConfig(landing_retention_days=settings.landing_retention_days),
     }
+
+
+def read_topic_whole(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[bytes]:
+    """Every message value of a (small) topic: fresh consumer, partitions assigned explicitly
+    from the beginning, read up to each partition's high watermark. No group, no commits."""
+    consumer = Consumer(reader_config(bootstrap, f"ground-truth-{time.time_ns()}"))
+    try:
+        metadata = consumer.list_topics(topic, timeout=10)
+        info = metadata.topics.get(topic)
+        if info is None or info.error is not None or not info.partitions:
+            return []
+        pending: dict[int, int] = {}
+        assignment = []
+        for p in info.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high > low:
+                pending[p] = high
+                assignment.append(TopicPartition(topic, p, low))
+        if not assignment:
+            return []
+        consumer.assign(assignment)
+        values: list[bytes] = []
+        deadline = time.monotonic() + timeout_s
+        while pending and time.monotonic() < deadline:
+            for msg in consumer.consume(10_000, timeout=1.0):
+                if msg.error():
+                    raise KafkaException(msg.error())
+                value, partition, offset = msg.value(), msg.partition(), msg.offset()
+                if value is not None:
+                    values.append(value)
+                if partition is None or offset is None:
+                    continue
+                if partition in pending and offset + 1 >= pending[partition]:
+                    del pending[partition]
+        if pending:
+            raise TimeoutError(f"{topic}: did not reach the high watermark of {sorted(pending)}")
+        return values
+    finally:
+        consumer.close()

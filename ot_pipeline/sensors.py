@@ -8,10 +8,10 @@ import json
 import dagster as dg
 
 from ot_pipeline.assets.readings import readings
-from ot_pipeline.landing import event_hours
 from ot_pipeline.partitions import HOURLY_LANE, hourly_partitions
 from ot_pipeline.resources import LakeResource
 from ot_pipeline.transforms.landing import contiguous_ranges
+from streaming.lake.footer import event_hours
 
 # Most files a sensor tick reads footers of; the cursor pages through the rest on later ticks.
 MAX_FILES_PER_TICK = 2000

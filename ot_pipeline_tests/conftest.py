@@ -92,11 +92,12 @@ def _clean_up(settings: Settings) -> None:
     import psycopg
     import redis
 
+    from streaming.redis_keys import RedisKeys
     from streaming.stack.topics import delete_topics
 
     delete_topics(settings.kafka_bootstrap_servers, settings.topics.all())
     client = redis.Redis.from_url(settings.redis_url)
-    keys = list(client.scan_iter(match=f"{settings.redis_prefix}*", count=1000))
+    keys = list(client.scan_iter(match=RedisKeys(settings.redis_prefix).scan_all, count=1000))
     for start in range(0, len(keys), 1000):
         client.delete(*keys[start : start + 1000])
     with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:

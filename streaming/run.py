@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streaming.lake import Lake
+from streaming.redis_keys import RedisKeys
 from streaming.settings import Settings
 from streaming.stack.local import REPO_ROOT, LocalStack, StackError
 
@@ -64,13 +65,17 @@ class Child:
         return "\n".join("    " + line for line in text)
 
 
-def prepare_dagster_home(settings: Settings) -> Path:
-    """DAGSTER_HOME with the repository's dagster.yaml: the UI and `ot pipeline run` share it."""
-    from ot_pipeline.instance import ensure_dagster_home
+def prepare_dagster_home(ot: str, env: dict[str, str]) -> Path:
+    """DAGSTER_HOME with the repository's dagster.yaml: the UI and `ot pipeline run` share it.
 
-    home = settings.dagster_home
-    home = home if home.is_absolute() else REPO_ROOT / home
-    return ensure_dagster_home(home, os.environ.get("OT_DAGSTER_PG_URL"))
+    The pipeline owns its instance: `ot pipeline home` prepares it (a relative DAGSTER_HOME is
+    taken from the repository root) and prints its path, so this package never imports it.
+    Raises CalledProcessError (with the command's stderr) when that fails.
+    """
+    done = subprocess.run(
+        [ot, "pipeline", "home"], env=env, cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    return Path(done.stdout.strip().splitlines()[-1])
 
 
 def status_line(settings: Settings) -> str:
@@ -84,9 +89,9 @@ def status_line(settings: Settings) -> str:
     parts.append(f"landed files {len(files)} ({sum(f.count for f in files):,} offsets)")
     try:
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=1)
-        prefix = settings.redis_prefix
-        machines = client.zcard(f"{prefix}machines")
-        alerts = client.hlen(f"{prefix}alerts:active")
+        keys = RedisKeys(settings.redis_prefix)
+        machines = client.zcard(keys.machines)
+        alerts = client.hlen(keys.alerts_active)
         parts.append(f"machines {machines}, open alerts {alerts}")
     except Exception as exc:  # the status line must never stop the run
         parts.append(f"redis: {type(exc).__name__}")
@@ -112,12 +117,17 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     env = {**os.environ, **stack.env()}
     settings = Settings.from_env(env)
-    env["DAGSTER_HOME"] = str(prepare_dagster_home(settings))
-    env.setdefault("OT_LAKE_DIR", str(REPO_ROOT / settings.lake_dir))
-    settings = Settings.from_env(env)
-
     bin_dir = Path(sys.executable).parent
     ot = str(bin_dir / "ot")
+    try:
+        env["DAGSTER_HOME"] = str(prepare_dagster_home(ot, env))
+    except subprocess.CalledProcessError as exc:
+        print(f"make run: `ot pipeline home` failed:\n{exc.stderr}", file=sys.stderr)
+        if started_services:
+            stack.down(only=started_services)
+        return 1
+    env.setdefault("OT_LAKE_DIR", str(REPO_ROOT / settings.lake_dir))
+    settings = Settings.from_env(env)
     logs = stack.logs
     children = [
         Child(
@@ -152,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         child.start(env)
     print("The OT platform is running:")
     print(f"  Kafka        {settings.kafka_bootstrap_servers}")
-    print(f"  Redis        {settings.redis_url}  (live state: {settings.redis_prefix}machine:*)")
+    live = RedisKeys(settings.redis_prefix).scan_machines
+    print(f"  Redis        {settings.redis_url}  (live state: {live})")
     print(f"  PostgreSQL   {settings.pg_dsn}  (schema {settings.pg_schema})")
     print(f"  Lake         {settings.lake_dir}")
     if not args.no_dagster:

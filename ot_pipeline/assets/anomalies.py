@@ -6,14 +6,14 @@ from datetime import datetime, timedelta
 import dagster as dg
 import polars as pl
 
-from ot_pipeline.assets.common import Stopwatch, preview
+from ot_pipeline.assets.metadata import Stopwatch, preview
 from ot_pipeline.assets.readings import readings
-from ot_pipeline.lake_tables import read_hour, write_hour
 from ot_pipeline.partitions import HOURLY_FOLLOWING
 from ot_pipeline.resources import LakeResource, PipelineConfig
 from ot_pipeline.transforms.anomalies import ANOMALY_COLUMNS, hour_anomalies
-from ot_pipeline.transforms.readings import hour_bounds, hour_key
 from streaming.lake import Lake
+from streaming.lake.files import read_hour, write_hour
+from streaming.lake.hours import hour_bounds, hour_key
 
 DETECTION_INPUT = [
     "event_id",

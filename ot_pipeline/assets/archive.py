@@ -4,37 +4,25 @@
 import os
 import time
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import dagster as dg
 import duckdb
 import pyarrow.parquet as pq
 
-from ot_pipeline.assets.common import day_hours
 from ot_pipeline.assets.readings import readings
-from ot_pipeline.lake_tables import schema_problems
-from ot_pipeline.landing import event_hours
 from ot_pipeline.partitions import DAILY
 from ot_pipeline.resources import LakeResource, PipelineConfig
 from ot_pipeline.transforms.landing import removable_files
 from streaming.lake import LANDED_SCHEMA, Lake, write_atomically
+from streaming.lake.files import schema_problems
+from streaming.lake.footer import event_hours
+from streaming.lake.hours import day_hours, day_key, day_of
 
 ARCHIVE_SORT = "machine_id, metric, ts, event_id"
 
 
-def checked_marker(lake: Lake, day: str) -> str:
-    """Exists only while the day's latest archive has passed its blocking checks."""
-    return str(lake.root / "archive" / "_checked" / day)
-
-
-def pruned_marker(lake: Lake, day: str) -> Path:
-    """Exists once retention removed landing files holding events of `day`: from then on the
-    day's readings are rebuilt from the archive plus whatever landing files remain."""
-    return lake.root / "archive" / "_pruned" / day
-
-
 def _readings_paths(lake: Lake, day: str) -> list[str]:
-    return [str(p) for p in (lake.hour_path("readings", h) for h in day_hours(day)) if p.exists()]
+    return [str(p) for p in lake.hour_paths("readings", day_hours(day))]
 
 
 @dg.asset(
@@ -50,9 +38,9 @@ def daily_archive(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.M
     started = time.perf_counter()
     sizes = 0
     for day in context.partition_keys:
-        marker = checked_marker(the_lake, day)
-        if os.path.exists(marker):
-            os.remove(marker)  # re-archiving: retention waits for the new archive's checks
+        marker = the_lake.checked_marker(day)
+        if marker.exists():
+            marker.unlink()  # re-archiving: retention waits for the new archive's checks
         paths = _readings_paths(the_lake, day)
         target = the_lake.archive_path(day)
         con = duckdb.connect()
@@ -129,20 +117,18 @@ def landing_retention(
     archive. Runs only after `daily_archive`'s blocking checks passed for these days."""
     the_lake = lake.lake()
     for day in context.partition_keys:
-        marker = checked_marker(the_lake, day)
-        os.makedirs(os.path.dirname(marker), exist_ok=True)
-        with open(marker, "w") as fh:
-            fh.write(datetime.now().isoformat())
-    checked_dir = the_lake.root / "archive" / "_checked"
-    checked = {p.name for p in checked_dir.iterdir()} if checked_dir.is_dir() else set()
+        marker = the_lake.checked_marker(day)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(datetime.now().isoformat())
+    checked = the_lake.checked_days()
     now = time.time()
     files = the_lake.landed_files()
-    file_days = {str(f.path): {h[:10] for h in event_hours(f.path)} for f in files}
+    file_days = {str(f.path): {day_of(h) for h in event_hours(f.path)} for f in files}
     ages = {str(f.path): (now - f.path.stat().st_mtime) / 86400.0 for f in files}
     doomed = removable_files(file_days, ages, checked, pipeline.landing_retention_days)
     for path in doomed:
         for day in file_days[path]:
-            pruned = pruned_marker(the_lake, day)
+            pruned = the_lake.pruned_marker(day)
             pruned.parent.mkdir(parents=True, exist_ok=True)
             pruned.touch()
         os.remove(path)
@@ -157,4 +143,4 @@ def landing_retention(
 
 
 def previous_day(moment: datetime) -> str:
-    return (moment - timedelta(days=1)).strftime("%Y-%m-%d")
+    return day_key(moment - timedelta(days=1))

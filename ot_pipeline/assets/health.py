@@ -5,14 +5,14 @@ import dagster as dg
 import polars as pl
 
 from ot_pipeline.assets.anomalies import anomalies
-from ot_pipeline.assets.common import Stopwatch, preview
+from ot_pipeline.assets.metadata import Stopwatch, preview
 from ot_pipeline.assets.readings import readings
-from ot_pipeline.lake_tables import read_hour, write_hour
 from ot_pipeline.partitions import HOURLY_FOLLOWING
 from ot_pipeline.resources import LakeResource, PipelineConfig
 from ot_pipeline.transforms.anomalies import empty_anomalies
 from ot_pipeline.transforms.health import machine_health
-from ot_pipeline.transforms.readings import hour_bounds
+from streaming.lake.files import read_hour, write_hour
+from streaming.lake.hours import hour_bounds
 
 # The readings columns machine_health uses (the rest, event_id above all, is not read).
 HEALTH_INPUT = ["machine_id", "machine_type", "line_id", "metric", "ts", "status_code", "seq"]

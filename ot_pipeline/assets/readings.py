@@ -7,22 +7,17 @@ from datetime import datetime, timedelta
 
 import dagster as dg
 import polars as pl
-import pyarrow.parquet as pq
 
-from ot_pipeline.assets.common import Stopwatch, preview
-from ot_pipeline.lake_tables import schema_problems, write_hour
-from ot_pipeline.landing import files_by_hour, landed_rows
+from ot_pipeline.assets.metadata import Stopwatch, preview
 from ot_pipeline.partitions import HOURLY
 from ot_pipeline.resources import LakeResource, PipelineConfig
 from ot_pipeline.transforms.landing import FileAccount, offset_gaps
-from ot_pipeline.transforms.readings import (
-    READINGS_COLUMNS,
-    hour_bounds,
-    out_of_range,
-    select_hour,
-)
-from streaming.consumers.landing import DEAD_LETTERED_KEY
-from streaming.lake import LANDED_SCHEMA, Lake
+from ot_pipeline.transforms.readings import READINGS_COLUMNS, out_of_range, select_hour
+from streaming.lake import LANDED_SCHEMA, Lake, LandedFile
+from streaming.lake.files import schema_problems, write_hour
+from streaming.lake.footer import read_footer
+from streaming.lake.hours import day_of, hour_bounds
+from streaming.lake.landing import files_by_hour, landed_rows
 
 landing_files = dg.AssetSpec(
     "landing_files",
@@ -92,9 +87,9 @@ def with_archived_rows(
 ) -> pl.DataFrame:
     """After retention pruned landing files of this day, add the archive's rows of the hour that
     the remaining landing files do not hold, so a backfill of an old hour loses nothing."""
-    day = key[:10]
+    day = day_of(key)
     archive = lake.archive_path(day)
-    if not (lake.root / "archive" / "_pruned" / day).exists() or not archive.exists():
+    if not lake.pruned_marker(day).exists() or not archive.exists():
         return landed
     archived = (
         pl.scan_parquet(archive)
@@ -108,8 +103,7 @@ def with_archived_rows(
 
 
 def _hour_paths(lake: LakeResource, keys: list[str]) -> list[str]:
-    the_lake = lake.lake()
-    return [str(p) for p in (the_lake.hour_path("readings", k) for k in keys) if p.exists()]
+    return [str(p) for p in lake.lake().hour_paths("readings", keys)]
 
 
 @dg.asset_check(asset=readings, blocking=True, description="Columns and types as LANDED_SCHEMA.")
@@ -172,11 +166,11 @@ def readings_values_in_range(
     )
 
 
-def _account(path: str, partition: int, first: int, last: int) -> FileAccount:
-    meta = pq.read_metadata(path)
-    footer = meta.metadata or {}
-    dead = footer.get(DEAD_LETTERED_KEY)
-    return FileAccount(partition, first, last, meta.num_rows, int(dead) if dead else None)
+def _account(f: LandedFile) -> FileAccount:
+    footer = read_footer(f.path)
+    return FileAccount(
+        f.partition, f.first_offset, f.last_offset, footer.rows, footer.dead_lettered
+    )
 
 
 @dg.asset_check(
@@ -188,7 +182,7 @@ def _account(path: str, partition: int, first: int, last: int) -> FileAccount:
 def landing_offsets_contiguous(lake: LakeResource) -> dg.AssetCheckResult:
     files = lake.lake().landed_files()
     gaps = offset_gaps((f.partition, f.first_offset, f.last_offset) for f in files)
-    accounts = [_account(str(f.path), f.partition, f.first_offset, f.last_offset) for f in files]
+    accounts = [_account(f) for f in files]
     unbalanced = [a for a in accounts if not a.balanced]
     first_by_partition: dict[int, int] = {}
     for f in files:

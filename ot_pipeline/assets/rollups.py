@@ -6,12 +6,12 @@ import time
 import dagster as dg
 
 from ot_pipeline.assets.anomalies import anomalies
-from ot_pipeline.assets.common import range_bounds
 from ot_pipeline.assets.health import machine_health_hourly
 from ot_pipeline.assets.windows import windows_1m, windows_5m
-from ot_pipeline.lake_tables import read_hours
 from ot_pipeline.partitions import HOURLY_FOLLOWING
 from ot_pipeline.resources import LakeResource, PostgresResource
+from streaming.lake.files import read_hours
+from streaming.lake.hours import range_bounds
 
 # warehouse table -> (lake asset it is loaded from, that asset)
 ROLLUPS: dict[str, tuple[str, dg.AssetsDefinition]] = {

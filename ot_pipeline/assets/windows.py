@@ -4,12 +4,12 @@ and the hop check that their counts add up to the readings."""
 import dagster as dg
 import polars as pl
 
-from ot_pipeline.assets.common import Stopwatch, preview
+from ot_pipeline.assets.metadata import Stopwatch, preview
 from ot_pipeline.assets.readings import readings
-from ot_pipeline.lake_tables import read_hour, write_hour
 from ot_pipeline.partitions import HOURLY_FOLLOWING
 from ot_pipeline.resources import LakeResource
 from ot_pipeline.transforms.windows import coarser_windows, tumbling_windows
+from streaming.lake.files import read_hour, write_hour
 
 # asset name -> (bucket width, rolling-average period)
 WINDOWS: dict[str, tuple[str, str]] = {"windows_1m": ("1m", "15m"), "windows_5m": ("5m", "1h")}
@@ -99,8 +99,7 @@ def _counts_check(asset: dg.AssetsDefinition, source: str) -> dg.AssetChecksDefi
 
 def _count_sum(lake: LakeResource, asset: str, keys: list[str]) -> tuple[int, int]:
     """(rows — or sum of `count` for window tables — over the hours, hour files found)."""
-    the_lake = lake.lake()
-    paths = [p for p in (the_lake.hour_path(asset, k) for k in keys) if p.exists()]
+    paths = lake.lake().hour_paths(asset, keys)
     if not paths:
         return 0, 0
     what = pl.len() if asset == "readings" else pl.col("count").sum()

@@ -31,14 +31,6 @@ def offset_gaps(ranges: Iterable[tuple[int, int, int]]) -> list[OffsetGap]:
     return gaps
 
 
-def hours_of(keys: bytes | str | None) -> list[str]:
-    """Parse the EVENT_HOURS_KEY footer value: comma-separated hourly partition keys."""
-    if not keys:
-        return []
-    text = keys.decode() if isinstance(keys, bytes) else keys
-    return [k for k in (part.strip() for part in text.split(",")) if k]
-
-
 def contiguous_ranges(keys: Sequence[str], all_keys: Sequence[str]) -> list[tuple[str, str]]:
     """Group partition keys into runs that are contiguous in `all_keys` order, so a sensor can
     request one run per range instead of one run per hour."""

@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import polars as pl
 
 from streaming.events.model import RANGES
-from streaming.lake import LANDED_SCHEMA
+from streaming.lake.schema import LANDED_COLUMNS
 
 # Columns of a readings partition: exactly the landed columns (event fields, then where and when
 # each row was landed).
-READINGS_COLUMNS: tuple[str, ...] = tuple(LANDED_SCHEMA.names)
+READINGS_COLUMNS: tuple[str, ...] = LANDED_COLUMNS
 # Sort order of every readings file and of the archive: each machine's metric is one contiguous,
 # time-ordered run (sort_by_series); the detectors run about twice as fast on it.
 SORT_KEYS: tuple[str, ...] = ("machine_id", "metric", "ts")
-
-
-def hour_bounds(hour_key: str) -> tuple[datetime, datetime]:
-    """[start, end) of an hourly partition key such as '2026-11-22-13:00' (UTC)."""
-    start = datetime.strptime(hour_key, "%Y-%m-%d-%H:%M").replace(tzinfo=UTC)
-    return start, start + timedelta(hours=1)
-
-
-def hour_key(moment: datetime) -> str:
-    """The hourly partition key holding `moment` (UTC)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%d-%H:00")
 
 
 @dataclass(frozen=True)

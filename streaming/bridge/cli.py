@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from streaming.bridge.mqtt import BridgeOptions, MqttBridge
-from streaming.consumers.lifecycle import Bounds, JsonLog, Progress, StopFlag, print_summary
+from streaming.kafka.lifecycle import Bounds, JsonLog, Progress, StopFlag, print_summary
 from streaming.settings import Settings
 
 
@@ -36,6 +36,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="seconds the broker keeps the session while the bridge is away (default a week)",
     )
     p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    p.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=defaults.batch_wait_s * 1000,
+        help="how long a batch may wait to fill after its first message (default %(default)g)",
+    )
     p.add_argument(
         "--max-in-flight",
         type=int,
@@ -78,6 +84,7 @@ def main(argv: list[str]) -> int:
         client_id=args.client_id,
         session_expiry_s=args.session_expiry,
         batch_size=args.batch_size,
+        batch_wait_s=args.batch_wait_ms / 1000,
         max_in_flight=args.max_in_flight,
         poll_timeout_s=args.poll_timeout,
         delivery_timeout_ms=args.delivery_timeout_ms,

@@ -5,37 +5,36 @@ reading, or dead letter, it became. The bridge holds a persistent session (MQTT 
 id, clean start off, a session expiry), so everything it has not acknowledged stays with the
 broker: when the bridge is killed, the broker redelivers those messages to its next session and
 nothing is lost; a redelivered message becomes the same `event_id`, so the copy is a detectable
-duplicate (docs/mqtt.md, "Delivery guarantees").
+duplicate (docs/mqtt.md, "QoS and delivery guarantees").
 
-How it stays fast and in order: messages are taken from the socket in batches; each batch is
-converted (streaming.bridge.topics), checked by the contract's batch validator, produced with an
-idempotent `acks=all` producer, and remembered with the packet ids it must acknowledge. Batches
-complete in Kafka in any order but are acknowledged strictly in the order they arrived (MQTT
-requires PUBACKs in arrival order). While Kafka confirms one batch the next is already read.
-If Kafka fails a delivery, the bridge drops the connection without acknowledging: the broker
-redelivers everything unacknowledged when it reconnects.
+One batch at a time: messages are taken from the socket in batches; a batch is converted
+(streaming.bridge.topics, .sparkplug), checked by the contract's batch validator, sent through
+the platform's `ConfirmedProducer` (idempotent, `acks=all`), confirmed with one flush, and only
+then acknowledged, in arrival order (MQTT requires PUBACKs in the order of the PUBLISHes). While
+Kafka confirms a batch the broker keeps sending into the socket (up to the Receive Maximum). If
+Kafka does not confirm a batch, the bridge drops the connection without acknowledging it: the
+broker redelivers everything unacknowledged when the bridge reconnects.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import time
-from collections import Counter, deque
-from collections.abc import Callable
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
-
-from confluent_kafka import KafkaError, Message, Producer
+from typing import Any
 
 from streaming.bridge import sparkplug
 from streaming.bridge.client import ConnectionLost, MqttAddress, MqttClient, MqttError
 from streaming.bridge.protocol import ProtocolError, Publish
 from streaming.bridge.topics import Bad, PlainLayout, readings_from_message
-from streaming.consumers.kafka_clients import producer_config
-from streaming.consumers.lifecycle import Bounds, JsonLog, Progress, StopFlag
 from streaming.events import decode_batch, dlq_headers, encode_avro, encode_avro_many
 from streaming.events.reasons import Reason
+from streaming.kafka.lifecycle import Bounds, JsonLog, Progress, StopFlag
+from streaming.kafka.producer import ConfirmedProducer
 from streaming.settings import Settings
 
 STAGE = "mqtt"
@@ -44,6 +43,7 @@ STAGE = "mqtt"
 # and the detail says so.
 MAX_DEAD_LETTER_BYTES = 64 * 1024
 NO_PARTITION = -1  # MQTT has no partition or offset: the DLQ headers carry -1 for both
+_ERROR_CODE = re.compile(r"code=(\w+)")
 
 
 @dataclass
@@ -51,8 +51,9 @@ class BridgeOptions:
     client_id: str = "ot-bridge"
     session_expiry_s: int = 7 * 24 * 3600  # how long the broker keeps our queue while we are away
     keepalive_s: int = 30
-    batch_size: int = 5_000  # MQTT messages per batch
-    max_in_flight: int = 50_000  # MQTT messages received but not yet acknowledged
+    batch_size: int = 5_000  # MQTT messages per batch, at most ...
+    batch_wait_s: float = 0.05  # ... and at most this long after its first message
+    max_in_flight: int = 50_000  # MQTT 5 Receive Maximum: sent to us, not yet acknowledged
     poll_timeout_s: float = 0.2
     flush_timeout_s: float = 30.0  # on stop: how long to wait for Kafka before exiting
     # A reading Kafka has not confirmed within this time fails: the bridge then reconnects
@@ -64,27 +65,29 @@ class BridgeOptions:
 
 
 @dataclass
-class _Batch:
-    """MQTT messages taken together, the packet ids to acknowledge, and their Kafka outcome."""
-
-    packet_ids: list[int]
-    pending: int = 0
-    failed: int = 0
-
-
-@dataclass
 class BridgeStats:
     received: int = 0  # MQTT messages taken from the broker (redeliveries included)
     redelivered: int = 0  # of which the broker marked DUP (sent before, not acknowledged)
     acknowledged: int = 0  # QoS 1 messages acknowledged to the broker
+    not_acknowledged: int = 0  # QoS 1 messages given back: the broker redelivers them
     readings: int = 0  # readings Kafka confirmed in the readings topic
     dead_letters: int = 0  # dead letters Kafka confirmed in the DLQ
     dead_letter_reasons: Counter[str] = field(default_factory=Counter)
     kafka_failures: Counter[str] = field(default_factory=Counter)
+    batches: int = 0  # batches forwarded (each one Kafka flush and one write of PUBACKs)
     reconnects: int = 0
     connection_errors: Counter[str] = field(default_factory=Counter)
     first_message_at: float | None = None  # monotonic clock, for throughput figures
     last_ack_at: float | None = None
+
+
+@dataclass
+class _Batch:
+    """What one batch became: the packet ids to acknowledge and what Kafka must confirm."""
+
+    packet_ids: list[int]
+    readings: int = 0
+    dead_letters: Counter[str] = field(default_factory=Counter)
 
 
 class MqttBridge:
@@ -93,7 +96,7 @@ class MqttBridge:
         settings: Settings,
         options: BridgeOptions | None = None,
         log: JsonLog | None = None,
-        producer: Producer | None = None,
+        producer: ConfirmedProducer | None = None,
     ) -> None:
         self.settings = settings
         self.options = options or BridgeOptions()
@@ -107,18 +110,16 @@ class MqttBridge:
             session_expiry=self.options.session_expiry_s,
             receive_maximum=min(65_535, self.options.max_in_flight),
         )
-        self.producer = producer or Producer(
-            producer_config(
-                settings,
-                **{
-                    "client.id": f"ot-bridge-{self.options.client_id}",
-                    "linger.ms": 10,
-                    "compression.type": "lz4",
-                    "batch.num.messages": 10_000,
-                    "queue.buffering.max.messages": 500_000,
-                    "message.timeout.ms": self.options.delivery_timeout_ms,
-                },
-            )
+        self.producer = producer or ConfirmedProducer(
+            settings,
+            **{
+                "client.id": f"ot-bridge-{self.options.client_id}",
+                "linger.ms": 10,
+                "compression.type": "lz4",
+                "batch.num.messages": 10_000,
+                "queue.buffering.max.messages": 500_000,
+                "message.timeout.ms": self.options.delivery_timeout_ms,
+            },
         )
         self.layout = PlainLayout(settings.mqtt_topic_root)
         self.subscriptions = [self.layout.filter]
@@ -126,21 +127,22 @@ class MqttBridge:
         if self.options.sparkplug_groups:
             self.subscriptions += sparkplug.filters(self.options.sparkplug_groups)
         self.stats = BridgeStats()
-        self.in_flight: deque[_Batch] = deque()
-        self.unacked = 0  # MQTT messages in `in_flight`
+        self.unacked = 0  # QoS 1 messages of the batch being forwarded
         self.session_resumed: bool | None = None
         self.undelivered_at_exit = 0
+        self._stop: StopFlag | None = None
         self._next_connect = 0.0
         self._backoff = 0.5
         self._started = time.monotonic()
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self, bounds: Bounds, stop: StopFlag, progress: Progress) -> dict[str, Any]:
+        self._stop = stop
         stopped_by = "signal"
         while not stop.stopped:
             now = time.monotonic()
             why = bounds.reached(self.stats.received, now)
-            if why and not (why == "idle" and self.in_flight):
+            if why:
                 stopped_by = why
                 break
             if not self.client.connected:
@@ -149,19 +151,13 @@ class MqttBridge:
                     self._wait(stop, min(0.2, max(0.0, self._next_connect - now)))
                     continue
             try:
-                self._settle()
-                room = self.options.max_in_flight - self.unacked
-                if room <= 0:
-                    self.producer.poll(0.02)
-                    self.client.maintain()
-                else:
-                    wait = 0.002 if self.in_flight else self.options.poll_timeout_s
-                    batch = min(self.options.batch_size, room)
-                    limit = bounds.remaining(self.stats.received, batch)
-                    messages = self.client.receive(limit, wait) if limit else []
-                    if messages:
-                        bounds.saw_messages(time.monotonic())
-                        self._process(messages)
+                limit = bounds.remaining(self.stats.received, self.options.batch_size)
+                messages = self.client.receive(
+                    limit, self.options.poll_timeout_s, self.options.batch_wait_s
+                )
+                if messages:
+                    bounds.saw_messages(time.monotonic())
+                    self._forward(messages)
             except (MqttError, ProtocolError) as exc:
                 self._lost(exc)
             if progress.due(time.monotonic()):
@@ -177,7 +173,7 @@ class MqttBridge:
     def _wait(self, stop: StopFlag, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while not stop.stopped and time.monotonic() < deadline:
-            self.producer.poll(min(0.05, max(0.0, deadline - time.monotonic())))
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
     def connect(self, now: float | None = None) -> None:
         """Connect and subscribe, unless a failed attempt asked to back off until later."""
@@ -208,24 +204,44 @@ class MqttBridge:
         )
 
     def _lost(self, exc: Exception) -> None:
-        """The connection is gone (or we dropped it): nothing unacknowledged can be acknowledged
-        any more; the broker redelivers it all to the next connection."""
+        """The connection is gone (or we dropped it): what is not acknowledged stays with the
+        broker, which redelivers it to the next connection."""
         self.client.close()
         self.stats.connection_errors[type(exc).__name__] += 1
+        self.stats.not_acknowledged += self.unacked
         self.log("connection_lost", broker=str(self.address), error=str(exc), unacked=self.unacked)
-        self.in_flight.clear()
         self.unacked = 0
         self._next_connect = time.monotonic() + self._backoff
         self._backoff = min(5.0, self._backoff * 2)
 
     # -- one batch -------------------------------------------------------------------------------
-    def _process(self, messages: list[Publish]) -> None:
+    def _forward(self, messages: list[Publish]) -> None:
+        """Convert, send, confirm, acknowledge. Raises ConnectionLost when Kafka did not confirm
+        (nothing of the batch is acknowledged then)."""
         stats = self.stats
         if stats.first_message_at is None:
             stats.first_message_at = time.monotonic()
         stats.received += len(messages)
+        stats.batches += 1
         stats.redelivered += sum(1 for m in messages if m.dup)
         batch = _Batch([m.packet_id for m in messages if m.qos])
+        self.unacked = len(batch.packet_ids)
+        self._send(messages, batch)
+        failed = self._confirm()
+        if failed:
+            raise ConnectionLost(
+                f"Kafka did not confirm {failed} messages of the batch; reconnecting so that "
+                "the broker redelivers what is not acknowledged"
+            )
+        self.client.ack(batch.packet_ids)
+        stats.acknowledged += len(batch.packet_ids)
+        stats.last_ack_at = time.monotonic()
+        stats.readings += batch.readings
+        stats.dead_letters += sum(batch.dead_letters.values())
+        stats.dead_letter_reasons.update(batch.dead_letters)
+        self.unacked = 0
+
+    def _send(self, messages: list[Publish], batch: _Batch) -> None:
         received_ms = int(time.time() * 1000)
         records: list[dict[str, Any]] = []
         origin: list[int] = []  # message index of each record
@@ -244,7 +260,6 @@ class MqttBridge:
                     records.append(result)
                     origin.append(i)
         payloads = _encode(records, dead, origin)
-        on_delivery = self._delivery_callback(batch)
         if payloads:
             decoded = decode_batch(
                 payloads,
@@ -254,108 +269,56 @@ class MqttBridge:
             )
             topic = self.settings.topics.readings
             for j in decoded.valid_index.tolist():
-                key = records[j]["machine_id"]
-                self._produce(topic, payloads[j], key, None, on_delivery, batch)
+                self.producer.send(topic, payloads[j], records[j]["machine_id"].encode())
+            batch.readings = len(decoded.valid_index)
             for r in decoded.rejected:
                 dead.append((origin[r.index], str(r.reason), r.detail))
-        for i, reason, detail in dead:
-            self._dead_letter(messages[i], reason, detail, on_delivery, batch)
-        self.in_flight.append(batch)
-        self.unacked += len(batch.packet_ids)
-        self.producer.poll(0)
+        for i, reason, detail in sorted(dead):
+            self._dead_letter(messages[i], reason, detail)
+            batch.dead_letters[reason] += 1
 
-    def _delivery_callback(self, batch: _Batch) -> Callable[[KafkaError | None, Message], None]:
-        stats = self.stats
-        readings_topic = self.settings.topics.readings
-
-        def on_delivery(err: KafkaError | None, msg: Message) -> None:
-            batch.pending -= 1
-            if err is not None:
-                batch.failed += 1
-                stats.kafka_failures[err.name()] += 1
-            elif msg.topic() == readings_topic:
-                stats.readings += 1
-            else:
-                stats.dead_letters += 1
-
-        return on_delivery
-
-    def _produce(
-        self,
-        topic: str,
-        value: bytes,
-        key: str,
-        headers: list[tuple[str, bytes]] | None,
-        on_delivery: Callable[[KafkaError | None, Message], None],
-        batch: _Batch,
-    ) -> None:
-        while True:
-            try:
-                self.producer.produce(
-                    topic,
-                    value,
-                    key.encode(),
-                    headers=cast("list[tuple[str, str | bytes | None]] | None", headers),
-                    on_delivery=on_delivery,
-                )
-                break
-            except BufferError:
-                self.producer.poll(0.05)  # local queue full: let librdkafka send, then retry
-        batch.pending += 1
-
-    def _dead_letter(
-        self,
-        message: Publish,
-        reason: str,
-        detail: str,
-        on_delivery: Callable[[KafkaError | None, Message], None],
-        batch: _Batch,
-    ) -> None:
+    def _dead_letter(self, message: Publish, reason: str, detail: str) -> None:
         value = message.payload
         if len(value) > MAX_DEAD_LETTER_BYTES:
             detail = f"{detail} (payload cut to {MAX_DEAD_LETTER_BYTES} of {len(value)} bytes)"
             value = value[:MAX_DEAD_LETTER_BYTES]
         headers = dlq_headers(reason, STAGE, message.topic, NO_PARTITION, NO_PARTITION, detail)
-        self.stats.dead_letter_reasons[reason] += 1
         if sparkplug.is_sparkplug(message.topic):
             key = sparkplug.device_of(message.topic)
         else:
             key = self.layout.machine_of(message.topic)
-        self._produce(self.settings.topics.dlq, value, key, headers, on_delivery, batch)
+        self.producer.send(self.settings.topics.dlq, value, key.encode(), headers)
 
-    # -- acknowledging ---------------------------------------------------------------------------
-    def _settle(self) -> None:
-        """Serve Kafka's delivery reports, then PUBACK every leading batch Kafka fully confirmed."""
-        self.producer.poll(0)
-        ids: list[int] = []
-        while self.in_flight and self.in_flight[0].pending == 0:
-            batch = self.in_flight[0]
-            if batch.failed:
-                if ids:
-                    self._ack(ids)
-                raise ConnectionLost(
-                    f"Kafka failed {batch.failed} deliveries; reconnecting so that the broker "
-                    "redelivers what is not acknowledged"
-                )
-            self.in_flight.popleft()
-            self.unacked -= len(batch.packet_ids)
-            ids += batch.packet_ids
-        if ids:
-            self._ack(ids)
-
-    def _ack(self, ids: list[int]) -> None:
-        self.client.ack(ids)
-        self.stats.acknowledged += len(ids)
-        self.stats.last_ack_at = time.monotonic()
+    def _confirm(self) -> int:
+        """Wait until Kafka confirmed or failed everything sent; returns how many it did not
+        confirm. Waits in slices, keeping the MQTT connection alive; gives up after the delivery
+        timeout, or `flush_timeout_s` after a stop signal."""
+        deadline = time.monotonic() + self.options.delivery_timeout_ms / 1000 + 5
+        failed = 0
+        while True:
+            left = self.producer.flush(0.5)
+            for error in self.producer.last_failures:
+                code = _ERROR_CODE.search(error)
+                self.stats.kafka_failures[code[1] if code else error[:80]] += 1
+            failed += len(self.producer.last_failures)
+            queued = left - len(self.producer.last_failures)
+            if queued <= 0:
+                return failed
+            now = time.monotonic()
+            if self._stop is not None and self._stop.stopped:
+                deadline = min(deadline, now + self.options.flush_timeout_s)
+            if now >= deadline:
+                return failed + queued
+            if self.client.connected:
+                # A lost connection only means no acknowledgement: Kafka still gets the batch.
+                with contextlib.suppress(MqttError):
+                    self.client.maintain()
 
     def _drain(self) -> None:
-        """On stop: wait for Kafka, acknowledge what it confirmed, leave the session cleanly."""
+        """On stop: nothing is half-forwarded (batches complete in `_forward`); leave the
+        session cleanly so the broker keeps what comes next for the next bridge."""
         remaining = self.producer.flush(self.options.flush_timeout_s)
         if self.client.connected:
-            try:
-                self._settle()
-            except MqttError as exc:
-                self.log("not_acknowledged_at_exit", error=str(exc), unacked=self.unacked)
             self.client.disconnect()
         if remaining:
             self.log("kafka_undelivered_at_exit", messages=remaining)
@@ -400,13 +363,14 @@ class MqttBridge:
             "received": s.received,
             "redelivered": s.redelivered,
             "acknowledged": s.acknowledged,
-            "not_acknowledged": self.unacked,
+            "not_acknowledged": s.not_acknowledged,
             "readings": s.readings,
             "dead_letters": s.dead_letters,
             "dead_letter_reasons": dict(s.dead_letter_reasons),
             "kafka_failures": dict(s.kafka_failures),
             "kafka_undelivered_at_exit": self.undelivered_at_exit,
             "sparkplug_skipped_metrics": self.sparkplug.skipped_metrics,
+            "batches": s.batches,
             "reconnects": s.reconnects,
             "connection_errors": dict(s.connection_errors),
             "stopped_by": stopped_by,

@@ -18,53 +18,30 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    Consumer,
-    KafkaError,
-    Message,
-    Producer,
-    TopicPartition,
-)
 
-from streaming.consumers.kafka_clients import consumer_config, lag, producer_config
-from streaming.consumers.landing import FlushPolicy, PartitionBuffer, footer, slices
-from streaming.consumers.lifecycle import (
-    Bounds,
-    JsonLog,
-    Progress,
-    StopFlag,
-    consumer_parser,
-    run_bounded,
-)
-from streaming.events import decode_batch, dlq_headers
+from streaming.consumers.landing import FlushPolicy, PartitionBuffer, slices
+from streaming.kafka.lifecycle import JsonLog, consumer_parser, serve
+from streaming.kafka.runtime import Batch, ConsumerRuntime, Membership
 from streaming.lake import Lake, write_atomically
+from streaming.lake.footer import footer
 from streaming.settings import Settings
 
 GROUP = "lake-lander"
 STAGE = "lander"
-
-
-class DeadLettersNotConfirmed(RuntimeError):
-    """The DLQ did not confirm every dead letter: landing the covering file would lose them."""
+MEMBERSHIP = Membership(GROUP, poll_timeout=0.5)  # `ot land` defaults
 
 
 @dataclass
 class LanderStats:
-    consumed: int = 0
     landed: int = 0
-    dead_lettered: int = 0
     files: int = 0
-    skipped: int = 0  # already-landed messages still in the fetch queue after a seek
     fenced: int = 0  # buffers dropped because another lander landed that range first
     flush_seconds: list[float] = field(default_factory=list)
-    first_batch_at: float | None = None  # for rates that leave the group join out
-    finished_at: float | None = None
 
 
 @dataclass
@@ -79,79 +56,55 @@ class _Pending:
 
 
 class Lander:
-    """One lander process: any number of them share the partitions of one group."""
+    """One lander process, a sink of the consumer runtime: any number of them share the
+    partitions of one group."""
+
+    command = "land"
 
     def __init__(
         self,
         settings: Settings,
+        membership: Membership | None = None,
         *,
-        group: str = GROUP,
-        instance_id: str | None = None,
         policy: FlushPolicy | None = None,
-        batch_size: int = 20_000,
-        poll_timeout: float = 0.5,
-        session_timeout_ms: int = 10_000,
         log: JsonLog | None = None,
     ) -> None:
-        self.settings = settings
-        self.topic = settings.topics.readings
         self.lake = Lake(settings.lake_dir)
         self.policy = policy or FlushPolicy()
-        self.batch_size = batch_size
-        self.poll_timeout = poll_timeout
         self.log = log or JsonLog("lander")
         self.stats = LanderStats()
         self.buffers: dict[int, PartitionBuffer] = {}
-        # Next offset to land per assigned partition (-1: nothing landed yet, take what comes).
-        self.positions: dict[int, int] = {}
-        self._dlq_failures: list[str] = []
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lander-writer")
         self._pending: list[_Pending] = []
-        self.consumer = Consumer(
-            consumer_config(
-                settings, group, instance_id=instance_id, session_timeout_ms=session_timeout_ms
-            )
+        self.runtime = ConsumerRuntime(
+            settings, self, membership or MEMBERSHIP, self.log, dead_letter_stage=STAGE
         )
-        self.dlq = Producer(producer_config(settings))
-        self.consumer.subscribe(
-            [self.topic],
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_lost,
-        )
+        self.run = self.runtime.run  # consume within bounds; returns the JSON summary
 
-    # -- rebalance callbacks -----------------------------------------------------------------
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            self._remove_temp_files(tp.partition)
-            nxt = self.lake.next_offset(tp.partition)
-            tp.offset = OFFSET_BEGINNING if nxt is None else nxt
-            self.positions[tp.partition] = -1 if nxt is None else nxt
-        consumer.assign(partitions)
-        self.log("assigned", partitions={tp.partition: tp.offset for tp in partitions})
+    # -- rebalance: the lake, not the group, says where each partition resumes ----------------
+    def resume(self, partitions: list[int]) -> dict[int, int | None]:
+        resume: dict[int, int | None] = {}
+        for p in partitions:
+            self._remove_temp_files(p)
+            resume[p] = self.lake.next_offset(p)
+        return resume
 
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def revoke(self, partitions: list[int]) -> None:
         # Flush what we hold (it continues the lake exactly), then let the partitions go.
-        for tp in partitions:
-            self._land(tp.partition, "revoke")
+        for p in partitions:
+            self._land(p, "revoke")
         self.settle(wait=True)
-        for tp in partitions:
-            self.positions.pop(tp.partition, None)
-            self.buffers.pop(tp.partition, None)
-        consumer.unassign()
-        self.log("revoked", partitions=[tp.partition for tp in partitions])
+        for p in partitions:
+            self.buffers.pop(p, None)
 
-    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def lose(self, partitions: list[int]) -> None:
         # Someone else may own them already: discard, the lake tells the next owner where to go
         # (writes already handed over finish behind the fence).
         self.settle(wait=True)
-        for tp in partitions:
-            self.positions.pop(tp.partition, None)
-            dropped = self.buffers.pop(tp.partition, None)
+        for p in partitions:
+            dropped = self.buffers.pop(p, None)
             if dropped:
-                self.log("discarded", partition=tp.partition, messages=dropped.messages)
-        consumer.unassign()
-        self.log("lost", partitions=[tp.partition for tp in partitions])
+                self.log("discarded", partition=p, messages=dropped.messages)
 
     def _remove_temp_files(self, partition: int) -> None:
         """Leftovers of a crash: only the partition's owner writes its temp files."""
@@ -160,70 +113,25 @@ class Lander:
             self.log("removed_temp_file", path=str(tmp))
 
     # -- consuming ---------------------------------------------------------------------------
-    def handle(self, messages: list[Message]) -> None:
-        """Decode a consumed batch, dead-letter the invalid messages, buffer the rest."""
-        good = [m for m in messages if m.error() is None]
-        if len(good) != len(messages):
-            for m in messages:
-                err = m.error()
-                if err is not None:
-                    self._kafka_error(err)
-        if not good:
-            return
-        n = len(good)
-        parts = np.fromiter((m.partition() for m in good), dtype=np.int32, count=n)
-        offsets = np.fromiter((m.offset() for m in good), dtype=np.int64, count=n)
-        values = [m.value() for m in good]
-        self.stats.consumed += n
-        # Drop what is already landed (prefetched before a seek) or no longer ours.
-        floor = np.full(int(parts.max()) + 1, np.iinfo(np.int64).max, dtype=np.int64)
-        for p, nxt in self.positions.items():
-            if p < len(floor):
-                floor[p] = nxt
-        keep = offsets >= floor[parts]
-        if not keep.all():
-            self.stats.skipped += int((~keep).sum())
-            idx = np.flatnonzero(keep)
-            good = [good[i] for i in idx]
-            values = [values[i] for i in idx]
-            parts, offsets = parts[keep], offsets[keep]
-            if not good:
-                return
-        sizes = np.fromiter((len(v) if v else 0 for v in values), dtype=np.int64, count=len(values))
-        ingest_ms = int(time.time() * 1000)
-        decoded = decode_batch(
-            values,
-            ingest_ms,
-            max_future_ms=self.settings.max_future_ms,
-            max_age_ms=self.settings.max_age_ms,
+    def write(self, batch: Batch) -> None:
+        """Buffer a decoded batch per partition (its dead letters are on their way to the DLQ)."""
+        sizes = np.fromiter(
+            (len(v) if v else 0 for v in batch.values), dtype=np.int64, count=len(batch.values)
         )
-        for r in decoded.rejected:
-            m = good[r.index]
-            self.dlq.produce(
-                self.settings.topics.dlq,
-                value=m.value(),
-                key=m.key(),
-                headers=cast(
-                    "list[tuple[str, str | bytes | None]]",
-                    dlq_headers(
-                        r.reason,
-                        STAGE,
-                        self.topic,
-                        int(parts[r.index]),
-                        int(offsets[r.index]),
-                        r.detail,
-                    ),
-                ),
-                on_delivery=self._dlq_delivered,
-            )
-        if decoded.rejected:
-            self.stats.dead_lettered += len(decoded.rejected)
-            self.dlq.poll(0)
+        decoded = batch.decoded
+        positions = self.runtime.positions
         now = time.monotonic()
-        for piece in slices(decoded.valid, decoded.valid_index, parts, offsets, sizes, ingest_ms):
+        for piece in slices(
+            decoded.valid,
+            decoded.valid_index,
+            batch.partitions,
+            batch.offsets,
+            sizes,
+            batch.ingest_ms,
+        ):
             buf = self.buffers.get(piece.partition)
             if buf is None:
-                expected = self.positions.get(piece.partition, -1)
+                expected = positions.get(piece.partition, -1)
                 first = piece.first_offset if expected < 0 else expected
                 if expected >= 0 and piece.first_offset != expected:
                     # Offsets without a record (transaction markers, retention): the file's range
@@ -237,14 +145,9 @@ class Lander:
                 buf = self.buffers[piece.partition] = PartitionBuffer(piece.partition, first, now)
             buf.add(piece)
 
-    def _dlq_delivered(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            self._dlq_failures.append(str(err))
-
-    def _kafka_error(self, err: KafkaError) -> None:
-        if err.fatal():
-            raise RuntimeError(f"fatal Kafka error: {err}")
-        self.log("kafka_error", error=str(err))
+    def tick(self, now: float) -> None:
+        self.flush_due(now)
+        self.settle(wait=False)
 
     # -- landing -----------------------------------------------------------------------------
     def flush_due(self, now: float) -> None:
@@ -257,13 +160,6 @@ class Lander:
         for p in list(self.buffers):
             self._land(p, reason)
 
-    def _confirm_dead_letters(self) -> None:
-        remaining = self.dlq.flush(30.0)
-        if remaining or self._dlq_failures:
-            raise DeadLettersNotConfirmed(
-                f"{remaining} dead letters unconfirmed, failures: {self._dlq_failures[:3]}"
-            )
-
     def _land(self, partition: int, reason: str) -> None:
         """Hand one partition's buffer to the writer thread (Parquet encoding releases the GIL,
         so consuming goes on meanwhile). Files of a partition land in order: one writer."""
@@ -273,13 +169,12 @@ class Lander:
         started = time.perf_counter()
         dead = buf.dead_lettered_offsets()
         if len(dead):
-            self._confirm_dead_letters()
+            self.runtime.confirm_dead_letters()  # before the file that records them lands
         table = buf.table()
         table = table.replace_schema_metadata(
             footer(table, buf.first_offset, buf.last_offset, dead)
         )
-        if partition in self.positions:
-            self.positions[partition] = buf.last_offset + 1
+        self.runtime.advance(partition, buf.last_offset + 1)
         future = self._pool.submit(self._write, partition, buf.first_offset, buf.last_offset, table)
         self._pending.append(
             _Pending(future, partition, buf, table.num_rows, len(dead), reason, started)
@@ -311,21 +206,15 @@ class Lander:
         if fenced_at is not None:
             self.stats.fenced += 1
             self.log("fenced", partition=p, first=buf.first_offset, lake_next=fenced_at)
-            if p in self.positions:
+            if p in self.runtime.positions:
                 self.buffers.pop(p, None)
-                self.positions[p] = fenced_at
-                self.consumer.seek(TopicPartition(self.topic, p, fenced_at))
+                self.runtime.seek(p, fenced_at)
             return
         self.stats.files += 1
         self.stats.landed += done.rows
         elapsed = time.perf_counter() - done.started
         self.stats.flush_seconds.append(elapsed)
-        try:
-            self.consumer.commit(
-                offsets=[TopicPartition(self.topic, p, buf.last_offset + 1)], asynchronous=True
-            )
-        except Exception as exc:  # commits only report lag; the lake already holds the truth
-            self.log("commit_failed", partition=p, error=str(exc))
+        self.runtime.commit(p, buf.last_offset + 1)  # only reports lag: the lake holds the truth
         self.log(
             "landed",
             partition=p,
@@ -348,68 +237,33 @@ class Lander:
         finally:
             os.close(fd)
 
-    # -- running -----------------------------------------------------------------------------
-    def run(
-        self, bounds: Bounds, stop: StopFlag, progress: Progress | None = None
-    ) -> dict[str, Any]:
-        started = time.monotonic()
-        reason: str | None = None
-        try:
-            while True:
-                now = time.monotonic()
-                reason = stop.signal or bounds.reached(self.stats.consumed, now)
-                if reason:
-                    break
-                want = bounds.remaining(self.stats.consumed, self.batch_size)
-                messages = self.consumer.consume(num_messages=want, timeout=self.poll_timeout)
-                now = time.monotonic()
-                if messages:
-                    bounds.saw_messages(now)
-                    if self.stats.first_batch_at is None:
-                        self.stats.first_batch_at = now
-                    self.handle(messages)
-                self.flush_due(now)
-                self.settle(wait=False)
-                if progress and progress.due(now):
-                    elapsed = max(now - started, 1e-9)
-                    progress.show(
-                        now,
-                        consumed=self.stats.consumed,
-                        landed=self.stats.landed,
-                        dead_lettered=self.stats.dead_lettered,
-                        files=self.stats.files,
-                        rate=round(self.stats.consumed / elapsed),
-                    )
-            self.flush_all("shutdown")
-            self.settle(wait=True)
-            self.stats.finished_at = time.monotonic()
-        finally:
-            if progress:
-                progress.done()
-        elapsed = max(time.monotonic() - started, 1e-9)
-        behind = lag(self.consumer, dict(self.positions), self.topic)
-        self.close()
-        flushes = sorted(self.stats.flush_seconds)
+    # -- stopping ----------------------------------------------------------------------------
+    def progress(self, now: float, elapsed: float) -> dict[str, Any]:
         return {
-            "command": "land",
-            "consumed": self.stats.consumed,
             "landed": self.stats.landed,
-            "dead_lettered": self.stats.dead_lettered,
+            "dead_lettered": self.runtime.stats.dead_lettered,
             "files": self.stats.files,
-            "skipped": self.stats.skipped,
-            "fenced": self.stats.fenced,
-            "rate": round(self.stats.consumed / elapsed, 1),
-            "lag": behind,
-            "flush_p50_s": round(flushes[len(flushes) // 2], 4) if flushes else None,
-            "elapsed_s": round(elapsed, 2),
-            "stopped_by": reason,
+            "rate": round(self.runtime.stats.consumed / elapsed),
         }
+
+    def drain(self) -> None:
+        self.flush_all("shutdown")
+        self.settle(wait=True)
+
+    def finish(self, rate: float, lag: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        flushes = sorted(self.stats.flush_seconds)
+        counts = {
+            "landed": self.stats.landed,
+            "dead_lettered": self.runtime.stats.dead_lettered,
+            "files": self.stats.files,
+            "skipped": self.runtime.stats.skipped,
+            "fenced": self.stats.fenced,
+        }
+        return counts, {"flush_p50_s": round(flushes[len(flushes) // 2], 4) if flushes else None}
 
     def close(self) -> None:
         self.settle(wait=True)
         self._pool.shutdown()
-        self._confirm_dead_letters()
-        self.consumer.close()
 
 
 def _write_parquet(table: pa.Table, path: Any) -> None:
@@ -417,7 +271,7 @@ def _write_parquet(table: pa.Table, path: Any) -> None:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = consumer_parser("ot land", __doc__, GROUP, poll_timeout=0.5)
+    p = consumer_parser("ot land", __doc__, GROUP, poll_timeout=MEMBERSHIP.poll_timeout)
     p.add_argument("--flush-rows", type=int, default=FlushPolicy.max_rows)
     p.add_argument("--flush-bytes", type=int, default=FlushPolicy.max_bytes)
     p.add_argument("--flush-age", type=float, default=FlushPolicy.max_age_s, help="seconds")
@@ -427,17 +281,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     settings = Settings.from_env()
-    log = JsonLog("lander")
-    stop = StopFlag().install()
-    lander = Lander(
-        settings,
-        group=args.group,
-        instance_id=args.instance_id,
-        policy=FlushPolicy(args.flush_rows, args.flush_bytes, args.flush_age),
-        batch_size=args.batch_size,
-        poll_timeout=args.poll_timeout,
-        session_timeout_ms=args.session_timeout_ms,
-        log=log,
-    )
-    log("started", topic=settings.topics.readings, group=args.group, lake=str(settings.lake_dir))
-    return run_bounded(lander, args, stop, log)
+    policy = FlushPolicy(args.flush_rows, args.flush_bytes, args.flush_age)
+
+    def build(log: JsonLog) -> Lander:
+        return Lander(settings, Membership.from_args(args), policy=policy, log=log)
+
+    return serve("lander", args, settings.topics.readings, build, lake=str(settings.lake_dir))

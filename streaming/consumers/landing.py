@@ -1,4 +1,5 @@
-"""Pure core of the lander: per-partition buffers, the flush policy, landed rows and file footers.
+"""Pure core of the lander: per-partition buffers, the flush policy and landed rows (the file
+footer is the lake's: `streaming.lake.footer`).
 
 No Kafka and no files here. A buffer covers a gapless offset range of one partition: every
 consumed offset of the range is either a landed row or a dead-lettered offset recorded in the
@@ -12,16 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from streaming.lake import EVENT_HOURS_KEY, LANDED_SCHEMA
-
-# Footer keys next to streaming.lake.EVENT_HOURS_KEY (all values are ASCII).
-ROWS_KEY = b"ot.rows"
-DEAD_LETTERED_KEY = b"ot.dead_lettered"
-DEAD_LETTERED_OFFSETS_KEY = b"ot.dead_lettered_offsets"
-FIRST_OFFSET_KEY = b"ot.first_offset"
-LAST_OFFSET_KEY = b"ot.last_offset"
-
-_HOUR_MS = 3_600_000
+from streaming.lake import LANDED_SCHEMA
 
 
 @dataclass(frozen=True)
@@ -137,32 +129,3 @@ def slices(
             )
         )
     return out
-
-
-def event_hours(table: pa.Table) -> list[str]:
-    """Event-time hours a landed table touches, as Dagster hourly partition keys."""
-    if table.num_rows == 0:
-        return []
-    ms = table.column("ts").cast(pa.int64()).to_numpy()
-    hours = np.unique(ms // _HOUR_MS) * _HOUR_MS
-    stamps = hours.astype("datetime64[ms]").astype("datetime64[h]")
-    return [str(s).replace("T", "-") + ":00" for s in stamps]
-
-
-def footer(
-    table: pa.Table, first_offset: int, last_offset: int, dead_lettered: np.ndarray
-) -> dict[bytes, bytes]:
-    """Key-value metadata of a landing file: hours for the Dagster sensor, counts for checks."""
-    return {
-        EVENT_HOURS_KEY: ",".join(event_hours(table)).encode(),
-        ROWS_KEY: str(table.num_rows).encode(),
-        DEAD_LETTERED_KEY: str(len(dead_lettered)).encode(),
-        DEAD_LETTERED_OFFSETS_KEY: ",".join(str(int(o)) for o in dead_lettered).encode(),
-        FIRST_OFFSET_KEY: str(first_offset).encode(),
-        LAST_OFFSET_KEY: str(last_offset).encode(),
-    }
-
-
-def parse_offsets(raw: bytes | None) -> list[int]:
-    """Inverse of the comma-separated offsets in a footer."""
-    return [int(x) for x in raw.decode().split(",") if x] if raw else []

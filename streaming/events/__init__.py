@@ -1,5 +1,6 @@
 """Event contract v1 of topic `sensor-readings`: model, codecs, batch validation, dead letters."""
 
+from streaming.events.arrow import EVENT_SCHEMA
 from streaming.events.codec import (
     DecodeError,
     decode_avro,
@@ -30,6 +31,7 @@ from streaming.events.reasons import Reason, Rejection
 from streaming.events.validation import VALID_SCHEMA, DecodedBatch, decode_batch
 
 __all__ = [
+    "EVENT_SCHEMA",
     "FIELDS",
     "HEADER",
     "MACHINE_ID_PATTERN",

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import polars as pl
+    import pyarrow as pa
 
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "sensor_reading.avsc"
 SCHEMA_ID = 1  # the id carried in the Confluent wire-format header of every v1 message
@@ -111,9 +116,38 @@ def load_schema() -> dict[str, Any]:
     return schema
 
 
+# event_id = "{machine_id}:{seq}": a resent reading keeps its id, so duplicates are detectable.
+# The functions below are the only places that spell it: one per kind of input.
+EVENT_ID_SEPARATOR = ":"
+
+
 def event_id_for(machine_id: str, seq: int) -> str:
-    """`{machine_id}:{seq}`: a resent reading keeps its id, so duplicates are detectable."""
-    return f"{machine_id}:{seq}"
+    """The event_id of one reading."""
+    return f"{machine_id}{EVENT_ID_SEPARATOR}{seq}"
+
+
+def event_ids_for(machine_ids: Iterable[str], seqs: Iterable[int]) -> list[str]:
+    """The event_ids of readings given as two equally long sequences."""
+    return [event_id_for(m, s) for m, s in zip(machine_ids, seqs, strict=True)]
+
+
+def event_id_expr(machine_id: pl.Expr | str = "machine_id", seq: pl.Expr | str = "seq") -> pl.Expr:
+    """The event_id as a Polars expression (named event_id) over a machine_id and a seq column."""
+    import polars as pl
+
+    m = pl.col(machine_id) if isinstance(machine_id, str) else machine_id
+    s = pl.col(seq) if isinstance(seq, str) else seq
+    return pl.concat_str([m, pl.lit(EVENT_ID_SEPARATOR), s.cast(pl.String)]).alias("event_id")
+
+
+def event_id_array(machine_id: pa.Array | pa.ChunkedArray, seq: pa.Array | pa.ChunkedArray) -> Any:
+    """The event_id as an Arrow array over machine_id (string) and seq (integer) arrays."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pc.binary_join_element_wise(
+        machine_id, pc.cast(seq, machine_id.type), pa.scalar(EVENT_ID_SEPARATOR, machine_id.type)
+    )
 
 
 @dataclass(slots=True, frozen=True)

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from streaming.events import codec
+from streaming.events.arrow import EVENT_SCHEMA
 from streaming.events.codec import DecodeError
 from streaming.events.columnar import RAW_SCHEMA, decode_payloads
 from streaming.events.model import (
@@ -30,13 +31,12 @@ from streaming.events.model import (
     MachineType,
     Metric,
     Quality,
+    event_id_array,
 )
 from streaming.events.reasons import Reason, Rejection
-from streaming.lake import LANDED_SCHEMA
 
-# The landed event columns: exactly the first 11 fields of the lake's landed schema.
-VALID_SCHEMA = pa.schema(list(LANDED_SCHEMA)[: len(FIELDS)])
-assert tuple(VALID_SCHEMA.names) == FIELDS
+# Valid rows have the event contract's Arrow schema (the lake's landed schema extends it).
+VALID_SCHEMA = EVENT_SCHEMA
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -205,9 +205,7 @@ def _validate(
         status = table["status_code"].to_numpy()
         machine_id = table["machine_id"]
         line_len = pc.utf8_length(table["line_id"]).to_numpy()
-        expected_event_id = pc.binary_join_element_wise(
-            machine_id, pc.cast(table["seq"], machine_id.type), pa.scalar(":", machine_id.type)
-        )
+        expected_event_id = event_id_array(machine_id, table["seq"])
         with np.errstate(invalid="ignore"):
             checks: list[tuple[Reason, np.ndarray]] = [
                 (

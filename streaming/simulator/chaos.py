@@ -8,13 +8,13 @@ on one machine (each fault's effect stays attributable); delivery faults may ove
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from streaming.events.faults import FaultRecord
 from streaming.events.model import MachineType, Metric
 from streaming.simulator.fleet import NOISE_SIGMA, Fleet, Machine
 from streaming.simulator.randomness import rng_for
@@ -121,22 +121,22 @@ class Fault:
     def detectable(self) -> bool:
         return self.fault_type in DETECTABLE
 
+    def ground_truth(self) -> FaultRecord:
+        """The fault as the sim.faults contract records it."""
+        return FaultRecord(
+            fault_id=self.fault_id,
+            fault_type=self.fault_type,
+            machine_id=self.machine_id,
+            metric=None if self.metric is None else str(self.metric),
+            start_ms=self.start_ms,
+            end_ms=self.end_ms,
+            params=self.params,
+            detectable=self.detectable,
+        )
+
     def record(self) -> dict[str, Any]:
         """The ground-truth record published on the faults topic."""
-        return {
-            "kind": "fault",
-            "fault_id": self.fault_id,
-            "fault_type": self.fault_type,
-            "machine_id": self.machine_id,
-            "metric": None if self.metric is None else str(self.metric),
-            "start_ms": self.start_ms,
-            "end_ms": self.end_ms,
-            "params": self.params,
-            "detectable": self.detectable,
-        }
-
-    def params_json(self) -> str:
-        return json.dumps(self.params, sort_keys=True)
+        return self.ground_truth().to_json()
 
 
 def _params(

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from streaming.events.faults import MachineRecord
 from streaming.events.model import UNITS, MachineType, Metric
 from streaming.simulator.randomness import rng_for
 
@@ -84,12 +85,11 @@ class Machine:
 
     def record(self) -> dict[str, Any]:
         """The machine metadata record published on the ground-truth topic."""
-        return {
-            "kind": "machine",
-            "machine_id": self.machine_id,
-            "machine_type": str(self.machine_type),
-            "line_id": self.line_id,
-            "metrics": {
+        return MachineRecord(
+            machine_id=self.machine_id,
+            machine_type=str(self.machine_type),
+            line_id=self.line_id,
+            metrics={
                 str(m): {
                     "unit": UNITS[m],
                     "nominal_min": round(self.nominal[m][0], 3),
@@ -97,7 +97,7 @@ class Machine:
                 }
                 for m in self.metrics
             },
-        }
+        ).to_json()
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ delivery order. `generate()` is the pure, Kafka-free entry point used to score d
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,7 +17,8 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from streaming.events.model import RANGES, UNITS, Metric
+from streaming.events.faults import faults_frame as ground_truth_faults
+from streaming.events.model import RANGES, UNITS, Metric, event_id_expr
 from streaming.simulator.chaos import (
     MALFORMED_KINDS,
     Fault,
@@ -362,32 +362,8 @@ class SimulatedData:
     lost: int  # readings dropped by packet loss
 
 
-FAULT_SCHEMA = {
-    "fault_id": pl.String,
-    "fault_type": pl.String,
-    "machine_id": pl.String,
-    "metric": pl.String,
-    "start_ms": pl.Int64,
-    "end_ms": pl.Int64,
-    "params": pl.String,
-    "detectable": pl.Boolean,
-}
-
-
 def faults_frame(faults: list[Fault]) -> pl.DataFrame:
-    return pl.DataFrame(
-        {
-            "fault_id": [f.fault_id for f in faults],
-            "fault_type": [f.fault_type for f in faults],
-            "machine_id": [f.machine_id for f in faults],
-            "metric": [None if f.metric is None else str(f.metric) for f in faults],
-            "start_ms": [f.start_ms for f in faults],
-            "end_ms": [f.end_ms for f in faults],
-            "params": [json.dumps(f.params, sort_keys=True) for f in faults],
-            "detectable": [f.detectable for f in faults],
-        },
-        schema=FAULT_SCHEMA,
-    )
+    return ground_truth_faults([f.ground_truth() for f in faults])
 
 
 def readings_frame(fleet: Fleet, block: ReadingBlock) -> pl.DataFrame:
@@ -402,9 +378,8 @@ def readings_frame(fleet: Fleet, block: ReadingBlock) -> pl.DataFrame:
     met = pl.Series(block.metric, dtype=pl.UInt32)
     machine_id = ids.gather(mach)
     seq = pl.Series("seq", block.seq, dtype=pl.Int64)
-    return pl.DataFrame(
+    frame = pl.DataFrame(
         {
-            "event_id": machine_id + ":" + seq.cast(pl.String),
             "machine_id": machine_id,
             "machine_type": types.gather(mach),
             "line_id": lines.gather(mach),
@@ -417,6 +392,7 @@ def readings_frame(fleet: Fleet, block: ReadingBlock) -> pl.DataFrame:
             "quality": quality.gather(pl.Series(block.quality, dtype=pl.UInt32)),
         }
     )
+    return frame.select(event_id_expr(), pl.all())
 
 
 def make_simulator(

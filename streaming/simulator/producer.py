@@ -15,23 +15,9 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from streaming.kafka.config import bulk_producer_config
+
 POLL_EVERY = 20_000  # serve delivery reports every N messages in the tight loop
-
-
-def producer_config(bootstrap: str, compression: str = "lz4") -> dict[str, Any]:
-    return {
-        "bootstrap.servers": bootstrap,
-        "enable.idempotence": True,  # no duplicates or reordering from retries
-        "acks": "all",
-        "compression.type": compression,
-        "linger.ms": 50,
-        "batch.size": 1_000_000,
-        "batch.num.messages": 100_000,
-        "queue.buffering.max.messages": 1_000_000,
-        "queue.buffering.max.kbytes": 1_048_576,
-        "delivery.report.only.error": True,
-        "client.id": "ot-simulate",
-    }
 
 
 class SimulatorProducer:
@@ -41,7 +27,7 @@ class SimulatorProducer:
         self.produced = 0
         self.failed = 0
         self.failure_reasons: Counter[str] = Counter()
-        config = producer_config(bootstrap, compression)
+        config = bulk_producer_config(bootstrap, compression)
         config["on_delivery"] = self._on_delivery
         config["error_cb"] = self._on_error
         self.client_errors: Counter[str] = Counter()

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streaming.events import encode_avro_table
-from streaming.events.model import RANGES, UNITS
+from streaming.events.model import RANGES, UNITS, event_id_for
 from streaming.simulator.fleet import METRIC_ORDER, Fleet
 from streaming.simulator.generator import QUALITY_NAMES, ReadingBlock, readings_frame
 
@@ -50,7 +50,7 @@ class AvroBlockEncoder:
         metric = METRIC_ORDER[int(block.metric[row])]
         seq = int(block.seq[row])
         return {
-            "event_id": f"{machine.machine_id}:{seq}",
+            "event_id": event_id_for(machine.machine_id, seq),
             "machine_id": machine.machine_id,
             "machine_type": str(machine.machine_type),
             "line_id": machine.line_id,

@@ -1,4 +1,4 @@
-"""`ot stack up | down | status | env`: the local Kafka, Redis, PostgreSQL and Mosquitto."""
+"""`ot stack up | down | status | env`: start/stop/inspect Kafka, Redis, PostgreSQL, Mosquitto."""
 
 from __future__ import annotations
 

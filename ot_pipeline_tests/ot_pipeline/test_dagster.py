@@ -1,0 +1,209 @@
+"""The Dagster layer without servers: the landing sensor, blocking checks, definitions."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+from ot_pipeline.assets.readings import READINGS_CHECKS, readings
+from ot_pipeline.assets.windows import WINDOW_CHECKS, windows_1m
+from ot_pipeline.partitions import HOURLY_LANE
+from ot_pipeline.resources import LakeResource, PipelineConfig
+from ot_pipeline.sensors import landing_sensor
+from ot_pipeline_tests.support.paths import REPO_ROOT
+from ot_tools.synthetic_landing import land, synthetic_readings, write_landing_file
+from streaming.lake import Lake
+
+H0 = datetime(2026, 11, 20, 6, tzinfo=UTC)
+REPO = REPO_ROOT
+
+
+def _tick(lake: Lake, cursor: str | None) -> dg.SensorResult:
+    context = dg.build_sensor_context(
+        cursor=cursor, resources={"lake": LakeResource(root=str(lake.root))}
+    )
+    result = landing_sensor(context)
+    assert isinstance(result, dg.SensorResult)
+    return result
+
+
+def _ranges(result: dg.SensorResult) -> list[tuple[str, str]]:
+    return [
+        (
+            r.tags["dagster/asset_partition_range_start"],
+            r.tags["dagster/asset_partition_range_end"],
+        )
+        for r in result.run_requests or []
+    ]
+
+
+def test_landing_sensor_requests_touched_hours_once_and_late_hours_again(tmp_path: Path):
+    lake = Lake(tmp_path / "lake")
+    readings_ = synthetic_readings(H0, 3, machines=4, interval_s=30.0)
+    land(lake, readings_, partitions=2, file_rows=500)
+
+    first = _tick(lake, None)
+    assert _ranges(first) == [("2026-11-20-06:00", "2026-11-20-08:00")]
+    assert all(r.asset_selection == [readings.key] for r in first.run_requests or [])
+    assert all(HOURLY_LANE.items() <= r.tags.items() for r in first.run_requests or [])
+
+    again = _tick(lake, first.cursor)
+    assert not again.run_requests  # the cursor remembers what was requested
+
+    # late data: a reading of 06:xx lands now, after the files of 08:00
+    late = readings_.filter(pl.col("ts") < H0 + timedelta(minutes=1)).head(3)
+    late = late.with_columns(
+        pl.lit(0, dtype=pl.Int32).alias("kafka_partition"),
+        (pl.int_range(pl.len(), dtype=pl.Int64) + lake.next_offset(0)).alias("kafka_offset"),  # type: ignore[operator]
+        pl.lit(datetime.now(UTC)).cast(pl.Datetime("ms", "UTC")).alias("ingest_ts"),
+        (pl.col("event_id") + "-late").alias("event_id"),
+    )
+    write_landing_file(lake, late)
+    late_tick = _tick(lake, again.cursor or first.cursor)
+    assert _ranges(late_tick) == [("2026-11-20-06:00", "2026-11-20-06:00")]
+    keys = {r.run_key for r in [*(first.run_requests or []), *(late_tick.run_requests or [])]}
+    assert len(keys) == 2  # a new run key: run keys dedupe forever
+
+
+def _materialize(lake: Lake, hour: str) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [readings, windows_1m, *READINGS_CHECKS, *WINDOW_CHECKS[:1]],
+        partition_key=hour,
+        resources={"lake": LakeResource(root=str(lake.root)), "pipeline": PipelineConfig()},
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+
+
+def test_failing_blocking_check_stops_downstream_assets(tmp_path: Path):
+    lake = Lake(tmp_path / "lake")
+    good = synthetic_readings(H0, 2, machines=2, interval_s=60.0)
+    # hour 07:00 carries one temperature beyond the contract's physical range
+    bad_id = good.filter(
+        (pl.col("ts") >= H0 + timedelta(hours=1)) & (pl.col("metric") == "temperature")
+    )["event_id"][0]
+    land(
+        lake,
+        good.with_columns(
+            pl.when(pl.col("event_id") == bad_id)
+            .then(999.0)
+            .otherwise(pl.col("value"))
+            .alias("value")
+        ),
+    )
+
+    ok = _materialize(lake, "2026-11-20-06:00")
+    assert ok.success
+    assert lake.hour_path("windows_1m", "2026-11-20-06:00").exists()
+
+    failed = _materialize(lake, "2026-11-20-07:00")
+    assert not failed.success
+    evaluations = {e.check_name: e.passed for e in failed.get_asset_check_evaluations()}
+    assert evaluations["readings_values_in_range"] is False
+    assert evaluations["readings_event_id_unique"] is True
+    assert lake.hour_path("readings", "2026-11-20-07:00").exists()
+    assert not lake.hour_path("windows_1m", "2026-11-20-07:00").exists()
+    materialized = {str(e.asset_key) for e in failed.get_asset_materialization_events()}
+    assert str(readings.key) in materialized and str(windows_1m.key) not in materialized
+
+
+def test_dagster_definitions_validate_loads_the_code_location():
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("dagster")),
+            "definitions",
+            "validate",
+            "-w",
+            "workspace.yaml",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name", ["landing_sensor", "follow_readings"])
+def test_sensors_and_automation_are_on_by_default(name: str):
+    from ot_pipeline.definitions import defs
+
+    sensor = defs.resolve_sensor_def(name)
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_retention_prunes_old_landing_files_after_the_archive_passed_and_hours_rebuild_from_it(
+    tmp_path: Path,
+):
+    from ot_pipeline.assets.archive import (
+        daily_archive,
+        daily_archive_matches_readings,
+        landing_retention,
+    )
+
+    lake = Lake(tmp_path / "lake")
+    land(lake, synthetic_readings(H0, 2, machines=2, interval_s=60.0), file_rows=100)
+    resources = {
+        "lake": LakeResource(root=str(lake.root)),
+        "pipeline": PipelineConfig(landing_retention_days=7),
+    }
+    hours = ["2026-11-20-06:00", "2026-11-20-07:00"]
+    for hour in hours:
+        assert dg.materialize([readings], partition_key=hour, resources=resources).success
+    before = {h: pl.read_parquet(lake.hour_path("readings", h)).sort("event_id") for h in hours}
+    files = lake.landed_files()
+    young, old = files[0], files[1:]
+    ten_days_ago = datetime.now(UTC).timestamp() - 10 * 86400
+    for f in old:
+        os.utime(f.path, (ten_days_ago, ten_days_ago))
+
+    result = dg.materialize(
+        [daily_archive, daily_archive_matches_readings, landing_retention],
+        partition_key="2026-11-20",
+        resources=resources,
+    )
+    assert result.success
+    assert [f.path for f in lake.landed_files()] == [young.path]  # only old files went
+    assert pq.read_metadata(lake.archive_path("2026-11-20")).num_rows == sum(
+        b.height for b in before.values()
+    )
+
+    # a backfill of a pruned hour rebuilds the same readings from the archive + what is left
+    for hour in hours:
+        assert dg.materialize([readings], partition_key=hour, resources=resources).success
+        after = pl.read_parquet(lake.hour_path("readings", hour)).sort("event_id")
+        assert after.equals(before[hour])
+
+
+def test_hourly_writers_share_one_lane_that_the_instance_runs_one_at_a_time(tmp_path):
+    """The landing sensor's readings runs and the automation runs of the same hour must not
+    overlap: a readings rewrite between a load and its count check fails the check."""
+    import yaml
+
+    from ot_pipeline.instance import MANAGED, ensure_dagster_home
+    from ot_pipeline.partitions import HOURLY_LANE_KEY
+    from ot_pipeline.sensors import automation_sensor
+
+    config = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
+    limits = config["concurrency"]["runs"]["tag_concurrency_limits"]
+    assert {"key": HOURLY_LANE_KEY, "value": HOURLY_LANE[HOURLY_LANE_KEY], "limit": 1} in limits
+    assert automation_sensor.run_tags == HOURLY_LANE  # the landing sensor's: its own test
+
+    # The instance's copy follows the repository's file, unless the operator took it over.
+    home = ensure_dagster_home(tmp_path / "home")
+    managed = (home / "dagster.yaml").read_text()
+    assert managed.startswith(MANAGED) and "tag_concurrency_limits" in managed
+    (home / "dagster.yaml").write_text(managed.replace("max_concurrent_runs: 2", "x: 1"))
+    ensure_dagster_home(home)
+    assert "max_concurrent_runs: 2" in (home / "dagster.yaml").read_text()
+    (home / "dagster.yaml").write_text("# mine\n")
+    ensure_dagster_home(home)
+    assert (home / "dagster.yaml").read_text() == "# mine\n"

@@ -1,0 +1,145 @@
+"""The state writer against the real Kafka and Redis: exact counters, live state, alerts."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import redis
+
+from ot_tools import drills
+from streaming.consumers.state_writer import MEMBERSHIP, StateWriter
+from streaming.events import decode_batch, encode_avro_many, event_id_for
+from streaming.kafka.lifecycle import Bounds, StopFlag
+from streaming.redis_keys import RedisKeys
+from streaming.settings import Settings
+
+pytestmark = pytest.mark.stack
+
+
+@pytest.fixture
+def rdb(isolated: Settings) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(isolated.redis_url)
+    yield client
+    for key in client.scan_iter(RedisKeys(isolated.redis_prefix).scan_all):
+        client.delete(key)
+
+
+def _valid_count(messages: list[tuple[bytes, bytes]]) -> int:
+    decoded = decode_batch(
+        [v for _, v in messages],
+        int(time.time() * 1000),
+        max_future_ms=300_000,
+        max_age_ms=30 * 86_400_000,
+    )
+    return decoded.valid.num_rows
+
+
+def _counted(rdb: redis.Redis, keys: RedisKeys) -> int:
+    days = [k for k in rdb.scan_iter(keys.scan_days) if not k.endswith(b":machines")]
+    return sum(int(rdb.get(k) or 0) for k in days)
+
+
+def _record(machine: str, seq: int, metric: str, unit: str, value: float, status: int = 0) -> dict:
+    return {
+        "event_id": event_id_for(machine, seq),
+        "machine_id": machine,
+        "machine_type": "MOTOR",
+        "line_id": "line-9",
+        "metric": metric,
+        "unit": unit,
+        "value": value,
+        "ts": int(time.time() * 1000) - 1000 + seq,
+        "seq": seq,
+        "status_code": status,
+        "quality": "GOOD",
+    }
+
+
+def test_state_writer_applies_each_valid_reading_once_and_keeps_live_state(
+    isolated: Settings, rdb: redis.Redis
+) -> None:
+    fleet = drills.readings(6000, machines=30, garbage_every=50)
+    hot = [_record("hot-1", i, "temperature", "°C", v) for i, v in enumerate([70, 150, 160, 80])]
+    faulty = [_record("faulty-1", i, "vibration", "mm/s", 2.0, s) for i, s in enumerate([0, 2, 2])]
+    special = [
+        (r["machine_id"].encode(), v)
+        for r, v in zip(hot + faulty, encode_avro_many(hot + faulty), strict=True)
+    ]
+    drills.produce(isolated, isolated.topics.readings, fleet + special)
+    group = f"state-{isolated.topics.readings}"
+
+    writer = StateWriter(isolated, replace(MEMBERSHIP, group=group, batch_size=2000))
+    summary = writer.run(Bounds(until_idle=2.0), StopFlag())
+
+    keys = RedisKeys(isolated.redis_prefix, group)
+    valid = _valid_count(fleet) + len(special)
+    assert summary["applied"] == valid and summary["invalid"] == len(fleet) + len(special) - valid
+    assert _counted(rdb, keys) == valid
+    assert int(rdb.hget(keys.metrics, "applied") or 0) == valid
+    marks = drills.watermarks(isolated, isolated.topics.readings)
+    stored = {int(p): int(o) for p, o in rdb.hgetall(keys.offsets).items()}
+    assert stored == {p: high - 1 for p, (_, high) in marks.items() if high > 0}
+    assert rdb.zcard(keys.machines) == 32
+
+    hot_state = rdb.hgetall(keys.machine("hot-1"))
+    assert float(hot_state[b"temperature"]) == 80.0  # latest value wins
+    assert hot_state[b"status"] == b"ONLINE" and hot_state[b"type"] == b"MOTOR"
+    assert rdb.hget(keys.machine("faulty-1"), "status") == b"FAULT"
+    active = [json.loads(v) for v in rdb.hvals(keys.alerts_active)]
+    assert [(a["machine_id"], a["rule"], a["severity"]) for a in active] == [
+        ("faulty-1", "device_fault", "HIGH")
+    ]
+    log = [json.loads(v) for v in rdb.lrange(keys.alerts_log, 0, -1)]
+    hard = [e for e in log if e["rule"] == "temperature_hard"]
+    assert sorted(e["event"] for e in hard) == ["cleared", "opened"]
+    assert hard[0]["alert_id"] == hard[1]["alert_id"] and hard[0]["threshold"] == 120.0
+    assert drills.watermarks(isolated, isolated.topics.alerts)[0][1] == len(log)  # published
+    assert rdb.llen(keys.outbox(0)) + sum(rdb.llen(keys.outbox(p)) for p in range(1, 6)) == 0
+
+
+def test_state_writer_marks_silent_machines_offline_on_a_timer(
+    isolated: Settings, rdb: redis.Redis
+) -> None:
+    settings = replace(isolated, offline_after_seconds=1.0)
+    drills.produce(settings, settings.topics.readings, drills.readings(60, machines=3))
+    group = f"state-{settings.topics.readings}"
+
+    writer = StateWriter(settings, replace(MEMBERSHIP, group=group), sweep_every_s=0.2)
+    writer.run(Bounds(until_idle=2.5), StopFlag())  # no message arrives after the first second
+
+    keys = RedisKeys(settings.redis_prefix, group)
+    assert {rdb.hget(keys.machine(f"m{i:03d}"), "status") for i in range(3)} == {b"OFFLINE"}
+    active = [json.loads(v) for v in rdb.hvals(keys.alerts_active)]
+    assert sorted(a["machine_id"] for a in active if a["rule"] == "offline") == [
+        "m000",
+        "m001",
+        "m002",
+    ]
+
+
+@pytest.mark.slow
+def test_state_writer_survives_repeated_sigkill_with_exact_counters(
+    isolated: Settings, rdb: redis.Redis, tmp_path: Path
+) -> None:
+    messages = drills.heavy_fleet(machines=40, minutes=3.0, seed=5)
+    producer = drills.produce_paced(isolated, isolated.topics.readings, messages, seconds=14)
+    group = f"state-drill-{isolated.topics.readings}"
+    args = ["--group", group, "--instance-id", "state-0", "--batch-size", "1500"]
+    log = tmp_path / "state.log"
+
+    hits = drills.kill_repeatedly("state", isolated, args, log, kills=10)
+    producer.join()
+    final = drills.summary_of(drills.spawn("state", isolated, [*args, "--until-idle", "4"], log))
+
+    keys = RedisKeys(isolated.redis_prefix, group)
+    valid = _valid_count(messages)
+    assert hits == 10 and final["lag"] == 0
+    assert _counted(rdb, keys) == valid
+    assert int(rdb.hget(keys.metrics, "applied") or 0) == valid
+    assert int(rdb.hget(keys.metrics, "invalid") or 0) == len(messages) - valid
+    assert int(rdb.hget(keys.metrics, "batches") or 0) > 10

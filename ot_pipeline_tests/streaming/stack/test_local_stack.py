@@ -1,0 +1,218 @@
+"""The local stack: real Kafka, Redis and PostgreSQL, started by the project itself."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from streaming.events import decode_batch, encode_avro_many, event_id_for
+from streaming.redis_keys import RedisKeys
+from streaming.settings import Settings, Topics
+from streaming.stack.local import LocalStack
+from streaming.stack.topics import create_topics
+
+pytestmark = pytest.mark.stack
+
+
+def _readings(n: int, machine: str = "m-1") -> list[dict]:
+    now = int(time.time() * 1000)
+    return [
+        {
+            "event_id": event_id_for(machine, seq),
+            "machine_id": machine,
+            "machine_type": "MOTOR",
+            "line_id": "line-a",
+            "metric": "temperature",
+            "unit": "°C",
+            "value": 40.0 + seq / 100,
+            "ts": now - (n - seq) * 10,
+            "seq": seq,
+            "status_code": 0,
+            "quality": "GOOD",
+        }
+        for seq in range(n)
+    ]
+
+
+def _produce(bootstrap: str, topic: str, payloads: list[bytes], key: str) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all"})
+    failures: list[str] = []
+
+    def on_delivery(err, _msg):  # type: ignore[no-untyped-def]
+        if err is not None:
+            failures.append(str(err))
+
+    for payload in payloads:
+        producer.produce(topic, payload, key=key, on_delivery=on_delivery)
+    assert producer.flush(30) == 0
+    assert failures == []
+
+
+def _consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 30) -> list[bytes]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"test-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    got: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(got) < expected and time.monotonic() < deadline:
+            for msg in consumer.consume(num_messages=1000, timeout=0.5):
+                if msg.error() is None:
+                    got.append(msg.value())
+    finally:
+        consumer.close()
+    return got
+
+
+def test_stack_round_trips_a_batch_through_kafka_with_the_project_codec(isolated: Settings):
+    records = _readings(500)
+    _produce(
+        isolated.kafka_bootstrap_servers,
+        isolated.topics.readings,
+        encode_avro_many(records),
+        key="m-1",
+    )
+    payloads = _consume_all(isolated.kafka_bootstrap_servers, isolated.topics.readings, 500)
+    assert len(payloads) == 500
+    batch = decode_batch(
+        payloads, int(time.time() * 1000), max_future_ms=300_000, max_age_ms=3_600_000
+    )
+    assert batch.rejected == []
+    assert batch.valid.column("event_id").to_pylist() == [r["event_id"] for r in records]
+    assert batch.valid.column("value").to_pylist() == [r["value"] for r in records]
+
+
+def test_stack_creates_the_contract_topics_with_their_partitions(stack: Settings):
+    meta = AdminClient({"bootstrap.servers": stack.kafka_bootstrap_servers}).list_topics(timeout=10)
+    partitions = {name: len(t.partitions) for name, t in meta.topics.items()}
+    assert partitions[stack.topics.readings] == 6
+    for name in (stack.topics.dlq, stack.topics.alerts, stack.topics.faults):
+        assert partitions[name] == 1
+
+
+def test_stack_redis_writes_and_reads(isolated: Settings):
+    client = redis.Redis.from_url(isolated.redis_url)
+    key = RedisKeys(isolated.redis_prefix).machine("m-1")
+    client.hset(key, mapping={"status": "ONLINE", "temperature": "41.5"})
+    try:
+        assert client.hgetall(key) == {b"status": b"ONLINE", b"temperature": b"41.5"}
+    finally:
+        client.delete(key)
+
+
+def test_stack_postgres_writes_and_reads(isolated: Settings):
+    schema = isolated.pg_schema
+    with psycopg.connect(isolated.pg_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+        try:
+            conn.execute(
+                f"CREATE TABLE {schema}.t (ts timestamptz PRIMARY KEY, v double precision)"
+            )
+            with conn.cursor() as cur, cur.copy(f"COPY {schema}.t (ts, v) FROM STDIN") as copy:
+                for i in range(100):
+                    copy.write_row((f"2026-11-22T10:{i // 60:02d}:{i % 60:02d}Z", float(i)))
+            row = conn.execute(f"SELECT count(*), sum(v) FROM {schema}.t").fetchone()
+            assert row == (100, float(sum(range(100))))
+        finally:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def test_stack_status_exits_nonzero_when_a_service_does_not_answer(tmp_path: Path):
+    # Nothing listens on these ports: status must say so, not pretend.
+    env = {
+        **os.environ,
+        "OT_STACK_DIR": str(tmp_path / "stack"),
+    }
+    stack = LocalStack(root=tmp_path / "stack", redis_port=1, pg_port=2, kafka_port=3, mqtt_port=4)
+    assert stack.status() == {
+        "kafka": False,
+        "redis": False,
+        "postgres": False,
+        "mosquitto": False,
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "streaming.cli", "stack", "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    # The default ports may be up (the shared stack); the exit code must agree with the text.
+    assert (result.returncode == 0) == ("DOWN" not in result.stdout)
+
+
+@pytest.mark.slow
+def test_three_broker_cluster_replicates_topics_and_survives_a_killed_broker(
+    stack: Settings, tmp_path: Path
+):
+    shared = LocalStack.from_env()
+    root = tmp_path / "stack3"
+    root.mkdir()
+    (root / "kafka-libs").symlink_to(shared.ensure_kafka_jars(), target_is_directory=True)
+    cluster = LocalStack(root=root, brokers=3, kafka_port=29092, services=("kafka",))
+    try:
+        assert cluster.up() == ["kafka-1", "kafka-2", "kafka-3"]
+        bootstrap = cluster.bootstrap
+        meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10)
+        readings = meta.topics[Topics().readings]
+        assert len(readings.partitions) == 6
+        assert {len(p.replicas) for p in readings.partitions.values()} == {3}
+        for name in Topics().all():
+            assert {len(p.replicas) for p in meta.topics[name].partitions.values()} == {3}
+
+        topic = f"failover-{uuid.uuid4().hex[:8]}"
+        create_topics(
+            bootstrap,
+            Topics(readings=topic, dlq=f"{topic}.dlq", alerts=f"{topic}.a", faults=f"{topic}.f"),
+            replication_factor=3,
+        )
+        first = encode_avro_many(_readings(200, "m-before"))
+        _produce(bootstrap, topic, first, key="m-before")
+
+        # Kill the leader of the partition we use: the cluster must elect another and go on.
+        leader = (
+            AdminClient({"bootstrap.servers": bootstrap})
+            .list_topics(topic, timeout=10)
+            .topics[topic]
+            .partitions
+        )
+        partition_of_key = None
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe"})
+        low_high = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in leader
+        }
+        consumer.close()
+        partition_of_key = next(p for p, (lo, hi) in low_high.items() if hi > lo)
+        victim = leader[partition_of_key].leader
+        cluster.kill_broker(victim)
+
+        second = encode_avro_many(_readings(200, "m-before"))  # same key: same partition
+        _produce(bootstrap, topic, second, key="m-before")
+        payloads = _consume_all(bootstrap, topic, 400, timeout=60)
+        assert len(payloads) == 400
+        assert sorted(payloads) == sorted(first + second)
+        new_leader = (
+            AdminClient({"bootstrap.servers": bootstrap})
+            .list_topics(topic, timeout=10)
+            .topics[topic]
+            .partitions[partition_of_key]
+            .leader
+        )
+        assert new_leader != victim
+    finally:
+        cluster.down()

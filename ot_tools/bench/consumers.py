@@ -1,0 +1,179 @@
+"""Consumers benchmark: lander and state writer rates as ratios to a plain consume loop that only
+reads the same messages, in one run; then event -> Redis latency at a fixed produced rate."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis
+from confluent_kafka import Consumer
+
+from ot_tools import drills
+from streaming.consumers import lander as lander_
+from streaming.consumers import state_writer
+from streaming.consumers.lander import Lander
+from streaming.consumers.state_writer import StateWriter
+from streaming.events import encode_avro_many, event_id_for
+from streaming.kafka.config import consumer_config, producer_config
+from streaming.kafka.lifecycle import Bounds, JsonLog, StopFlag
+from streaming.redis_keys import RedisKeys
+from streaming.settings import Settings, Topics
+from streaming.stack.topics import create_topics, delete_topics
+
+CHUNK = 200_000
+MACHINES = 500
+
+
+def _topics(tag: str) -> Topics:
+    suffix = f"{tag}-{uuid.uuid4().hex[:8]}"
+    return Topics(
+        readings=f"bench-readings-{suffix}",
+        dlq=f"bench-readings-{suffix}.dlq",
+        alerts=f"bench-alerts-{suffix}",
+        faults=f"bench-faults-{suffix}",
+    )
+
+
+def _raw_rate(settings: Settings, n: int) -> float:
+    """The ceiling: a confluent-kafka loop that only reads every message's value."""
+    consumer = Consumer(consumer_config(settings, f"bench-raw-{uuid.uuid4().hex[:8]}"))
+    consumer.subscribe([settings.topics.readings])
+    seen, nbytes, first = 0, 0, None
+    while seen < n:
+        messages = consumer.consume(num_messages=20_000, timeout=1.0)
+        if messages and first is None:
+            first = time.monotonic()
+        for m in messages:
+            if m.error() is None:
+                value = m.value()
+                nbytes += len(value) if value else 0
+                seen += 1
+    rate = n / (time.monotonic() - (first or time.monotonic()))
+    consumer.close()
+    return rate
+
+
+def _rate(stats: Any) -> float:
+    return float(stats.consumed / (stats.finished_at - stats.first_batch_at))
+
+
+def _latency(settings: Settings, seconds: float, per_second: int) -> dict[str, float]:
+    """Produce at `per_second` with ts = produce time; measure when the state writer applied it."""
+    from confluent_kafka import Producer
+
+    writer = StateWriter(
+        settings,
+        replace(state_writer.MEMBERSHIP, group=f"bench-latency-{uuid.uuid4().hex[:8]}"),
+        measure_latency=True,
+        log=JsonLog("state-writer", open("/dev/null", "w")),  # noqa: SIM115
+    )
+    runner = threading.Thread(
+        target=writer.run, args=(Bounds(duration=seconds + 6), StopFlag()), daemon=True
+    )
+    runner.start()
+    time.sleep(4)  # joined and idle before the clock starts
+    producer = Producer(producer_config(settings, **{"linger.ms": 1}))
+    template = drills.readings(per_second // 20, machines=MACHINES)
+    started = time.monotonic()
+    seq = 0
+    while time.monotonic() - started < seconds:
+        now_ms = int(time.time() * 1000)
+        records = []
+        for i in range(len(template)):
+            machine = f"m{i % MACHINES:03d}"
+            records.append(
+                {
+                    "event_id": event_id_for(machine, seq),
+                    "machine_id": machine,
+                    "machine_type": "MOTOR",
+                    "line_id": "line-0",
+                    "metric": "temperature",
+                    "unit": "°C",
+                    "value": 60.0,
+                    "ts": now_ms,
+                    "seq": seq,
+                    "status_code": 0,
+                    "quality": "GOOD",
+                }
+            )
+            seq += 1
+        for r, value in zip(records, encode_avro_many(records), strict=True):
+            producer.produce(
+                settings.topics.readings, value=value, key=str(r["machine_id"]).encode()
+            )
+        producer.poll(0)
+        tick_end = started + (seq / (per_second // 20 * 20)) * 1.0
+        delay = tick_end - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+    produced_rate = seq / (time.monotonic() - started)
+    producer.flush(30)
+    runner.join(timeout=seconds + 30)
+    lat = np.concatenate(writer.latencies) if writer.latencies else np.array([np.nan])
+    return {
+        "latency_rate_produced": round(produced_rate),
+        "latency_p50_ms": round(float(np.percentile(lat, 50)), 1),
+        "latency_p99_ms": round(float(np.percentile(lat, 99)), 1),
+        "latency_samples": int(lat.size),
+    }
+
+
+def run(settings: Settings, quick: bool) -> dict[str, Any]:
+    n = 200_000 if quick else 2_000_000
+    topics = _topics("consumers")
+    lake = Path(tempfile.mkdtemp(prefix="ot-bench-lake-"))
+    prefix = f"ot-bench-{uuid.uuid4().hex[:8]}:"
+    bench = replace(settings, topics=topics, lake_dir=lake, redis_prefix=prefix)
+    create_topics(settings.kafka_bootstrap_servers, topics, readings_partitions=6)
+    quiet = JsonLog("bench", open("/dev/null", "w"))  # noqa: SIM115
+    try:
+        for start in range(0, n, CHUNK):
+            size = min(CHUNK, n - start)
+            drills.produce(
+                bench, topics.readings, drills.readings(size, machines=MACHINES, seed=start)
+            )
+        raw = _raw_rate(bench, n)
+        joining = replace(lander_.MEMBERSHIP, group=f"bench-lander-{uuid.uuid4().hex[:8]}")
+        lander = Lander(bench, joining, log=quiet)
+        land_summary = lander.run(Bounds(max_messages=n), StopFlag())
+        land = _rate(lander.runtime.stats)
+        joining = replace(state_writer.MEMBERSHIP, group=f"bench-state-{uuid.uuid4().hex[:8]}")
+        writer = StateWriter(bench, joining, log=quiet)
+        state_summary = writer.run(Bounds(max_messages=n), StopFlag())
+        state = _rate(writer.runtime.stats)
+        lat_topics = _topics("latency")
+        create_topics(settings.kafka_bootstrap_servers, lat_topics, readings_partitions=6)
+        try:
+            latency = _latency(
+                replace(bench, topics=lat_topics, redis_prefix=prefix + "lat:"),
+                seconds=5 if quick else 15,
+                per_second=20_000,
+            )
+        finally:
+            delete_topics(settings.kafka_bootstrap_servers, lat_topics.all())
+        return {
+            "messages": n,
+            "raw_consume_per_s": round(raw),
+            "lander_per_s": round(land),
+            "lander_ratio": round(land / raw, 3),
+            "lander_files": land_summary["files"],
+            "state_writer_per_s": round(state),
+            "state_writer_ratio": round(state / raw, 3),
+            "state_batches": state_summary["batches"],
+            "state_batch_ms_p50": state_summary["batch_ms_p50"],
+            **latency,
+        }
+    finally:
+        delete_topics(settings.kafka_bootstrap_servers, topics.all())
+        client = redis.Redis.from_url(settings.redis_url)
+        for key in client.scan_iter(RedisKeys(prefix).scan_all):
+            client.delete(key)
+        shutil.rmtree(lake, ignore_errors=True)

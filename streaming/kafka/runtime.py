@@ -1,0 +1,360 @@
+"""The consumer runtime: one consume loop that drives a sink, exactly once.
+
+The sink, not the consumer group, holds the offsets: on every assignment the runtime asks it where
+each partition resumes and seeks there, drops what is still in the fetch queue below that point,
+and tells it to flush a revoked partition (or to discard a lost one) before the partition goes.
+In between it consumes in batches within the run's bounds, decodes and validates each batch in one
+call, dead-letters the invalid messages when the sink wants that, reports progress and lag, and
+on a stop signal lets the sink make everything durable before it closes.
+
+A sink implements `Sink`; the lander (Parquet lake) and the state writer (Redis) are two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+
+from streaming.events import DecodedBatch, decode_batch, dlq_headers
+from streaming.kafka.config import consumer_config, lag
+from streaming.kafka.lifecycle import Bounds, JsonLog, Progress, StopFlag
+from streaming.kafka.producer import ConfirmedProducer
+from streaming.settings import Settings
+
+
+class DeadLettersNotConfirmed(RuntimeError):
+    """The DLQ did not confirm every dead letter: making the covering data durable would lose
+    them."""
+
+
+@dataclass
+class Batch:
+    """One consumed batch, decoded: only the messages the sink does not hold yet.
+
+    `messages`, `values`, `partitions` and `offsets` are per kept message, in consume order (so
+    offsets ascend within each partition); `decoded.valid_index` says which became valid rows.
+    """
+
+    messages: list[Message]
+    values: list[bytes | None]
+    partitions: np.ndarray  # int32
+    offsets: np.ndarray  # int64
+    decoded: DecodedBatch
+    ingest_ms: int  # wall clock when the batch was decoded
+    started: float  # perf_counter when the batch arrived
+
+
+@dataclass(frozen=True)
+class Membership:
+    """How a process joins its group and consumes: the options every consumer has."""
+
+    group: str
+    instance_id: str | None = None  # static member id: a restart rejoins at once
+    batch_size: int = 20_000  # messages per consume call
+    poll_timeout: float = 0.5  # seconds per consume call
+    session_timeout_ms: int = 10_000
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Membership:
+        """From the options of `lifecycle.consumer_parser`."""
+        return cls(
+            group=args.group,
+            instance_id=args.instance_id,
+            batch_size=args.batch_size,
+            poll_timeout=args.poll_timeout,
+            session_timeout_ms=args.session_timeout_ms,
+        )
+
+
+@dataclass
+class RuntimeStats:
+    consumed: int = 0
+    dead_lettered: int = 0
+    skipped: int = 0  # messages the sink already held, still in the fetch queue after a seek
+    first_batch_at: float | None = None  # for rates that leave the group join out
+    finished_at: float | None = None
+
+
+class Sink(Protocol):
+    """Where a consumed stream goes. The runtime calls these from its one thread."""
+
+    command: str  # the summary's "command" (`ot land` -> "land")
+
+    def resume(self, partitions: list[int]) -> dict[int, int | None]:
+        """Assigned partitions: the next offset the sink wants per partition (None: it holds
+        nothing of it, start from the beginning)."""
+        ...
+
+    def revoke(self, partitions: list[int]) -> None:
+        """The partitions go to another member: make what is held of them durable now."""
+        ...
+
+    def lose(self, partitions: list[int]) -> None:
+        """The partitions may already be someone else's: discard what is held of them."""
+        ...
+
+    def write(self, batch: Batch) -> None:
+        """Take one decoded batch."""
+        ...
+
+    def tick(self, now: float) -> None:
+        """After every consume call (`now`: monotonic): time-driven work, e.g. due flushes."""
+        ...
+
+    def progress(self, now: float, elapsed: float) -> dict[str, Any]:
+        """The figures of a progress line after `consumed` (`elapsed`: seconds of the run)."""
+        ...
+
+    def drain(self) -> None:
+        """Stopping: make everything held durable."""
+        ...
+
+    def finish(self, rate: float, lag: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The run is over (`rate`: messages/s over it): the sink's counts and timings for the
+        JSON summary, which lists them around the rate and the lag."""
+        ...
+
+    def close(self) -> None:
+        """Release what the sink holds (threads, connections)."""
+        ...
+
+
+class ConsumerRuntime:
+    """One consumer group member that subscribes `settings.topics.readings` for `sink`.
+
+    With `dead_letter_stage` the runtime sends every invalid message to the dead-letter topic
+    (unchanged, with the contract's `dlq_headers`) and the sink must `confirm_dead_letters()`
+    before it makes data covering their offsets durable.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        sink: Sink,
+        membership: Membership,
+        log: JsonLog,
+        *,
+        dead_letter_stage: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.topic = settings.topics.readings
+        self.sink = sink
+        self.batch_size = membership.batch_size
+        self.poll_timeout = membership.poll_timeout
+        self.dead_letter_stage = dead_letter_stage
+        self.log = log
+        self.stats = RuntimeStats()
+        # Next offset the sink wants per assigned partition (-1: it holds nothing, take any).
+        self.positions: dict[int, int] = {}
+        self.backlog = False  # the last consume call filled its batch: catching up
+        self.producer = ConfirmedProducer(settings)
+        self.consumer = Consumer(
+            consumer_config(
+                settings,
+                membership.group,
+                instance_id=membership.instance_id,
+                session_timeout_ms=membership.session_timeout_ms,
+            )
+        )
+        self.consumer.subscribe(
+            [self.topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+
+    # -- rebalance callbacks: the sink, not the group, says where each partition resumes ------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        resume = self.sink.resume([tp.partition for tp in partitions])
+        for tp in partitions:
+            nxt = resume[tp.partition]
+            tp.offset = OFFSET_BEGINNING if nxt is None else nxt
+            self.positions[tp.partition] = -1 if nxt is None else nxt
+        consumer.assign(partitions)
+        self.log("assigned", partitions={tp.partition: tp.offset for tp in partitions})
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        released = [tp.partition for tp in partitions]
+        self.sink.revoke(released)  # durable before anyone else can get them (eager rebalance)
+        self._release(consumer, released, "revoked")
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        released = [tp.partition for tp in partitions]
+        self.sink.lose(released)  # the sink's record tells the next owner where to go on
+        self._release(consumer, released, "lost")
+
+    def _release(self, consumer: Consumer, released: list[int], event: str) -> None:
+        for p in released:
+            self.positions.pop(p, None)
+        consumer.unassign()
+        self.log(event, partitions=released)
+
+    # -- what a sink may ask of the runtime -----------------------------------------------------
+    def advance(self, partition: int, next_offset: int) -> None:
+        """The sink holds everything before `next_offset` (ignored once the partition is gone)."""
+        if partition in self.positions:
+            self.positions[partition] = next_offset
+
+    def seek(self, partition: int, next_offset: int) -> None:
+        """Go back (or on) to `next_offset`: the sink's own record says so."""
+        self.positions[partition] = next_offset
+        self.consumer.seek(TopicPartition(self.topic, partition, next_offset))
+
+    def commit(self, partition: int, next_offset: int) -> None:
+        """Report progress to the group (only for lag: the sink holds the truth)."""
+        try:
+            self.consumer.commit(
+                offsets=[TopicPartition(self.topic, partition, next_offset)], asynchronous=True
+            )
+        except Exception as exc:
+            self.log("commit_failed", partition=partition, error=str(exc))
+
+    def confirm_dead_letters(self) -> None:
+        """Every dead letter sent so far is in the log, or DeadLettersNotConfirmed."""
+        unconfirmed = self.producer.flush(30.0)
+        if unconfirmed:
+            raise DeadLettersNotConfirmed(
+                f"{unconfirmed} dead letters unconfirmed, "
+                f"failures: {self.producer.last_failures[:3]}"
+            )
+
+    def lag(self) -> int:
+        return lag(self.consumer, dict(self.positions), self.topic)
+
+    # -- one batch --------------------------------------------------------------------------
+    def decode(self, messages: list[Message]) -> Batch | None:
+        """Decode a consumed batch, leaving out what the sink already holds; dead-letter the
+        invalid messages if the sink wants that. None if nothing is left."""
+        started = time.perf_counter()
+        good = [m for m in messages if m.error() is None]
+        if len(good) != len(messages):
+            for m in messages:
+                err = m.error()
+                if err is not None:
+                    self._kafka_error(err)
+        n = len(good)
+        if not n:
+            return None
+        parts = np.fromiter((m.partition() for m in good), dtype=np.int32, count=n)
+        offsets = np.fromiter((m.offset() for m in good), dtype=np.int64, count=n)
+        values = [m.value() for m in good]
+        self.stats.consumed += n
+        # Drop what the sink already holds (prefetched before a seek) or is no longer ours.
+        floor = np.full(int(parts.max()) + 1, np.iinfo(np.int64).max, dtype=np.int64)
+        for p, nxt in self.positions.items():
+            if p < len(floor):
+                floor[p] = nxt
+        keep = offsets >= floor[parts]
+        if not keep.all():
+            self.stats.skipped += int((~keep).sum())
+            idx = np.flatnonzero(keep)
+            good = [good[i] for i in idx]
+            values = [values[i] for i in idx]
+            parts, offsets = parts[keep], offsets[keep]
+            if not good:
+                return None
+        ingest_ms = int(time.time() * 1000)
+        decoded = decode_batch(
+            values,
+            ingest_ms,
+            max_future_ms=self.settings.max_future_ms,
+            max_age_ms=self.settings.max_age_ms,
+        )
+        if self.dead_letter_stage and decoded.rejected:
+            self._dead_letter(good, decoded, parts, offsets, self.dead_letter_stage)
+        return Batch(good, values, parts, offsets, decoded, ingest_ms, started)
+
+    def _dead_letter(
+        self,
+        messages: list[Message],
+        decoded: DecodedBatch,
+        partitions: np.ndarray,
+        offsets: np.ndarray,
+        stage: str,
+    ) -> None:
+        """The invalid messages go to the DLQ unchanged, their reason and source in headers."""
+        for r in decoded.rejected:
+            m = messages[r.index]
+            headers = dlq_headers(
+                r.reason,
+                stage,
+                self.topic,
+                int(partitions[r.index]),
+                int(offsets[r.index]),
+                r.detail,
+            )
+            self.producer.send(self.settings.topics.dlq, m.value(), m.key(), headers)
+        self.stats.dead_lettered += len(decoded.rejected)
+        self.producer.poll()
+
+    def _kafka_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            raise RuntimeError(f"fatal Kafka error: {err}")
+        self.log("kafka_error", error=str(err))
+
+    # -- running ----------------------------------------------------------------------------
+    def run(
+        self, bounds: Bounds, stop: StopFlag, progress: Progress | None = None
+    ) -> dict[str, Any]:
+        """Consume until a stop signal or a bound, then drain the sink, close, and return the
+        JSON summary."""
+        started = time.monotonic()
+        reason: str | None = None
+        try:
+            while True:
+                now = time.monotonic()
+                if not self.positions:
+                    # Waiting for partitions (e.g. for a dead member's session to expire) is
+                    # not idle: idle time counts only while partitions are assigned.
+                    bounds.hold_idle(now)
+                reason = stop.signal or bounds.reached(self.stats.consumed, now)
+                if reason:
+                    break
+                want = bounds.remaining(self.stats.consumed, self.batch_size)
+                messages = self.consumer.consume(num_messages=want, timeout=self.poll_timeout)
+                now = time.monotonic()
+                self.backlog = len(messages) >= want
+                if messages:
+                    bounds.saw_messages(now)
+                    if self.stats.first_batch_at is None:
+                        self.stats.first_batch_at = now
+                    batch = self.decode(messages)
+                    if batch is not None:
+                        self.sink.write(batch)
+                self.sink.tick(now)
+                if progress and progress.due(now):
+                    figures = self.sink.progress(now, max(now - started, 1e-9))
+                    progress.show(now, consumed=self.stats.consumed, **figures)
+            self.sink.drain()
+            self.stats.finished_at = time.monotonic()
+        finally:
+            if progress:
+                progress.done()
+        elapsed = max(time.monotonic() - started, 1e-9)
+        behind = self.lag()
+        rate = self.stats.consumed / elapsed
+        counts, timings = self.sink.finish(rate, behind)
+        self.close()
+        return {
+            "command": self.sink.command,
+            "consumed": self.stats.consumed,
+            **counts,
+            "rate": round(rate, 1),
+            "lag": behind,
+            **timings,
+            "elapsed_s": round(elapsed, 2),
+            "stopped_by": reason,
+        }
+
+    def close(self) -> None:
+        self.sink.close()
+        if self.dead_letter_stage:
+            self.confirm_dead_letters()
+        else:
+            self.producer.flush(30.0)
+        self.consumer.close()

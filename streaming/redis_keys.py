@@ -1,0 +1,43 @@
+"""The Redis key layout of the live state: the one place its key strings are built.
+
+Every key lives under a configurable prefix (`settings.redis_prefix`, default `ot:`), so several
+platforms (or tests) can share one Redis. The state writer writes these keys; `make run`, the
+healthcheck and the operator tools read them. docs/consumers.md describes what each one holds.
+"""
+
+from __future__ import annotations
+
+# The state writer's consumer group (`ot state --group`): its offsets and metrics hashes are
+# named after it.
+STATE_WRITER_GROUP = "state-writer"
+
+
+class RedisKeys:
+    """The keys under `prefix` of one state-writer group."""
+
+    def __init__(self, prefix: str, group: str = STATE_WRITER_GROUP) -> None:
+        self.p = prefix
+        self.group = group
+        self.machines = f"{prefix}machines"  # sorted set: machine id by last seen (ms)
+        self.offsets = f"{prefix}offsets:{group}"  # hash: partition -> last applied offset
+        self.alerts_active = f"{prefix}alerts:active"
+        self.alerts_log = f"{prefix}alerts:log"
+        self.alerts_state = f"{prefix}alerts:state"
+        self.metrics = f"{prefix}metrics:{group}"
+        # SCAN patterns
+        self.scan_all = f"{prefix}*"
+        self.scan_machines = f"{prefix}machine:*"
+        self.scan_days = f"{prefix}count:*"  # the per-day counters and their per-machine hashes
+        self.scan_offsets = f"{prefix}offsets:*"  # the offsets hashes of every group
+
+    def machine(self, machine_id: str) -> str:
+        return f"{self.p}machine:{machine_id}"
+
+    def day(self, day: str) -> str:
+        return f"{self.p}count:{day}"
+
+    def day_machines(self, day: str) -> str:
+        return f"{self.p}count:{day}:machines"
+
+    def outbox(self, partition: int) -> str:
+        return f"{self.p}alerts:outbox:{partition}"
