@@ -8,6 +8,9 @@ container): a worker is healthy while it is caught up or still moving forward.
 - simulator: progress = messages in `sensor-readings` (sum of high watermarks); it must grow.
 - lander: progress = offsets landed in the lake (the file names are the source of truth).
 - state-writer: progress = offsets applied to Redis (`{prefix}offsets:{group}` hashes).
+- mqtt-bridge: progress = MQTT messages acknowledged, backlog = received but not yet
+  acknowledged, from the heartbeat the bridge writes (`--status-file`); a heartbeat older than
+  a minute, or one that says the bridge is not connected to the broker, is unhealthy.
 
 Configuration is the project's own: `Settings.from_env()` (KAFKA_BOOTSTRAP_SERVERS, REDIS_URL,
 OT_LAKE_DIR, OT_TOPIC_READINGS, OT_REDIS_PREFIX).
@@ -19,7 +22,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from streaming.settings import Settings
@@ -82,12 +85,28 @@ def _consumer_probe(marks: dict[int, tuple[int, int]], done: dict[int, int]) -> 
     return Probe(progress=sum(position.values()), backlog=backlog)
 
 
-SERVICES = ("simulator", "lander", "state-writer")
+SERVICES = ("simulator", "lander", "state-writer", "mqtt-bridge")
+BRIDGE_STATUS_FILE = Path("/tmp/ot-bridge-status.json")  # `ot bridge mqtt --status-file`
+BRIDGE_STALE_AFTER_S = 60.0
+
+
+def bridge_probe(status: dict[str, Any], now: float) -> Probe:
+    """The bridge's heartbeat -> a probe; raises when it is stale or disconnected."""
+    age = now - float(status["ts"])
+    if age > BRIDGE_STALE_AFTER_S:
+        raise RuntimeError(f"heartbeat is {age:.0f} s old")
+    if not status.get("connected"):
+        raise RuntimeError("not connected to the MQTT broker")
+    return Probe(progress=int(status["acknowledged"]), backlog=int(status["unacked"]))
 
 
 def measure(service: str, settings: Settings) -> Probe:
     if service not in SERVICES:
         raise SystemExit(f"usage: healthcheck.py {'|'.join(SERVICES)} (got {service!r})")
+    if service == "mqtt-bridge":
+        import time
+
+        return bridge_probe(json.loads(BRIDGE_STATUS_FILE.read_text()), time.time())
     marks = _watermarks(settings.kafka_bootstrap_servers, settings.topics.readings)
     if service == "simulator":
         return Probe(progress=sum(high for _low, high in marks.values()), backlog=0)

@@ -1,6 +1,6 @@
 """Shared fixtures.
 
-Tests that touch Kafka, Redis or PostgreSQL use the real servers of the project's local stack
+Tests that touch Kafka, Redis, PostgreSQL or MQTT use the real servers of the project's local stack
 (`stack` fixture): it starts whatever is not running and, at the end of the session, stops only
 what it started itself (set OT_KEEP_STACK=1 to leave it up). Each test that produces or consumes
 gets topics of its own (`isolated`), so tests never see each other's messages.
@@ -8,6 +8,7 @@ gets topics of its own (`isolated`), so tests never see each other's messages.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -63,6 +64,28 @@ def isolated(stack: Settings, tmp_path: Path) -> Iterator[Settings]:
     )
     yield settings
     _clean_up(settings)
+
+
+@pytest.fixture
+def mqtt_isolated(isolated: Settings) -> Iterator[Settings]:
+    """`isolated` plus a topic root of its own on the stack's Mosquitto (`test-<suffix>/factory`),
+    so parallel tests never see each other's messages. Tests that open persistent MQTT sessions
+    name them in the `mqtt_sessions` fixture."""
+    suffix = isolated.topics.readings.rsplit("-", 1)[-1]
+    yield replace(isolated, mqtt_topic_root=f"test-{suffix}/factory")
+
+
+@pytest.fixture
+def mqtt_sessions(stack: Settings) -> Iterator[list[str]]:
+    """Client ids of persistent sessions a test opens; ended (with their queues) afterwards, so
+    the shared broker does not keep queueing for bridges that are gone."""
+    from streaming.bridge.client import MqttAddress, MqttError, end_session
+
+    ids: list[str] = []
+    yield ids
+    for client_id in ids:
+        with contextlib.suppress(MqttError):
+            end_session(MqttAddress.from_url(stack.mqtt_url), client_id)
 
 
 def _clean_up(settings: Settings) -> None:

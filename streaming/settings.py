@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from streaming.api.keys import ApiKey, KeyEntryError, parse_entries
 
@@ -18,6 +19,7 @@ from streaming.api.keys import ApiKey, KeyEntryError, parse_entries
 DEFAULT_KAFKA_PORT = 19092
 DEFAULT_REDIS_PORT = 16379
 DEFAULT_PG_PORT = 15432
+DEFAULT_MQTT_PORT = 11883
 
 
 class SettingsError(ValueError):
@@ -52,6 +54,26 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
     if not value >= minimum:
         raise SettingsError(f"{name}={raw!r} must be at least {minimum}")
     return value
+
+
+def _mqtt_url(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        port, parts = None, None
+    if parts is None or parts.scheme != "mqtt" or not parts.hostname or port is None:
+        raise SettingsError(f"MQTT_URL={url!r} must be mqtt://[user:password@]host:port")
+    return url
+
+
+def _mqtt_topic_root(root: str) -> str:
+    levels = root.split("/")
+    if root.startswith("$") or any(not lv or "+" in lv or "#" in lv for lv in levels):
+        raise SettingsError(
+            f"OT_MQTT_TOPIC_ROOT={root!r} must be topic levels without wildcards, e.g. factory"
+        )
+    return root
 
 
 def _pg_schema(name: str) -> str:
@@ -90,6 +112,10 @@ class Settings:
     kafka_bootstrap_servers: str = f"127.0.0.1:{DEFAULT_KAFKA_PORT}"
     redis_url: str = f"redis://127.0.0.1:{DEFAULT_REDIS_PORT}/0"
     pg_dsn: str = f"postgresql://ot:ot@127.0.0.1:{DEFAULT_PG_PORT}/ot"
+    # The MQTT broker devices publish to (`ot bridge mqtt` subscribes there).
+    mqtt_url: str = f"mqtt://127.0.0.1:{DEFAULT_MQTT_PORT}"
+    # Plain topics are {root}/{line_id}/{machine_id}/{metric} (docs/mqtt.md).
+    mqtt_topic_root: str = "factory"
     lake_dir: Path = Path("lake")
     dagster_home: Path = Path(".dagster")
     api_keys: tuple[ApiKey, ...] = ()
@@ -132,6 +158,7 @@ class Settings:
             raise SettingsError(
                 f"OT_PG_DSN={pg_dsn!r} must be a postgresql:// URL or a key=value DSN"
             )
+        mqtt_url = _mqtt_url(_get(env, "MQTT_URL", cls.mqtt_url))
         try:
             api_keys = parse_entries(env.get("OT_API_KEYS", ""))
         except KeyEntryError as exc:
@@ -156,6 +183,8 @@ class Settings:
             kafka_bootstrap_servers=bootstrap,
             redis_url=redis_url,
             pg_dsn=pg_dsn,
+            mqtt_url=mqtt_url,
+            mqtt_topic_root=_mqtt_topic_root(_get(env, "OT_MQTT_TOPIC_ROOT", "factory")),
             lake_dir=Path(_get(env, "OT_LAKE_DIR", str(cls.lake_dir))),
             dagster_home=Path(_get(env, "DAGSTER_HOME", str(cls.dagster_home))),
             api_keys=api_keys,

@@ -26,6 +26,7 @@ import streaming.stack.topics as topics_module
 from ot_pipeline_tests.support.paths import REPO_ROOT
 from streaming.settings import (
     DEFAULT_KAFKA_PORT,
+    DEFAULT_MQTT_PORT,
     DEFAULT_PG_PORT,
     DEFAULT_REDIS_PORT,
     Settings,
@@ -37,7 +38,7 @@ ROOT = REPO_ROOT
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 PROJECT_IMAGE = "ot-pipeline:local"
 KAFKA_SERVICES = ("kafka-1", "kafka-2", "kafka-3")
-WORKERS = ("simulator", "lander", "state-writer")
+WORKERS = ("simulator", "lander", "state-writer", "mqtt-bridge")
 DAGSTER_SERVICES = ("dagster-webserver", "dagster-daemon")
 DAGSTER_PORT = 3000
 GRAFANA_PORT = 3001
@@ -47,6 +48,7 @@ NEEDS = {
     "simulator": {"KAFKA_BOOTSTRAP_SERVERS"},
     "lander": {"KAFKA_BOOTSTRAP_SERVERS", "OT_LAKE_DIR"},
     "state-writer": {"KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL"},
+    "mqtt-bridge": {"KAFKA_BOOTSTRAP_SERVERS", "MQTT_URL"},
     "dagster-webserver": {"OT_PG_DSN", "OT_LAKE_DIR", "DAGSTER_HOME", "OT_DAGSTER_PG_URL"},
     "dagster-daemon": {"OT_PG_DSN", "OT_LAKE_DIR", "DAGSTER_HOME", "OT_DAGSTER_PG_URL"},
 }
@@ -148,6 +150,7 @@ def test_compose_defines_every_service_of_the_platform(services: dict[str, dict[
     required = {
         *KAFKA_SERVICES,
         "redis",
+        "mosquitto",
         "timescaledb",
         "grafana",
         "topics-init",
@@ -165,6 +168,7 @@ def test_compose_defines_every_service_of_the_platform(services: dict[str, dict[
     assert simulate[simulate.index("--duration") + 1] == "0"
     assert commands["lander"][:2] == ["ot", "land"]
     assert commands["state-writer"][:2] == ["ot", "state"]
+    assert commands["mqtt-bridge"][:3] == ["ot", "bridge", "mqtt"]
     assert commands["dagster-webserver"][:3] == ["dagster-webserver", "-w", "workspace.yaml"]
     assert commands["dagster-daemon"][:2] == ["dagster-daemon", "run"]
 
@@ -199,6 +203,8 @@ def test_project_services_address_the_compose_servers(
         assert (redis.hostname, redis.port) == ("redis", 6379), name
         pg = urlsplit(settings.pg_dsn)
         assert (pg.hostname, pg.port) == ("timescaledb", 5432), name
+        mqtt = urlsplit(settings.mqtt_url)
+        assert (mqtt.hostname, mqtt.port) == ("mosquitto", 1883), name
         assert (pg.username, pg.password, pg.path.lstrip("/")) == (
             pg_env["POSTGRES_USER"],
             pg_env["POSTGRES_PASSWORD"],
@@ -299,6 +305,8 @@ def test_published_host_ports_are_the_local_stack_ports(
         assert local_three[i] == f"127.0.0.1:{port}"
     assert _published(services["redis"]) == [("127.0.0.1", DEFAULT_REDIS_PORT, 6379)]
     assert _published(services["timescaledb"]) == [("127.0.0.1", DEFAULT_PG_PORT, 5432)]
+    assert _published(services["mosquitto"]) == [("127.0.0.1", DEFAULT_MQTT_PORT, 1883)]
+    assert urlsplit(Settings().mqtt_url).port == DEFAULT_MQTT_PORT == LocalStack().mqtt_port
     # The host-side defaults of Settings reach the compose servers unchanged.
     defaults = Settings()
     assert defaults.kafka_bootstrap_servers == local_three[0]
@@ -340,6 +348,7 @@ def test_every_long_running_service_has_a_healthcheck_and_waits_on_conditions(
         assert "topics-init" in services[name]["depends_on"], name
     assert set(services["topics-init"]["depends_on"]) == set(KAFKA_SERVICES)
     assert "redis" in services["state-writer"]["depends_on"]
+    assert "mosquitto" in services["mqtt-bridge"]["depends_on"]
     for name in (*DAGSTER_SERVICES, "grafana"):
         assert "timescaledb" in services[name]["depends_on"], name
 
@@ -405,6 +414,60 @@ def test_kafka_nodes_form_one_static_quorum_of_combined_brokers(
         assert env["KAFKA_MIN_INSYNC_REPLICAS"] == "2"
         assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
         assert env["KAFKA_LOG_DIRS"] in _mounts(services[KAFKA_SERVICES[i - 1]])
+
+
+# ---------------------------------------------------------------------------------------------
+# Mosquitto
+
+
+def _mosquitto_options(text: str) -> dict[str, list[str]]:
+    options: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition(" ")
+            options.setdefault(key, []).append(value.strip())
+    return options
+
+
+def test_compose_mosquitto_has_the_local_stack_broker_settings(
+    services: dict[str, dict[str, Any]], compose: dict[str, Any], tmp_path: Path
+) -> None:
+    """Same delivery guarantees in both: persistence, autosave, the queue limit, logging; only
+    the listener, the data folder and the user differ (container vs. local process)."""
+    mosquitto = services["mosquitto"]
+    assert re.match(r"^eclipse-mosquitto:2\.0\.\d+$", mosquitto["image"])
+    mounts = _mounts(mosquitto)
+    assert mounts["/mosquitto/config/mosquitto.conf"] == "./deploy/mosquitto/mosquitto.conf"
+    compose_conf = _mosquitto_options((ROOT / "deploy/mosquitto/mosquitto.conf").read_text())
+    assert mounts[compose_conf["persistence_location"][0].rstrip("/")] == "mosquitto-data"
+    assert "mosquitto-data" in compose["volumes"]
+    local = LocalStack(root=tmp_path, services=("mosquitto",))
+    local_conf = _mosquitto_options(local._mosquitto_config().read_text())
+    assert local_conf["listener"] == [f"{DEFAULT_MQTT_PORT} 127.0.0.1"]
+    assert compose_conf["listener"] == ["1883"]
+    differ = {"listener", "persistence_location", "user"}
+    assert {k: v for k, v in compose_conf.items() if k not in differ} == {
+        k: v for k, v in local_conf.items() if k not in differ
+    }
+    assert compose_conf["persistence"] == ["true"]
+    # The healthcheck subscribes to the broker's own uptime topic ($$ = a literal $ in compose).
+    assert "$$SYS/broker/uptime" in mosquitto["healthcheck"]["test"]
+
+
+def test_compose_bridge_keeps_a_fixed_session_and_writes_the_heartbeat_the_probe_reads() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ot_probe", ROOT / "deploy" / "healthcheck.py")
+    assert spec and spec.loader
+    probe = importlib.util.module_from_spec(spec)
+    import sys
+
+    sys.modules[spec.name] = probe
+    spec.loader.exec_module(probe)
+    command = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["mqtt-bridge"]["command"]
+    assert command[command.index("--status-file") + 1] == str(probe.BRIDGE_STATUS_FILE)
+    assert command[command.index("--client-id") + 1]  # fixed: the session outlives restarts
 
 
 # ---------------------------------------------------------------------------------------------
@@ -639,9 +702,10 @@ def test_every_option_the_compose_commands_pass_is_one_the_command_accepts(
     for name in WORKERS:
         command = services[name]["command"]
         assert command[0] == "ot", name
+        words = command[1:3] if command[1] == "bridge" else command[1:2]  # `ot bridge mqtt`
         with pytest.raises(SystemExit) as done:
-            ot([command[1], "--help"])
+            ot([*words, "--help"])
         assert done.value.code == 0, name
         usage = capsys.readouterr().out
-        for option in (arg for arg in command[2:] if arg.startswith("--")):
+        for option in (arg for arg in command[1 + len(words) :] if arg.startswith("--")):
             assert re.search(rf"(^|\s|\[){re.escape(option)}\b", usage), f"{name}: {option}?"

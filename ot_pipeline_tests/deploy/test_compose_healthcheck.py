@@ -92,3 +92,17 @@ def test_probes_measure_each_workers_progress_on_the_real_servers(
         assert probe.measure("state-writer", isolated) == probe.Probe(progress=4, backlog=21)
     finally:
         client.delete(key)
+
+
+def test_bridge_is_healthy_while_its_heartbeat_is_fresh_and_connected(probe: ModuleType) -> None:
+    beat = {"ts": 1000.0, "connected": True, "acknowledged": 500, "unacked": 20}
+    assert probe.bridge_probe(beat, now=1010.0) == probe.Probe(progress=500, backlog=20)
+    with pytest.raises(RuntimeError, match="old"):
+        probe.bridge_probe(beat, now=1000.0 + probe.BRIDGE_STALE_AFTER_S + 1)
+    with pytest.raises(RuntimeError, match="not connected"):
+        probe.bridge_probe({**beat, "connected": False}, now=1010.0)
+    # Stuck: unacknowledged messages pile up and nothing is acknowledged any more.
+    stuck = probe.judge(
+        probe.Probe(500, 20_000), probe.Probe(500, 30_000), needs_growth=False, max_lag=10_000
+    )
+    assert not stuck.healthy

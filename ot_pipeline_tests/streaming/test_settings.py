@@ -15,6 +15,7 @@ def test_settings_default_to_the_local_stack():
     assert settings.kafka_bootstrap_servers == "127.0.0.1:19092"
     assert settings.redis_url == "redis://127.0.0.1:16379/0"
     assert settings.pg_dsn == "postgresql://ot:ot@127.0.0.1:15432/ot"
+    assert settings.mqtt_url == "mqtt://127.0.0.1:11883"
     assert settings.topics.readings == "sensor-readings"
     assert settings.readings_partitions == 6
 
@@ -25,6 +26,7 @@ def test_settings_read_every_variable():
             "KAFKA_BOOTSTRAP_SERVERS": "k1:9092,k2:9092",
             "REDIS_URL": "redis://r:6379/1",
             "OT_PG_DSN": "postgresql://u:p@db:5432/x",
+            "MQTT_URL": "mqtt://bridge:secret@broker:1883",
             "OT_LAKE_DIR": "/data/lake",
             "DAGSTER_HOME": "/data/dagster",
             "OT_API_KEYS": f"a:ingest:sha256:{'0' * 64}, b:read:sha256:{'1' * 64}",
@@ -33,6 +35,7 @@ def test_settings_read_every_variable():
     )
     assert settings.kafka_bootstrap_servers == "k1:9092,k2:9092"
     assert str(settings.lake_dir) == "/data/lake"
+    assert settings.mqtt_url == "mqtt://bridge:secret@broker:1883"
     assert [(k.name, k.role) for k in settings.api_keys] == [("a", "ingest"), ("b", "read")]
     assert settings.offline_after_seconds == 12.5
 
@@ -43,6 +46,11 @@ def test_settings_read_every_variable():
         ("KAFKA_BOOTSTRAP_SERVERS", "localhost", "host:port"),
         ("REDIS_URL", "http://x", "redis://"),
         ("OT_PG_DSN", "mysql://x", "postgresql://"),
+        ("MQTT_URL", "tcp://broker:1883", "mqtt://"),
+        ("MQTT_URL", "mqtt://broker", "host:port"),
+        ("MQTT_URL", "mqtt://broker:99999", "host:port"),
+        ("OT_MQTT_TOPIC_ROOT", "factory/#", "wildcards"),
+        ("OT_MQTT_TOPIC_ROOT", "factory/", "wildcards"),
         ("OT_OFFLINE_AFTER_SECONDS", "soon", "not a number"),
         ("OT_LANDING_RETENTION_DAYS", "0", "at least 1"),
         ("OT_PG_SCHEMA", "Drop Table", "identifier"),

@@ -21,7 +21,12 @@ def run(settings: Settings, quick: bool) -> dict:
             root = Path(tmp)
             (root / "kafka-libs").symlink_to(jars, target_is_directory=True)
             stack = LocalStack(
-                root=root, brokers=brokers, kafka_port=39092, redis_port=36379, pg_port=35432
+                root=root,
+                brokers=brokers,
+                kafka_port=39092,
+                redis_port=36379,
+                pg_port=35432,
+                mqtt_port=31883,
             )
             started = time.perf_counter()
             try:

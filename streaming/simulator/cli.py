@@ -1,4 +1,4 @@
-"""`ot simulate`: stream the factory fleet to Kafka (real time or fast-forward history)."""
+"""`ot simulate`: stream the factory fleet to Kafka, or over MQTT (real time or fast-forward)."""
 
 from __future__ import annotations
 
@@ -76,6 +76,14 @@ def parse_args(argv: list[str]) -> Options:
     )
     parser.add_argument("--hours", type=float, default=None, help="fast-forward: hours of history")
     parser.add_argument("--compression", default="lz4", choices=["lz4", "zstd", "snappy", "none"])
+    parser.add_argument(
+        "--sink",
+        choices=["kafka", "mqtt"],
+        default="kafka",
+        help="where readings go: Kafka (default) or MQTT_URL as devices would publish them, "
+        "QoS 1 on {root}/{line}/{machine}/{metric}, for `ot bridge mqtt`; the ground truth "
+        "(sim.faults) goes to Kafka either way",
+    )
     args = parser.parse_args(argv)
     if args.machines < 1:
         parser.error("--machines must be at least 1")
@@ -96,6 +104,7 @@ def parse_args(argv: list[str]) -> Options:
         start=args.start,
         hours=args.hours,
         compression=args.compression,
+        sink=args.sink,
     )
 
 
@@ -111,4 +120,7 @@ def main(argv: list[str]) -> int:
     )
     summary = Simulation(settings, options).run()
     print(json.dumps(summary), flush=True)
-    return 0 if summary["delivery_failures"] == 0 and summary["undelivered_at_exit"] == 0 else 1
+    ok = summary["delivery_failures"] == 0 and summary["undelivered_at_exit"] == 0
+    if options.sink == "mqtt":
+        ok = ok and not summary["mqtt_unacknowledged_at_exit"] and not summary["mqtt_rejected"]
+    return 0 if ok else 1

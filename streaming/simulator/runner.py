@@ -28,8 +28,9 @@ from streaming.simulator.generator import (
     align_ms,
     malformed_fault,
 )
+from streaming.simulator.mqtt import SimulatorMqtt
 from streaming.simulator.producer import SimulatorProducer
-from streaming.simulator.wire import AvroBlockEncoder
+from streaming.simulator.wire import AvroBlockEncoder, MqttBlockEncoder
 
 HOUR_MS = 3_600_000
 BLOCK_READINGS = 100_000  # readings generated per block in fast-forward
@@ -48,6 +49,7 @@ class Options:
     hours: float | None = None  # set = fast-forward mode
     compression: str = "lz4"
     progress_every_s: float = 2.0
+    sink: str = "kafka"  # or "mqtt": readings published to the broker, ground truth to Kafka
 
     @property
     def fast_forward(self) -> bool:
@@ -131,6 +133,11 @@ class Simulation:
         self.producer = producer or SimulatorProducer(
             settings.kafka_bootstrap_servers, options.compression
         )
+        self.mqtt: SimulatorMqtt | None = None
+        self.mqtt_encoder: MqttBlockEncoder | None = None
+        if options.sink == "mqtt":
+            self.mqtt = SimulatorMqtt(settings.mqtt_url)
+            self.mqtt_encoder = MqttBlockEncoder(self.fleet, settings.mqtt_topic_root)
         self.stats = RunStats()
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self._started = time.perf_counter()
@@ -148,6 +155,13 @@ class Simulation:
             return
         topic = self.settings.topics.readings
         valid = block.malformed == VALID
+        if self.mqtt is not None and self.mqtt_encoder is not None:
+            if not valid.all():
+                bad = block.take(np.nonzero(~valid)[0])
+                self._send_faults([malformed_fault(self.fleet, bad, i) for i in range(len(bad))])
+            self.mqtt.send(self.mqtt_encoder.messages(block))
+            self.stats.add_block(block)
+            return
         if valid.all():
             values = self.encoder.encode(block)
         else:
@@ -193,9 +207,19 @@ class Simulation:
         except KeyboardInterrupt:
             interrupted = True
         self._send_block(self.queue.release(None))  # whatever is still held back
+        mqtt_missing = self.mqtt.flush(60.0) if self.mqtt is not None else 0
         remaining = self.producer.flush(60.0)
         self._progress(force=True)
-        return self.summary(remaining, interrupted)
+        summary = self.summary(remaining, interrupted)
+        if self.mqtt is not None:
+            summary.update(
+                mqtt_published=self.mqtt.published,
+                mqtt_acknowledged=self.mqtt.acknowledged,
+                mqtt_rejected=self.mqtt.rejected,
+                mqtt_unacknowledged_at_exit=mqtt_missing,
+                mqtt_errors=self.mqtt.errors,
+            )
+        return summary
 
     def _fast_forward(self) -> None:
         sim = self.sim
@@ -227,6 +251,8 @@ class Simulation:
                 tick += n
             self._send_block(self.queue.release(now_ms()))
             self.producer.poll()
+            if self.mqtt is not None:
+                self.mqtt.poll()
             self._progress()
             next_tick_ms = sim.start_ms + tick * sim.interval_ms
             time.sleep(max(0.0, min(0.1, (next_tick_ms - now_ms()) / 1000)))
@@ -243,6 +269,7 @@ class Simulation:
 
         return {
             "mode": "fast-forward" if self.options.fast_forward else "real-time",
+            "sink": self.options.sink,
             "machines": self.fleet.size,
             "seed": self.options.seed,
             "chaos": self.options.chaos,

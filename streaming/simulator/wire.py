@@ -83,3 +83,52 @@ class AvroBlockEncoder:
                 record["machine_type"] = "ROBOT"
                 out.append(json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode())
         return out
+
+
+@dataclass
+class MqttBlockEncoder:
+    """Simulator blocks as device messages on the plain MQTT topics (`--sink mqtt`):
+    `{root}/{line_id}/{machine_id}/{metric}` with a JSON payload of what a device knows (value,
+    ts, seq, status_code, quality, machine_type); the bridge fills in unit and event_id."""
+
+    fleet: Fleet
+    root: str
+
+    def __post_init__(self) -> None:
+        self.topics = [
+            [f"{self.root}/{m.line_id}/{m.machine_id}/{metric}" for metric in METRIC_ORDER]
+            for m in self.fleet.machines
+        ]
+        self.types = [str(m.machine_type) for m in self.fleet.machines]
+
+    def messages(self, block: ReadingBlock) -> list[tuple[str, bytes]]:
+        """One (topic, payload) per row, in row order; malformed rows by kind as in
+        `AvroBlockEncoder.malformed`: 0 a payload cut in half, 1 a value ten times past the
+        metric's maximum, 2 machine_type "ROBOT"."""
+        out: list[tuple[str, bytes]] = []
+        dumps = json.dumps
+        rows = zip(
+            block.machine.tolist(),
+            block.metric.tolist(),
+            block.value.tolist(),
+            block.ts.tolist(),
+            block.seq.tolist(),
+            block.status.tolist(),
+            block.quality.tolist(),
+            block.malformed.tolist(),
+            strict=True,
+        )
+        for machine, metric, value, ts, seq, status, quality, bad in rows:
+            body = {
+                "value": value if bad != 1 else float(_OUT_OF_RANGE[metric]),
+                "ts": ts,
+                "seq": seq,
+                "status_code": status,
+                "quality": QUALITY_NAMES[quality],
+                "machine_type": self.types[machine] if bad != 2 else "ROBOT",
+            }
+            payload = dumps(body, separators=(",", ":")).encode()
+            if bad == 0:
+                payload = payload[: len(payload) // 2]
+            out.append((self.topics[machine][metric], payload))
+        return out

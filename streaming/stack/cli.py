@@ -1,4 +1,4 @@
-"""`ot stack up | down | status | env`: start/stop/inspect the local Kafka, Redis and PostgreSQL."""
+"""`ot stack up | down | status | env`: start/stop/inspect Kafka, Redis, PostgreSQL, Mosquitto."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from streaming.stack.local import LocalStack, StackError
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="ot stack", description=__doc__)
     sub = parser.add_subparsers(dest="action", required=True)
-    up = sub.add_parser("up", help="start Kafka, Redis and PostgreSQL (idempotent)")
+    up = sub.add_parser("up", help="start Kafka, Redis, PostgreSQL and Mosquitto (idempotent)")
     up.add_argument("--brokers", type=int, choices=[1, 3], default=None, help="Kafka nodes")
     sub.add_parser("down", help="stop what `up` started")
     status = sub.add_parser("status", help="exit 0 only when every service answers")

@@ -1,9 +1,10 @@
-"""The local stack: real Kafka (KRaft, from Maven jars), Redis and PostgreSQL as plain processes.
+"""The local stack: real Kafka (KRaft, from Maven jars), Redis, PostgreSQL and Mosquitto (MQTT) as
+plain processes.
 
 No Docker engine exists on the development and CI machines, so `ot stack up` runs the real servers
 from what the registries give: the Kafka broker jars resolved by Maven from the pinned `pom.xml`,
-Redis and PostgreSQL from Debian packages (installed when missing). Every service keeps its data,
-config, log and pid file under one ignored folder (`.stack/` at the repository root, or
+Redis, PostgreSQL and Mosquitto from Debian packages (installed when missing). Every service keeps
+its data, config, log and pid file under one ignored folder (`.stack/` at the repository root, or
 `OT_STACK_DIR`), on non-default loopback ports.
 
 `up` is idempotent (a service that answers is reused), waits until each service really answers,
@@ -13,11 +14,13 @@ and creates the topics. `down` stops only the processes whose pid files it wrote
 from __future__ import annotations
 
 import base64
+import getpass
 import hashlib
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -27,6 +30,7 @@ from pathlib import Path
 
 from streaming.settings import (
     DEFAULT_KAFKA_PORT,
+    DEFAULT_MQTT_PORT,
     DEFAULT_PG_PORT,
     DEFAULT_REDIS_PORT,
     Settings,
@@ -35,9 +39,14 @@ from streaming.settings import (
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 POM = Path(__file__).resolve().parent / "pom.xml"
-SERVICES = ("kafka", "redis", "postgres")
+SERVICES = ("kafka", "redis", "postgres", "mosquitto")
 CONTROLLER_PORT_OFFSET = 100  # controller i listens on broker port i + 100
 KAFKA_HEAP = os.environ.get("OT_KAFKA_HEAP", "512m")
+# QoS 1 messages Mosquitto holds per client session beyond those in flight (its default is 1000,
+# which would drop readings the moment the bridge is away for a second at fleet rate). Enough
+# for about a minute of the bridge's benchmark rate; docs/mqtt.md explains the limit.
+MQTT_MAX_QUEUED = 2_000_000
+MQTT_AUTOSAVE_S = 10  # the broker writes its persistence file this often (and on shutdown)
 
 
 class StackError(RuntimeError):
@@ -133,6 +142,7 @@ class LocalStack:
     kafka_port: int = DEFAULT_KAFKA_PORT
     redis_port: int = DEFAULT_REDIS_PORT
     pg_port: int = DEFAULT_PG_PORT
+    mqtt_port: int = DEFAULT_MQTT_PORT
     services: tuple[str, ...] = SERVICES
     topics: Topics = field(default_factory=Topics)
     readings_partitions: int = 6
@@ -146,6 +156,7 @@ class LocalStack:
             kafka_port=_port_from_env("OT_STACK_KAFKA_PORT", DEFAULT_KAFKA_PORT),
             redis_port=_port_from_env("OT_STACK_REDIS_PORT", DEFAULT_REDIS_PORT),
             pg_port=_port_from_env("OT_STACK_PG_PORT", DEFAULT_PG_PORT),
+            mqtt_port=_port_from_env("OT_STACK_MQTT_PORT", DEFAULT_MQTT_PORT),
         )
         stack.brokers = brokers or stack._running_brokers() or 1
         return stack
@@ -163,6 +174,10 @@ class LocalStack:
     def pg_dsn(self) -> str:
         return f"postgresql://ot:ot@127.0.0.1:{self.pg_port}/ot"
 
+    @property
+    def mqtt_url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.mqtt_port}"
+
     def env(self) -> dict[str, str]:
         env = {}
         if "kafka" in self.services:
@@ -171,6 +186,8 @@ class LocalStack:
             env["REDIS_URL"] = self.redis_url
         if "postgres" in self.services:
             env["OT_PG_DSN"] = self.pg_dsn
+        if "mosquitto" in self.services:
+            env["MQTT_URL"] = self.mqtt_url
         return env
 
     @property
@@ -209,6 +226,8 @@ class LocalStack:
             started += self._redis_up()
         if "postgres" in self.services:
             started += self._postgres_up()
+        if "mosquitto" in self.services:
+            started += self._mosquitto_up()
         if "kafka" in self.services:
             started += self._kafka_up()
             from streaming.stack.topics import create_topics
@@ -249,6 +268,8 @@ class LocalStack:
             result["redis"] = self._redis_answers()
         if "postgres" in self.services:
             result["postgres"] = self._postgres_answers()
+        if "mosquitto" in self.services:
+            result["mosquitto"] = self._mosquitto_answers()
         return result
 
     def kill_broker(self, node_id: int) -> None:
@@ -316,6 +337,80 @@ class LocalStack:
         if not self._redis_answers():
             raise _fail("redis", cmd, log, "exited during start-up")
         return ["redis"]
+
+    # -- Mosquitto (MQTT) ---------------------------------------------------------------------
+    def _mosquitto_answers(self) -> bool:
+        """A real MQTT handshake (CONNECT -> CONNACK), not just an open port."""
+        from streaming.bridge.client import MqttAddress, MqttClient, MqttError
+
+        client = MqttClient(
+            MqttAddress("127.0.0.1", self.mqtt_port),
+            f"ot-stack-probe-{os.getpid()}",
+            connect_timeout=2,
+        )
+        try:
+            client.connect()
+        except (MqttError, OSError, ValueError):
+            return False
+        client.disconnect()
+        return True
+
+    def _mosquitto_config(self) -> Path:
+        base = self.root / "mosquitto"
+        data = base / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        path = base / "mosquitto.conf"
+        path.write_text(
+            "# Written by `ot stack up` (streaming/stack/local.py): the local development broker.\n"
+            "# Anonymous clients are allowed because the only listener is on 127.0.0.1; a broker\n"
+            "# reachable from a plant network needs a password file or certificates instead.\n"
+            f"listener {self.mqtt_port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "# QoS 1 persistent sessions (the bridge's) survive a broker restart only with\n"
+            f"# persistence; the file is saved every {MQTT_AUTOSAVE_S} s and on shutdown.\n"
+            "persistence true\n"
+            f"persistence_location {data}/\n"
+            f"autosave_interval {MQTT_AUTOSAVE_S}\n"
+            "# Messages held for an offline or busy subscriber, beyond those in flight.\n"
+            f"max_queued_messages {MQTT_MAX_QUEUED}\n"
+            "# Same user as the other stack services (only applies when started as root).\n"
+            f"user {getpass.getuser()}\n"
+            "log_dest stdout\n"
+            "log_type error\n"
+            "log_type warning\n"
+            "log_type notice\n"
+            "log_timestamp_format %Y-%m-%dT%H:%M:%S\n"
+        )
+        return path
+
+    def _mosquitto_up(self) -> list[str]:
+        if self._mosquitto_answers():
+            return []
+        if self._port_taken(self.mqtt_port):
+            raise StackError(
+                f"mosquitto: port {self.mqtt_port} is taken by something that does not speak "
+                "MQTT 5 (set OT_STACK_MQTT_PORT)"
+            )
+        log = self.logs / "mosquitto.log"
+        binary = shutil.which("mosquitto") or (
+            "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+        )
+        if binary is None:
+            _apt_install(["mosquitto", "mosquitto-clients"], "mosquitto", self.logs / "apt.log")
+            binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        cmd = [binary, "-c", str(self._mosquitto_config())]
+        pid = self._spawn("mosquitto", cmd, log)
+        if not _wait(lambda: self._mosquitto_answers() or not _pid_alive(pid), 20):
+            raise _fail("mosquitto", cmd, log, "did not answer an MQTT CONNECT within 20 s")
+        if not self._mosquitto_answers():
+            raise _fail("mosquitto", cmd, log, "exited during start-up")
+        return ["mosquitto"]
+
+    @staticmethod
+    def _port_taken(port: int) -> bool:
+        with socket.socket() as probe:
+            probe.settimeout(1)
+            return probe.connect_ex(("127.0.0.1", port)) == 0
 
     # -- PostgreSQL ----------------------------------------------------------------------------
     @property
@@ -654,6 +749,8 @@ class LocalStack:
                 else "unknown"
             )
             lines.append(f"postgres  {self.pg_dsn}  (timescaledb: {ts})")
+        if "mosquitto" in self.services:
+            lines.append(f"mosquitto {self.mqtt_url}  (MQTT 5, persistent sessions)")
         return "\n".join(
             f"{'up  ' if state.get(line.split()[0]) else 'DOWN'}  {line}" for line in lines
         )

@@ -139,8 +139,13 @@ def test_stack_status_exits_nonzero_when_a_service_does_not_answer(tmp_path: Pat
         **os.environ,
         "OT_STACK_DIR": str(tmp_path / "stack"),
     }
-    stack = LocalStack(root=tmp_path / "stack", redis_port=1, pg_port=2, kafka_port=3)
-    assert stack.status() == {"kafka": False, "redis": False, "postgres": False}
+    stack = LocalStack(root=tmp_path / "stack", redis_port=1, pg_port=2, kafka_port=3, mqtt_port=4)
+    assert stack.status() == {
+        "kafka": False,
+        "redis": False,
+        "postgres": False,
+        "mosquitto": False,
+    }
     result = subprocess.run(
         [sys.executable, "-m", "streaming.cli", "stack", "status"],
         env=env,
