@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             [ot, "api", "--host", "127.0.0.1", "--port", str(args.api_port)],
             logs / "run-api.log",
         ),
+        Child("mqtt-bridge", [ot, "bridge", "mqtt"], logs / "run-mqtt-bridge.log"),
         Child("lander", [ot, "land"], logs / "run-lander.log"),
         Child("state-writer", [ot, "state"], logs / "run-state-writer.log"),
     ]  # fmt: skip
@@ -182,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  Dagster UI   http://127.0.0.1:{args.port}  (DAGSTER_HOME={env['DAGSTER_HOME']})")
     api_url = f"http://127.0.0.1:{args.api_port}"
     print(f"  HTTP API     {api_url}  (webhook POST /webhook/sensor-data, docs {api_url}/docs)")
+    topics = f"{settings.mqtt_topic_root}/{{line}}/{{machine}}/{{metric}}"
+    print(f"  MQTT         {settings.mqtt_url}  (QoS 1 to {topics}, bridged to Kafka)")
     if session_key:
         print(f"  Ingest key   {session_key}  (this run only; set OT_API_KEYS for your own)")
     print(f"  Logs         {logs}/run-*.log")
