@@ -1,4 +1,4 @@
-"""`ot api [--host H] [--port P]`: serve the HTTP API. `ot api keys new NAME --role ROLE`: a key.
+"""`ot api`: serve the HTTP API (webhook gateway); `ot api keys new NAME --role ROLE` makes a key.
 
 Serving: uvicorn (uvloop + httptools), one process by default; SIGTERM/SIGINT stop accepting,
 let in-flight requests finish (up to `--graceful-timeout` seconds), then deliver what the Kafka
