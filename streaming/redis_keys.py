@@ -20,9 +20,15 @@ class RedisKeys:
         self.group = group
         self.machines = f"{prefix}machines"  # sorted set: machine id by last seen (ms)
         self.offsets = f"{prefix}offsets:{group}"  # hash: partition -> last applied offset
-        self.alerts_active = f"{prefix}alerts:active"
+        self.alerts_active = f"{prefix}alerts:active"  # hash: alert id -> record (open alerts)
+        self.alerts_cleared = f"{prefix}alerts:cleared"  # hash: alert id -> record (cleared)
+        self.alerts_cleared_index = f"{prefix}alerts:cleared:index"  # zset: id by cleared (ms)
         self.alerts_log = f"{prefix}alerts:log"
         self.alerts_state = f"{prefix}alerts:state"
+        self.outbox_prefix = f"{prefix}alerts:outbox:"  # + Kafka partition (the Lua scripts)
+        # Stream: the change feed (machine state changes and alert events) for `ot api`'s
+        # WebSocket, appended in the same transaction as the state it reports.
+        self.changes = f"{prefix}changes"
         self.metrics = f"{prefix}metrics:{group}"
         # SCAN patterns
         self.scan_all = f"{prefix}*"
@@ -40,7 +46,7 @@ class RedisKeys:
         return f"{self.p}count:{day}:machines"
 
     def outbox(self, partition: int) -> str:
-        return f"{self.p}alerts:outbox:{partition}"
+        return f"{self.outbox_prefix}{partition}"
 
     def ratelimit(self, key_name: str) -> str:
         """Hash of one API key's token buckets (requests, readings), shared by every gateway."""

@@ -76,6 +76,15 @@ def _mqtt_topic_root(root: str) -> str:
     return root
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = _get(env, name, "true" if default else "false").lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={raw!r} must be true or false")
+
+
 def _pg_schema(name: str) -> str:
     if not re.match(r"^[a-z_][a-z0-9_]{0,62}$", name):
         raise SettingsError(f"OT_PG_SCHEMA={name!r} must be a lower-case SQL identifier")
@@ -105,6 +114,8 @@ class ApiLimits:
     burst_seconds: float = 2.0
     # How long a request waits for Kafka to acknowledge its readings before answering 503.
     kafka_timeout_seconds: float = 10.0
+    # GETs and the live stream without a key (a wall display on a trusted network).
+    anonymous_read: bool = False
 
 
 @dataclass(frozen=True)
@@ -127,6 +138,11 @@ class Settings:
     # ... and at most this old (fast-forward history for backfills stays inside it).
     max_event_age_hours: float = 24.0 * 30
     offline_after_seconds: float = 30.0
+    # An alert left unacknowledged this long rises one severity (again after as long); 0: never.
+    alert_escalate_after_seconds: float = 900.0
+    # Entries kept in the change feed (a Redis Stream, trimmed approximately): how far back a
+    # reconnecting WebSocket client can resume.
+    change_feed_maxlen: int = 100_000
     landing_retention_days: int = 7
     # Namespaces inside the shared servers (tests use their own; production keeps the defaults).
     redis_prefix: str = "ot:"
@@ -172,6 +188,7 @@ class Settings:
             kafka_timeout_seconds=_float(
                 env, "OT_API_KAFKA_TIMEOUT_SECONDS", ApiLimits.kafka_timeout_seconds, 1.0
             ),
+            anonymous_read=_bool(env, "OT_API_ANONYMOUS_READ", ApiLimits.anonymous_read),
         )
         topics = Topics(
             readings=_get(env, "OT_TOPIC_READINGS", Topics.readings),
@@ -194,6 +211,8 @@ class Settings:
             max_future_seconds=_float(env, "OT_MAX_FUTURE_SECONDS", 300.0),
             max_event_age_hours=_float(env, "OT_MAX_EVENT_AGE_HOURS", 24.0 * 30, minimum=1.0),
             offline_after_seconds=_float(env, "OT_OFFLINE_AFTER_SECONDS", 30.0, minimum=1.0),
+            alert_escalate_after_seconds=_float(env, "OT_ALERT_ESCALATE_AFTER_SECONDS", 900.0),
+            change_feed_maxlen=_int(env, "OT_CHANGE_FEED_MAXLEN", 100_000, minimum=1000),
             landing_retention_days=_int(env, "OT_LANDING_RETENTION_DAYS", 7, minimum=1),
             redis_prefix=_get(env, "OT_REDIS_PREFIX", "ot:"),
             pg_schema=_pg_schema(_get(env, "OT_PG_SCHEMA", "ot")),

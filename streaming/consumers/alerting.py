@@ -32,10 +32,16 @@ class Severity(StrEnum):
     HIGH = "HIGH"
     CRITICAL = "CRITICAL"
 
+    def raised(self) -> Severity:
+        """One level up (escalation); CRITICAL stays CRITICAL."""
+        order = list(Severity)
+        return order[min(order.index(self) + 1, len(order) - 1)]
+
 
 @dataclass(frozen=True)
 class ReadingRule:
-    """`kind` "limit": breach when value > high or value < low; "fault": status_code == 2."""
+    """`kind` "limit": breach when value > high or value < low; "fault": status_code == 2.
+    `manual_clear`: an operator may clear its alerts (`POST /api/v1/alerts/{id}/clear`)."""
 
     name: str
     kind: str
@@ -44,6 +50,7 @@ class ReadingRule:
     low: float | None = None
     high: float | None = None
     consecutive: int = 1
+    manual_clear: bool = False
 
 
 # Defaults: hard limits open at once, softer limits after 5 readings in a row, device FAULT.
@@ -55,9 +62,18 @@ DEFAULT_RULES: tuple[ReadingRule, ...] = (
     ReadingRule("pressure_hard", "limit", Severity.HIGH, "pressure", None, 40.0),
     ReadingRule("level_bounds", "limit", Severity.MEDIUM, "level", 5.0, 98.0, 5),
     ReadingRule("humidity_high", "limit", Severity.LOW, "humidity", None, 90.0, 5),
-    ReadingRule("device_fault", "fault", Severity.HIGH),
+    # A device may stay in FAULT until someone fixed it: an operator may clear the alarm.
+    ReadingRule("device_fault", "fault", Severity.HIGH, manual_clear=True),
 )
 OFFLINE_SEVERITY = Severity.HIGH
+# A decommissioned machine never speaks again, so its OFFLINE alert would never clear by itself.
+OFFLINE_MANUAL_CLEAR = True
+
+
+def manual_clear_by_rule(rules: Iterable[ReadingRule]) -> dict[str, bool]:
+    """Rule name -> whether an operator may clear its alerts (OFFLINE included)."""
+    return {**{r.name: r.manual_clear for r in rules}, OFFLINE_RULE: OFFLINE_MANUAL_CLEAR}
+
 
 STATE_SCHEMA: dict[str, pl.DataType] = {
     "machine_id": pl.String(),

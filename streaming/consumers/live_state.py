@@ -9,7 +9,9 @@ machine look silent or alive.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+import orjson
 import polars as pl
 
 
@@ -63,3 +65,25 @@ def machine_fields(batch: BatchState, status: pl.DataFrame) -> dict[str, dict[st
         fields[metric] = repr(value)
         fields[f"{metric}_ts"] = str(ts)
     return out
+
+
+def machine_changes(batch: BatchState, status: pl.DataFrame) -> dict[str, tuple[str, bytes]]:
+    """machine_id -> (line_id, change-feed payload): what this batch changed of each machine,
+    typed (streaming/change_feed.py describes the payload)."""
+    machines = batch.machines.join(status, on="machine_id", how="left").with_columns(
+        pl.col("status").fill_null("ONLINE")
+    )
+    docs: dict[str, dict[str, Any]] = {}
+    for m in machines.iter_rows(named=True):
+        docs[m["machine_id"]] = {
+            "machine_id": m["machine_id"],
+            "machine_type": m["machine_type"],
+            "line_id": m["line_id"],
+            "status": m["status"],
+            "status_code": m["status_code"],
+            "last_seen": m["last_seen"],
+            "values": {},
+        }
+    for machine, metric, value, ts in batch.latest.iter_rows():
+        docs[machine]["values"][metric] = {"value": value, "ts": ts}
+    return {m: (d["line_id"], orjson.dumps(d)) for m, d in docs.items()}

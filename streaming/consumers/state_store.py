@@ -3,7 +3,10 @@ batch, the OFFLINE sweep's reads and writes, the alert outbox and the metrics ha
 
 A batch's machine hashes, per-day counters, alert state and offsets change in one MULTI/EXEC
 that WATCHes the offsets hash and applies only if every partition's stored offset is below the
-batch: a batch is applied once or not at all, and a stale one is reported, never written.
+batch: a batch is applied once or not at all, and a stale one is reported, never written. The
+same transaction appends what changed to the change feed (streaming/change_feed.py) and records
+alert events through the lifecycle scripts (streaming/alert_lifecycle.py), which keep what
+operators did to an alert (acknowledged, assigned) when the writer clears it.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from typing import Any
 import polars as pl
 import redis
 
+from streaming import change_feed
+from streaming.alert_lifecycle import ALERT_LOG_CAP, AlertScripts, opened_record
 from streaming.consumers.alerting import STATE_SCHEMA, empty_state
 from streaming.consumers.live_state import BatchState
 from streaming.redis_keys import RedisKeys
 
-ALERT_LOG_CAP = 10_000
+__all__ = ["ALERT_LOG_CAP", "StateStore"]
 COUNTER_TTL_S = 40 * 86_400
 
 
@@ -34,10 +39,18 @@ def _state_field(row: dict[str, Any]) -> str:
 class StateStore:
     """The live state of one state-writer group in Redis, under `keys`."""
 
-    def __init__(self, client: redis.Redis, keys: RedisKeys, expire_after_s: int) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: RedisKeys,
+        expire_after_s: int,
+        feed_maxlen: int = 100_000,
+    ) -> None:
         self.redis = client
         self.keys = keys
         self.expire_after_s = expire_after_s
+        self.feed_maxlen = feed_maxlen
+        self.scripts = AlertScripts(client, keys, feed_maxlen)
 
     # -- reads --------------------------------------------------------------------------------
     def applied(self, partitions: list[int]) -> dict[int, int]:
@@ -63,10 +76,15 @@ class StateStore:
         first: dict[int, int],
         last: dict[int, int],
         counts: dict[str, int],
+        *,
+        feed: dict[str, tuple[str, bytes]] | None = None,
+        now_ms: int = 0,
     ) -> dict[str, Any] | None:
-        """One transaction: machine hashes, counters, alerts, offsets (`last` per partition) and
-        the metrics counters (`counts`). Returns None once applied, or what made the batch stale
-        (some partition's stored offset is not below `first`, or the offsets changed meanwhile)."""
+        """One transaction: machine hashes, counters, alerts, offsets (`last` per partition),
+        the metrics counters (`counts`) and the change feed (`feed`: machine -> line, payload;
+        `events` carry `line_id` and `manual_clear` for the alert records, `now_ms` is the
+        platform's clock). Returns None once applied, or what made the batch stale (some
+        partition's stored offset is not below `first`, or the offsets changed meanwhile)."""
         k = self.keys
         with self.redis.pipeline(transaction=True) as pipe:
             try:
@@ -80,6 +98,8 @@ class StateStore:
                 for machine, mapping in fields.items():
                     pipe.hset(k.machine(machine), mapping=mapping)  # type: ignore[arg-type]
                     pipe.expire(k.machine(machine), self.expire_after_s)
+                for machine, (line, payload) in (feed or {}).items():
+                    self._feed(pipe, change_feed.MACHINE, machine, line, payload)
                 pipe.zadd(
                     k.machines,
                     dict(batch.machines.select("machine_id", "last_seen").iter_rows()),
@@ -92,7 +112,7 @@ class StateStore:
                     pipe.hincrby(k.day_machines(day), machine, count)
                 for day in batch.days["day"]:
                     pipe.expire(k.day_machines(day), COUNTER_TTL_S)
-                self._alert_writes(pipe, events, changed)
+                self._alert_writes(pipe, events, changed, now_ms)
                 pipe.hset(k.offsets, mapping={str(p): o for p, o in last.items()})
                 for name, n in counts.items():
                     pipe.hincrby(k.metrics, name, n)
@@ -101,7 +121,13 @@ class StateStore:
                 return {"reason": "offsets changed under the transaction"}
         return None
 
-    def _alert_writes(self, pipe: Any, events: pl.DataFrame, changed: pl.DataFrame) -> None:
+    def _feed(self, pipe: Any, kind: str, machine: str, line: str | None, payload: bytes) -> None:
+        fields = change_feed.entry(kind, machine, line, payload)
+        pipe.xadd(self.keys.changes, fields, maxlen=self.feed_maxlen, approximate=True)
+
+    def _alert_writes(
+        self, pipe: Any, events: pl.DataFrame, changed: pl.DataFrame, now_ms: int
+    ) -> None:
         k = self.keys
         for row in changed.iter_rows(named=True):
             name = _state_field(row)
@@ -109,22 +135,21 @@ class StateStore:
                 pipe.hset(k.alerts_state, name, json.dumps(row))
             else:
                 pipe.hdel(k.alerts_state, name)
-        if not events.height:
-            return
         for row in events.iter_rows(named=True):
-            doc = json.dumps(row)
+            line = row.pop("line_id", None)
+            manual_clear = bool(row.pop("manual_clear", False))
             if row["event"] == "opened":
-                pipe.hset(k.alerts_active, row["alert_id"], doc)
-            else:
-                pipe.hdel(k.alerts_active, row["alert_id"])
-            pipe.lpush(k.alerts_log, doc)
-            pipe.rpush(k.outbox(int(row["kafka_partition"])), doc)
-        pipe.ltrim(k.alerts_log, 0, ALERT_LOG_CAP - 1)
+                record = opened_record(row, line_id=line, manual_clear=manual_clear, now_ms=now_ms)
+                self.scripts.open(record, pipe)
+            else:  # cleared by the rule engine: the record keeps its acknowledgement
+                self.scripts.transition(
+                    "auto_clear", row["alert_id"], now_ms, arg=str(row["cleared_ms"]), pipe=pipe
+                )
 
     # -- the OFFLINE sweep --------------------------------------------------------------------
     def silent(self, stale_before: int, expired_before: int) -> pl.DataFrame | None:
         """Machines last seen in [expired_before, stale_before] ms with their partition (-1 if
-        unknown); None if there are none (machines silent since before `expired_before` are
+        unknown) and line; None if there are none (machines silent since before `expired_before` are
         dropped from the index then)."""
         k = self.keys
         candidates = self.redis.zrangebyscore(
@@ -136,28 +161,38 @@ class StateStore:
         ids = [_text(c[0]) for c in candidates]
         with self.redis.pipeline(transaction=False) as pipe:
             for machine in ids:
-                pipe.hget(k.machine(machine), "partition")
-            partitions = pipe.execute()
+                pipe.hmget(k.machine(machine), ["partition", "line"])
+            found = pipe.execute()
         return pl.DataFrame(
             {
                 "machine_id": ids,
                 "last_seen": [int(c[1]) for c in candidates],
-                "kafka_partition": [int(p) if p is not None else -1 for p in partitions],
-            }
+                "kafka_partition": [int(p) if p is not None else -1 for p, _ in found],
+                "line_id": [_text(line) if line is not None else None for _, line in found],
+            },
+            schema_overrides={"line_id": pl.String},
         )
 
     def mark_offline(
-        self, events: pl.DataFrame, changed: pl.DataFrame, expired_before: int
+        self, events: pl.DataFrame, changed: pl.DataFrame, expired_before: int, now_ms: int = 0
     ) -> None:
-        """The OFFLINE alerts `events` opened, in one transaction with the machines' status."""
+        """The OFFLINE alerts `events` opened, in one transaction with the machines' status (and
+        its change on the feed)."""
         k = self.keys
         with self.redis.pipeline(transaction=True) as pipe:
-            for machine in events["machine_id"]:
+            for machine, line in events.select("machine_id", "line_id").iter_rows():
                 pipe.hset(k.machine(machine), "status", "OFFLINE")
-            self._alert_writes(pipe, events, changed)
+                payload = json.dumps({"machine_id": machine, "status": "OFFLINE"}).encode()
+                self._feed(pipe, change_feed.MACHINE, machine, line, payload)
+            self._alert_writes(pipe, events, changed, now_ms)
             pipe.hincrby(k.metrics, "alerts", events.height)
             pipe.zremrangebyscore(k.machines, "-inf", f"({expired_before}")
             pipe.execute()
+
+    def escalate(self, now_ms: int, after_ms: int, partitions: list[int]) -> int:
+        """Raise the unacknowledged alerts of `partitions` left waiting `after_ms` (one script:
+        atomic against an acknowledgement arriving at the same moment)."""
+        return int(self.scripts.escalate(now_ms, after_ms, partitions))
 
     # -- the alert outbox and the metrics hash -------------------------------------------------
     def outbox(self, partition: int) -> list[bytes | str]:

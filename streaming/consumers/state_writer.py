@@ -6,7 +6,14 @@ change together or not at all. The transaction WATCHes the offsets hash and appl
 partition's stored offset is below the batch, and on assignment a partition resumes one past its
 stored offset: a crash can neither apply a batch twice nor lose one. Alert events go into a
 per-partition outbox in the same transaction and are published to the `alerts` topic afterwards:
-at least once, with ids that let consumers dedupe.
+at least once, with ids that let consumers dedupe. The same transaction appends the machines'
+changes and the alert events to the change feed that `ot api` streams to WebSocket clients.
+
+The timer (`tick`, every `--sweep-every` seconds) opens OFFLINE alerts, escalates alerts left
+unacknowledged for `OT_ALERT_ESCALATE_AFTER_SECONDS` and publishes the outboxes of its partitions,
+including the events of operators' acknowledgements, assignments and clears made through `ot api`:
+the writer of a partition is the one publisher of its alert events, in the order Redis recorded
+them.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,10 +40,11 @@ from streaming.consumers.alerting import (
     evaluate,
     load_rules,
     machine_status,
+    manual_clear_by_rule,
     open_offline,
     rules_frame,
 )
-from streaming.consumers.live_state import machine_fields, summarise
+from streaming.consumers.live_state import machine_changes, machine_fields, summarise
 from streaming.consumers.state_store import StateStore
 from streaming.kafka.lifecycle import JsonLog, consumer_parser, serve
 from streaming.kafka.runtime import Batch, ConsumerRuntime, Membership
@@ -71,12 +80,21 @@ class StateWriter:
         expire_after_s: int = 86_400,
         log: JsonLog | None = None,
         measure_latency: bool = False,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         membership = membership or MEMBERSHIP
         self.alerts_topic = settings.topics.alerts
         self.keys = RedisKeys(settings.redis_prefix, membership.group)
-        self.store = StateStore(redis.Redis.from_url(settings.redis_url), self.keys, expire_after_s)
+        self.store = StateStore(
+            redis.Redis.from_url(settings.redis_url),
+            self.keys,
+            expire_after_s,
+            feed_maxlen=settings.change_feed_maxlen,
+        )
         self.rules = rules_frame(rules)
+        self.manual_clear = manual_clear_by_rule(rules)
+        self.escalate_after_ms = int(settings.alert_escalate_after_seconds * 1000)
+        self.clock = clock  # wall clock (s) of sweeps, escalation and alert records; tests move it
         self.sweep_every_s = sweep_every_s
         self.expire_after_s = expire_after_s
         self.offline_after_ms = int(settings.offline_after_seconds * 1000)
@@ -148,16 +166,28 @@ class StateWriter:
             "machine_id", first_ts="first_seen", kafka_partition=pl.col("kafka_partition")
         )
         back = clear_offline(step.state, heard)
-        events = pl.concat([back.events, step.events])
+        lines = dict(batch.machines.select("machine_id", "line_id").iter_rows())
+        events = self._annotate(pl.concat([back.events, step.events]), lines)
         changed = pl.concat([step.changed, back.changed])
-        fields = machine_fields(batch, machine_status(back.state, self.rules))
+        status = machine_status(back.state, self.rules)
+        fields = machine_fields(batch, status)
         counts = {
             "applied": readings.height,
             "invalid": invalid,
             "batches": 1,
             "alerts": events.height,
         }
-        stale = self.store.apply(batch, fields, events, changed, first, last, counts)
+        stale = self.store.apply(
+            batch,
+            fields,
+            events,
+            changed,
+            first,
+            last,
+            counts,
+            feed=machine_changes(batch, status),
+            now_ms=int(self.clock() * 1000),
+        )
         if stale is not None:
             self.stats.stale += 1
             self.log("stale_batch", **stale)
@@ -175,6 +205,18 @@ class StateWriter:
                 self._publish_outbox(int(p))
         return True
 
+    def _annotate(self, events: pl.DataFrame, lines: dict[str, str]) -> pl.DataFrame:
+        """Alert events with what their records need: the machine's line and whether an
+        operator may clear them."""
+        return events.with_columns(
+            line_id=pl.col("machine_id").replace_strict(
+                lines, default=None, return_dtype=pl.String
+            ),
+            manual_clear=pl.col("rule").replace_strict(
+                self.manual_clear, default=False, return_dtype=pl.Boolean
+            ),
+        )
+
     def _publish_outbox(self, partition: int) -> None:
         """Alerts topic after the Redis commit: at least once (dedupe by alert_id + event)."""
         pending = self.store.outbox(partition)
@@ -189,11 +231,28 @@ class StateWriter:
             return
         self.store.confirm_outbox(partition, len(pending))
 
-    # -- the OFFLINE sweep runs on a timer ------------------------------------------------------
+    # -- the timer: OFFLINE sweep, escalation, outboxes -----------------------------------------
     def tick(self, now: float) -> None:
         if now - self._last_sweep >= self.sweep_every_s:
             self._last_sweep = now
-            self.sweep(int(time.time() * 1000))
+            now_ms = int(self.clock() * 1000)
+            self.sweep(now_ms)
+            self.escalate(now_ms)
+            for p in sorted(self.runtime.positions):  # events of `ot api` and of escalation
+                self._publish_outbox(p)
+
+    def escalate(self, now_ms: int) -> int:
+        """Raise one severity every unacknowledged active alert of the assigned partitions that
+        waited OT_ALERT_ESCALATE_AFTER_SECONDS since it opened or last rose (0: never). The
+        events go to the partitions' outboxes."""
+        assigned = sorted(self.runtime.positions)
+        if self.escalate_after_ms <= 0 or not assigned:
+            return 0
+        raised = self.store.escalate(now_ms, self.escalate_after_ms, assigned)
+        if raised:
+            self.stats.alerts += raised
+            self.log("escalated", count=raised)
+        return raised
 
     def sweep(self, now_ms: int) -> int:
         """Open OFFLINE alerts for silent machines of the assigned partitions. Skipped while
@@ -205,12 +264,13 @@ class StateWriter:
         silent = self.store.silent(now_ms - self.offline_after_ms, expired_before)
         if silent is None:
             return 0
-        step: AlertStep = open_offline(
-            self.state, silent.filter(pl.col("kafka_partition").is_in(assigned))
-        )
+        mine = silent.filter(pl.col("kafka_partition").is_in(assigned))
+        step: AlertStep = open_offline(self.state, mine.drop("line_id"))
         if not step.events.height:
             return 0
-        self.store.mark_offline(step.events, step.changed, expired_before)
+        lines = {m: line for m, line in mine.select("machine_id", "line_id").iter_rows() if line}
+        events = self._annotate(step.events, lines)
+        self.store.mark_offline(events, step.changed, expired_before, now_ms)
         self.state = step.state
         self.stats.alerts += step.events.height
         for p in step.events["kafka_partition"].unique().to_list():
