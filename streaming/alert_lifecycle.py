@@ -127,7 +127,8 @@ local function emit(log_key, feed_key, outbox_prefix, log_cap, maxlen, doc, rec)
     redis.call('RPUSH', outbox_prefix .. string.format('%.0f', partition), doc)
   end
   redis.call('XADD', feed_key, 'MAXLEN', '~', maxlen, '*', 't', 'alert',
-    'm', val(rec.machine_id) or '', 'l', val(rec.line_id) or '', 'd', doc)
+    'm', val(rec.machine_id) or '', 'l', val(rec.line_id) or '', 'a', val(rec.alert_id) or '',
+    'd', doc)
 end
 """
 

@@ -2,13 +2,14 @@
 appended in the same MULTI/EXEC as the change itself, so a reader never sees a change that was not
 applied, nor misses one that was. `ot api` fans it out to WebSocket clients.
 
-One entry per change, with four fields:
+One entry per change, with these fields:
 
 | field | content |
 |---|---|
 | `t` | `machine` (a machine's state changed) or `alert` (an alert event) |
 | `m` | the machine id |
 | `l` | the machine's line id (empty if unknown) |
+| `a` | the alert id (alert events only) |
 | `d` | the payload, JSON |
 
 A `machine` payload holds what changed: `machine_id` and any of `machine_type`, `line_id`,
@@ -37,7 +38,7 @@ _METRICS = frozenset(str(m) for m in Metric)
 
 
 def entry(kind: str, machine_id: str, line_id: str | None, payload: bytes | str) -> dict[str, Any]:
-    """The fields of one stream entry."""
+    """The fields of one machine entry (alert entries are written by the lifecycle scripts)."""
     return {"t": kind, "m": machine_id, "l": line_id or "", "d": payload}
 
 

@@ -1,9 +1,11 @@
-"""The ASGI app of `ot api`: one FastAPI app, a router per concern (the webhook gateway now, the
-operator API beside it), errors as problem+json, one JSON log line per request.
+"""The ASGI app of `ot api`: one FastAPI app, a router per concern (the webhook gateway, the
+operator API's alerts and live stream under `/api/v1`), errors as problem+json, one JSON log line
+per request.
 
-The clients the routers share (Kafka producer, Redis, the key ring) are built in the lifespan
-from one `Settings` and closed there: on shutdown the server first stops accepting and lets the
-in-flight requests finish, then the producer delivers whatever is still queued.
+The clients the routers share (Kafka producer, Redis, the key ring, the change-feed reader) are
+built in the lifespan from one `Settings` and closed there: on shutdown the server first stops
+accepting and lets the in-flight requests finish, then the producer delivers whatever is still
+queued.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from streaming.api import gateway
+from streaming.api import alerts, gateway, stream
+from streaming.api.alerts import AlertService
 from streaming.api.delivery import AckedProducer
+from streaming.api.fanout import ChangeFeed
 from streaming.api.keys import KeyRing
 from streaming.api.problems import (
     Problem,
@@ -34,13 +38,18 @@ from streaming.api.ratelimit import Limits, RateLimiter
 from streaming.api.webhook_checks import CoalescingChecker
 from streaming.kafka.config import producer_config
 from streaming.kafka.lifecycle import JsonLog
+from streaming.redis_keys import RedisKeys
 from streaming.settings import Settings
 
 DESCRIPTION = """\
 HTTP door of the OT platform. Devices and edge gateways push readings to
 `POST /webhook/sensor-data` with an `X-API-Key`; a 202 means Kafka acknowledged every accepted
-reading. Errors are `application/problem+json` (RFC 9457). See docs/api.md.
+reading. Operators read and act on alerts under `/api/v1/alerts` and follow the live state on the
+WebSocket `/api/v1/stream`. Errors are `application/problem+json` (RFC 9457). See docs/api.md.
 """
+
+
+FEED_BLOCK_MS = 1000
 
 
 def kafka_producer_config(settings: Settings) -> dict[str, Any]:
@@ -75,7 +84,19 @@ def create_app(settings: Settings | None = None, log: JsonLog | None = None) -> 
             settings.api.burst_seconds,
             settings.api.max_readings,
         )
+        # XREAD BLOCK holds its connection up to FEED_BLOCK_MS: a client of its own.
+        feed_client = aioredis.Redis.from_url(
+            settings.redis_url, socket_timeout=FEED_BLOCK_MS / 1000 + 5, socket_connect_timeout=2.0
+        )
+        keys = RedisKeys(settings.redis_prefix)
         app.state.keyring = KeyRing(settings.api_keys)
+        app.state.anonymous_read = settings.api.anonymous_read
+        app.state.redis = client
+        app.state.keys = keys
+        app.state.log = log
+        app.state.alerts = AlertService(client, keys, settings.change_feed_maxlen)
+        app.state.feed = ChangeFeed(feed_client, keys.changes, log, block_ms=FEED_BLOCK_MS)
+        await app.state.feed.start()
         app.state.gateway = gateway.Gateway(
             settings,
             producer,
@@ -86,8 +107,10 @@ def create_app(settings: Settings | None = None, log: JsonLog | None = None) -> 
         try:
             yield
         finally:
+            await app.state.feed.stop()
             unsent = producer.close()
             await client.aclose()
+            await feed_client.aclose()
             log("stopped", unsent=unsent)
 
     app = FastAPI(
@@ -103,6 +126,8 @@ def create_app(settings: Settings | None = None, log: JsonLog | None = None) -> 
     app.add_exception_handler(RequestValidationError, validation_exception_handler)
     app.add_exception_handler(Exception, _internal_error)
     app.include_router(gateway.router)
+    app.include_router(alerts.router)
+    app.include_router(stream.router)
 
     @app.get("/health", tags=["health"], summary="Liveness: the process serves requests")
     async def health() -> dict[str, str]:

@@ -1,4 +1,10 @@
-"""`X-API-Key` authentication and role checks, as FastAPI dependencies for every router."""
+"""`X-API-Key` authentication and role checks, as FastAPI dependencies for every router, and the
+same check for the WebSocket stream (whose key may come in a query parameter or a first message,
+since browsers cannot set headers on a WebSocket).
+
+`OT_API_ANONYMOUS_READ=true` lets requests that need no more than `read` through without a key
+(a wall display on a trusted network); a key that is presented is still checked.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +23,34 @@ api_key_header = APIKeyHeader(
     description="An API key from `ot api keys new NAME --role ROLE`, configured in OT_API_KEYS.",
 )
 _CHALLENGE = {"WWW-Authenticate": f'ApiKey header="{HEADER}"'}
+ANONYMOUS = ApiKey("anonymous", Role.READ, b"")
+
+
+def authenticate(
+    ring: KeyRing, presented: str | None, role: Role, *, anonymous_read: bool = False
+) -> ApiKey:
+    """The key presented, if it may do what `role` allows; Problem 401/403 otherwise."""
+    key = identify(ring, presented, role, anonymous_read=anonymous_read)
+    permit(key, role)
+    return key
+
+
+def identify(
+    ring: KeyRing, presented: str | None, role: Role, *, anonymous_read: bool = False
+) -> ApiKey:
+    """The configured key presented (or ANONYMOUS for a read without one, when allowed)."""
+    if not presented and anonymous_read and role == Role.READ:
+        return ANONYMOUS
+    key = ring.verify(presented)
+    if key is None:
+        detail = f"no {HEADER} header" if not presented else f"unknown {HEADER}"
+        raise Problem(401, "unauthorized", detail, headers=_CHALLENGE)
+    return key
+
+
+def permit(key: ApiKey, role: Role) -> None:
+    if not key.allows(role):
+        raise Problem(403, "forbidden", f"key {key.name!r} has role {key.role}, this needs {role}")
 
 
 def require(role: Role) -> Callable[..., Awaitable[ApiKey]]:
@@ -26,15 +60,10 @@ def require(role: Role) -> Callable[..., Awaitable[ApiKey]]:
         request: Request, presented: str | None = Security(api_key_header)
     ) -> ApiKey:
         ring: KeyRing = request.app.state.keyring
-        key = ring.verify(presented)
-        if key is None:
-            detail = f"no {HEADER} header" if not presented else f"unknown {HEADER}"
-            raise Problem(401, "unauthorized", detail, headers=_CHALLENGE)
+        anonymous = bool(getattr(request.app.state, "anonymous_read", False))
+        key = identify(ring, presented, role, anonymous_read=anonymous)
         request.state.key_name = key.name
-        if not key.allows(role):
-            raise Problem(
-                403, "forbidden", f"key {key.name!r} has role {key.role}, this needs {role}"
-            )
+        permit(key, role)
         return key
 
     return authenticated

@@ -1,0 +1,267 @@
+"""Fan-out of the change feed to WebSocket clients: ONE reader task per process follows the Redis
+Stream (`XREAD BLOCK`) and hands each entry to the clients whose selection it matches.
+
+A client never has an unbounded buffer: what waits for it is at most one change per machine and
+one event per alert (`Subscriber.offer` merges a newer change into the one still waiting: machine
+fields and values per metric; an alert's newer record replaces the older one, and a record carries
+every earlier transition's who and when). A slow client therefore gets the latest state, coalesced,
+at the pace it can read, and costs memory bounded by what it watches.
+
+Resuming: every frame says the feed position it covers (`last_id`); a client that reconnects with
+it gets the entries after it from the stream (`XRANGE`), then the live ones, with nothing lost in
+between (it is registered for live entries before the range is read, and live entries are held
+back until the range is in). A position the stream no longer holds (trimmed) is a gap: the client
+gets a snapshot of the current state instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from streaming.change_feed import ALERT, MACHINE, merge_machine
+from streaming.kafka.lifecycle import JsonLog
+
+STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+START = "0-0"
+
+
+def parse_id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """What a client watches: all machines (`machines` None and no `lines`), or the machines
+    listed and those of the lines listed; their state changes (`states`) and/or alert events."""
+
+    machines: frozenset[str] | None = None
+    lines: frozenset[str] = frozenset()
+    states: bool = True
+    alerts: bool = True
+
+    @property
+    def everything(self) -> bool:
+        return self.machines is None and not self.lines
+
+    def matches(self, kind: str, machine: str, line: str) -> bool:
+        if kind == MACHINE:
+            if not self.states:
+                return False
+        elif kind != ALERT or not self.alerts:
+            return False
+        if self.everything:
+            return True
+        return (self.machines is not None and machine in self.machines) or line in self.lines
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "machines": "*" if self.machines is None else sorted(self.machines),
+            "lines": sorted(self.lines),
+            "states": self.states,
+            "alerts": self.alerts,
+        }
+
+
+@dataclass(slots=True)
+class Item:
+    """One change waiting for a client: the feed entry id, kind, coalescing key, payload."""
+
+    id: str
+    kind: str
+    key: str
+    payload: bytes
+
+    def json(self) -> bytes:
+        return b'{"id":"%s","type":"%s","data":%s}' % (
+            self.id.encode(),
+            self.kind.encode(),
+            self.payload,
+        )
+
+
+def item_of(entry_id: str, fields: dict[bytes, bytes]) -> tuple[Item, str, str]:
+    """A feed entry as an Item, with its machine and line."""
+    kind = _text(fields.get(b"t", b""))
+    machine = _text(fields.get(b"m", b""))
+    line = _text(fields.get(b"l", b""))
+    key = f"a:{_text(fields.get(b'a', b''))}" if kind == ALERT else f"m:{machine}"
+    return Item(entry_id, kind, key, fields.get(b"d", b"{}")), machine, line
+
+
+class Subscriber:
+    """One client's waiting changes, coalesced per machine and per alert."""
+
+    def __init__(self, selection: Selection) -> None:
+        self.selection = selection
+        self.pending: dict[str, Item] = {}  # insertion-ordered: the oldest waiting change first
+        self.held: dict[str, Item] | None = None  # live changes while catching up
+        self.position = START  # the feed position the changes taken so far cover
+        self.wake = asyncio.Event()
+        self.offered = 0
+        self.coalesced = 0
+
+    @staticmethod
+    def _merge(into: dict[str, Item], item: Item) -> bool:
+        waiting = into.get(item.key)
+        if waiting is None:
+            into[item.key] = item
+            return False
+        if item.kind == MACHINE:
+            waiting.payload = merge_machine(waiting.payload, item.payload)
+        else:
+            waiting.payload = item.payload
+        waiting.id = item.id
+        return True
+
+    def offer(self, item: Item, *, live: bool = True) -> None:
+        self.offered += 1
+        target = self.held if live and self.held is not None else self.pending
+        if self._merge(target, item):
+            self.coalesced += 1
+        if target is self.pending:
+            self.wake.set()
+
+    def caught_up(self, position: str) -> None:
+        """The range read is in: held live changes (newer) go on top, live from now on."""
+        held, self.held = self.held or {}, None
+        for item in held.values():
+            if self._merge(self.pending, item):
+                self.coalesced += 1
+        self.position = max(self.position, position, key=parse_id)
+        self.wake.set()
+
+    def take(self) -> tuple[list[Item], str]:
+        items = list(self.pending.values())
+        self.pending = {}
+        return items, self.position
+
+
+class ChangeFeed:
+    """The one reader of the change feed in this process, and its subscribers."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        key: str,
+        log: JsonLog,
+        *,
+        block_ms: int = 1000,
+        count: int = 2000,
+    ) -> None:
+        self.client: Any = client  # redis-py's stream result types are too loose to use
+        self.key = key
+        self.log = log
+        self.block_ms = block_ms
+        self.count = count
+        self.position = START
+        self.subscribers: set[Subscriber] = set()
+        self.entries = 0
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- the reader task ------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="change-feed")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def ready(self, timeout_s: float = 5.0) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), timeout_s)
+        return self._ready.is_set()
+
+    async def _run(self) -> None:
+        failing = False
+        while True:
+            try:
+                if not self._ready.is_set():
+                    last = await self.client.xrevrange(self.key, "+", "-", count=1)
+                    self.position = _text(last[0][0]) if last else START
+                    self._ready.set()
+                answer = await self.client.xread(
+                    {self.key: self.position}, count=self.count, block=self.block_ms
+                )
+                if failing:
+                    self.log("change_feed_resumed", position=self.position)
+                    failing = False
+            except RedisError as exc:
+                if not failing:
+                    self.log("change_feed_unavailable", error=str(exc)[:200])
+                    failing = True
+                await asyncio.sleep(1.0)
+                continue
+            for _stream, entries in answer or ():
+                self.dispatch(entries)
+
+    def dispatch(self, entries: Iterable[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        subscribers = list(self.subscribers)
+        last = self.position
+        for raw_id, fields in entries:
+            last = _text(raw_id)
+            item, machine, line = item_of(last, fields)
+            self.entries += 1
+            for sub in subscribers:
+                if sub.selection.matches(item.kind, machine, line):
+                    sub.offer(Item(item.id, item.kind, item.key, item.payload))
+        self.position = last
+        for sub in subscribers:
+            if sub.held is None:
+                sub.position = last
+
+    # -- subscribing ----------------------------------------------------------------------------
+    def add(self, sub: Subscriber) -> str:
+        """Register for live entries (held until `caught_up`); returns the position from which
+        they count."""
+        sub.held = {}
+        sub.position = self.position
+        self.subscribers.add(sub)
+        return self.position
+
+    def remove(self, sub: Subscriber) -> None:
+        self.subscribers.discard(sub)
+
+    async def covers(self, since: str) -> bool:
+        """Whether every entry after `since` is still in the stream."""
+        if since == self.position:
+            return True
+        try:
+            info = await self.client.xinfo_stream(self.key)
+        except RedisError:  # no stream yet: nothing was ever written, nothing was trimmed
+            return since == START
+        first = info.get("recorded-first-entry-id") or (info.get("first-entry") or [b"0-0"])[0]
+        trimmed = int(info.get("entries-added", 0)) > int(info.get("length", 0))
+        return not trimmed or parse_id(since) >= parse_id(_text(first))
+
+    async def replay(self, sub: Subscriber, since: str, until: str, page: int = 1000) -> int:
+        """Offer `sub` the entries in (since, until] of its selection; returns how many."""
+        if parse_id(since) >= parse_id(until):
+            return 0
+        n = 0
+        start = f"({since}"
+        while True:
+            entries = await self.client.xrange(self.key, start, until, count=page)
+            for raw_id, fields in entries:
+                item, machine, line = item_of(_text(raw_id), fields)
+                if sub.selection.matches(item.kind, machine, line):
+                    sub.offer(item, live=False)
+                    n += 1
+            if len(entries) < page:
+                return n
+            start = f"({_text(entries[-1][0])}"
