@@ -1,17 +1,20 @@
 """Fan-out of the change feed to WebSocket clients: ONE reader task per process follows the Redis
 Stream (`XREAD BLOCK`) and hands each entry to the clients whose selection it matches.
 
-A client never has an unbounded buffer: what waits for it is at most one change per machine and
-one event per alert (`Subscriber.offer` merges a newer change into the one still waiting: machine
-fields and values per metric; an alert's newer record replaces the older one, and a record carries
-every earlier transition's who and when). A slow client therefore gets the latest state, coalesced,
-at the pace it can read, and costs memory bounded by what it watches.
+A client never has an unbounded buffer: what waits for it is at most one change per machine (a
+newer change merges into the one still waiting: fields, and values per metric) and its alert
+events, queued one by one up to a backlog (1,000) and beyond it merged per alert (the newer record
+replaces the older; a record carries every earlier transition's who and when). Changes that reach
+the reader together (one XREAD) go out together, so a machine changed twice within one read is
+sent once even to a fast client. A slow client gets the latest state, coalesced, at the pace it
+can read, and costs memory bounded by what it watches.
 
 Resuming: every frame says the feed position it covers (`last_id`); a client that reconnects with
-it gets the entries after it from the stream (`XRANGE`), then the live ones, with nothing lost in
-between (it is registered for live entries before the range is read, and live entries are held
-back until the range is in). A position the stream no longer holds (trimmed) is a gap: the client
-gets a snapshot of the current state instead.
+it gets every entry after it from the stream (`XRANGE`, a page per frame, read at the client's
+pace, not coalesced), then the live ones, with nothing lost in between (it is registered for live
+entries before the range is read, and live entries are held back, coalesced, until the range is
+sent). A position the stream no longer holds (trimmed) is a gap: the client gets a snapshot of the
+current state instead.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,23 +104,28 @@ def item_of(entry_id: str, fields: dict[bytes, bytes]) -> tuple[Item, str, str]:
     return Item(entry_id, kind, key, fields.get(b"d", b"{}")), machine, line
 
 
-class Subscriber:
-    """One client's waiting changes, coalesced per machine and per alert."""
+class Waiting:
+    """Changes waiting for one client, in the order they came (the oldest first). Machine changes
+    merge per machine; alert events queue one by one up to `alert_backlog` waiting, beyond which
+    they merge per alert (its latest record)."""
 
-    def __init__(self, selection: Selection) -> None:
-        self.selection = selection
-        self.pending: dict[str, Item] = {}  # insertion-ordered: the oldest waiting change first
-        self.held: dict[str, Item] | None = None  # live changes while catching up
-        self.position = START  # the feed position the changes taken so far cover
-        self.wake = asyncio.Event()
-        self.offered = 0
-        self.coalesced = 0
+    def __init__(self, alert_backlog: int) -> None:
+        self.items: dict[str, Item] = {}
+        self.alerts = 0
+        self.alert_backlog = alert_backlog
 
-    @staticmethod
-    def _merge(into: dict[str, Item], item: Item) -> bool:
-        waiting = into.get(item.key)
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def add(self, item: Item) -> bool:
+        """Returns whether the item merged into one already waiting."""
+        key = item.key
+        if item.kind == ALERT and self.alerts < self.alert_backlog:
+            key = f"{key}@{item.id}"  # queued, not merged
+        waiting = self.items.get(key)
         if waiting is None:
-            into[item.key] = item
+            self.items[key] = item
+            self.alerts += item.kind == ALERT
             return False
         if item.kind == MACHINE:
             waiting.payload = merge_machine(waiting.payload, item.payload)
@@ -126,26 +134,45 @@ class Subscriber:
         waiting.id = item.id
         return True
 
-    def offer(self, item: Item, *, live: bool = True) -> None:
+
+class Subscriber:
+    """One client's waiting changes, bounded: per machine, and per alert beyond a backlog."""
+
+    def __init__(self, selection: Selection, alert_backlog: int = 1000) -> None:
+        self.selection = selection
+        self.alert_backlog = alert_backlog
+        self.pending = Waiting(alert_backlog)
+        self.held: Waiting | None = None  # live changes while a resume replays the range
+        self.position = START  # the feed position the changes taken so far cover
+        self.wake = asyncio.Event()
+        self.offered = 0
+        self.coalesced = 0
+        self.max_waiting = 0
+
+    def offer(self, item: Item) -> None:
         self.offered += 1
-        target = self.held if live and self.held is not None else self.pending
-        if self._merge(target, item):
+        target = self.held if self.held is not None else self.pending
+        if target.add(item):
             self.coalesced += 1
+        self.max_waiting = max(self.max_waiting, len(target))
         if target is self.pending:
             self.wake.set()
 
+    def hold(self) -> None:
+        self.held = Waiting(self.alert_backlog)
+
     def caught_up(self, position: str) -> None:
-        """The range read is in: held live changes (newer) go on top, live from now on."""
-        held, self.held = self.held or {}, None
-        for item in held.values():
-            if self._merge(self.pending, item):
+        """The replay is sent: held live changes (newer) go on top, live from now on."""
+        held, self.held = self.held, None
+        for item in (held.items if held is not None else {}).values():
+            if self.pending.add(item):
                 self.coalesced += 1
         self.position = max(self.position, position, key=parse_id)
         self.wake.set()
 
     def take(self) -> tuple[list[Item], str]:
-        items = list(self.pending.values())
-        self.pending = {}
+        items = list(self.pending.items.values())
+        self.pending = Waiting(self.alert_backlog)
         return items, self.position
 
 
@@ -229,7 +256,7 @@ class ChangeFeed:
     def add(self, sub: Subscriber) -> str:
         """Register for live entries (held until `caught_up`); returns the position from which
         they count."""
-        sub.held = {}
+        sub.hold()
         sub.position = self.position
         self.subscribers.add(sub)
         return self.position
@@ -249,19 +276,25 @@ class ChangeFeed:
         trimmed = int(info.get("entries-added", 0)) > int(info.get("length", 0))
         return not trimmed or parse_id(since) >= parse_id(_text(first))
 
-    async def replay(self, sub: Subscriber, since: str, until: str, page: int = 1000) -> int:
-        """Offer `sub` the entries in (since, until] of its selection; returns how many."""
+    async def replay(
+        self, selection: Selection, since: str, until: str, page: int = 1000
+    ) -> AsyncIterator[tuple[list[Item], str]]:
+        """The entries in (since, until] that `selection` matches, a page at a time, each with
+        the position it covers; read at the pace the caller consumes them, never coalesced."""
         if parse_id(since) >= parse_id(until):
-            return 0
-        n = 0
+            return
         start = f"({since}"
         while True:
             entries = await self.client.xrange(self.key, start, until, count=page)
+            if not entries:
+                return
+            items = []
             for raw_id, fields in entries:
                 item, machine, line = item_of(_text(raw_id), fields)
-                if sub.selection.matches(item.kind, machine, line):
-                    sub.offer(item, live=False)
-                    n += 1
+                if selection.matches(item.kind, machine, line):
+                    items.append(item)
+            last = _text(entries[-1][0])
+            yield items, last
             if len(entries) < page:
-                return n
-            start = f"({_text(entries[-1][0])}"
+                return
+            start = f"({last}"

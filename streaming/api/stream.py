@@ -9,8 +9,8 @@ Authentication: the `read` role, with the key in the `key` query parameter (or a
 header, for clients that can set one), or in the first message, since browsers cannot set headers
 on a WebSocket. A subscription in the query string starts at once; without any query parameter
 the server waits for a first `subscribe` message. Errors before the handshake completes are
-answered as HTTP problem+json; after it, as an `error` frame (the problem's members) and a close
-code of 4000 + the HTTP status (4401, 4403, 4408, 4422, 4503).
+answered as HTTP problem+json; after it, as an `error` frame (`{"type": "error", "problem":
+{...}}`) and a close code of 4000 + the HTTP status (4401, 4403, 4408, 4422, 4503).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 
 from streaming.alert_lifecycle import decode_record
 from streaming.api.auth import authenticate
-from streaming.api.fanout import STREAM_ID, ChangeFeed, Selection, Subscriber, parse_id
+from streaming.api.fanout import STREAM_ID, ChangeFeed, Item, Selection, Subscriber, parse_id
 from streaming.api.keys import ApiKey, KeyRing, Role
 from streaming.api.problems import Problem
 from streaming.change_feed import ALERT, MACHINE, machine_from_hash
@@ -111,7 +111,7 @@ def parse_subscription(source: Mapping[str, Any]) -> StreamRequest:
 async def _fail(ws: WebSocket, problem: Problem) -> None:
     """An error after the handshake: an `error` frame, then close with 4000 + status."""
     with contextlib.suppress(Exception):
-        await ws.send_text(json.dumps({"type": "error", **problem.body(ws.url.path)}))
+        await ws.send_text(json.dumps({"type": "error", "problem": problem.body(ws.url.path)}))
         await ws.close(code=4000 + problem.status, reason=problem.kind[:120])
 
 
@@ -236,7 +236,9 @@ async def serve(ws: WebSocket, request: StreamRequest, key: ApiKey) -> None:
             since is not None and parse_id(since) <= parse_id(position) and await feed.covers(since)
         )
         if resumable and since is not None:
-            await feed.replay(sub, since, position)
+            async for items, covered in feed.replay(request.selection, since, position):
+                await ws.send_text(changes_frame(items, covered))
+                frames += 1
         else:
             machines, alerts = await snapshot(ws.app.state.redis, feed_keys(ws), request.selection)
             reason = "initial" if since is None else "gap"
@@ -249,7 +251,7 @@ async def serve(ws: WebSocket, request: StreamRequest, key: ApiKey) -> None:
             }
             await ws.send_text(json.dumps(frame))
         sub.caught_up(position)
-        frames = await _pump(ws, sub)
+        frames += await _pump(ws, sub)
     except RedisError as exc:
         await _fail(ws, Problem(503, "redis-unavailable", f"Redis: {type(exc).__name__}"))
     except (WebSocketDisconnect, RuntimeError):
@@ -261,6 +263,7 @@ async def serve(ws: WebSocket, request: StreamRequest, key: ApiKey) -> None:
             key=key.name,
             offered=sub.offered,
             coalesced=sub.coalesced,
+            max_waiting=sub.max_waiting,
             frames=frames,
         )
 
@@ -268,6 +271,11 @@ async def serve(ws: WebSocket, request: StreamRequest, key: ApiKey) -> None:
 def feed_keys(ws: WebSocket) -> RedisKeys:
     keys: RedisKeys = ws.app.state.keys
     return keys
+
+
+def changes_frame(items: list[Item], position: str) -> str:
+    body = b",".join(item.json() for item in items).decode()
+    return f'{{"type":"changes","last_id":"{position}","changes":[{body}]}}'
 
 
 async def _pump(ws: WebSocket, sub: Subscriber) -> int:
@@ -287,9 +295,7 @@ async def _pump(ws: WebSocket, sub: Subscriber) -> int:
             items, position = sub.take()
             if not items:
                 continue
-            body = b",".join(item.json() for item in items)
-            head = f'{{"type":"changes","last_id":"{position}","changes":['
-            await ws.send_text(head + body.decode() + "]}")
+            await ws.send_text(changes_frame(items, position))
             frames += 1
 
     async def receive() -> None:
