@@ -130,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             stack.down(only=started_services)
         return 1
     env.setdefault("OT_LAKE_DIR", str(REPO_ROOT / settings.lake_dir))
+    # The API binds to loopback here: reads and the live stream need no key (a wall display).
+    env.setdefault("OT_API_ANONYMOUS_READ", "true")
     settings = Settings.from_env(env)
     session_key = None
     if not settings.api_keys:  # a key for this run only, so the webhook can be tried at once
@@ -183,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  Dagster UI   http://127.0.0.1:{args.port}  (DAGSTER_HOME={env['DAGSTER_HOME']})")
     api_url = f"http://127.0.0.1:{args.api_port}"
     print(f"  HTTP API     {api_url}  (webhook POST /webhook/sensor-data, docs {api_url}/docs)")
+    ws_url = api_url.replace("http://", "ws://")
+    print(f"  Alerts       {api_url}/api/v1/alerts  (live: {ws_url}/api/v1/stream?machines=*)")
     topics = f"{settings.mqtt_topic_root}/{{line}}/{{machine}}/{{metric}}"
     print(f"  MQTT         {settings.mqtt_url}  (QoS 1 to {topics}, bridged to Kafka)")
     if session_key:
