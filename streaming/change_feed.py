@@ -2,22 +2,23 @@
 appended in the same MULTI/EXEC as the change itself, so a reader never sees a change that was not
 applied, nor misses one that was. `ot api` fans it out to WebSocket clients.
 
-One entry per change, with these fields:
+Two kinds of entries:
 
-| field | content |
-|---|---|
-| `t` | `machine` (a machine's state changed) or `alert` (an alert event) |
-| `m` | the machine id |
-| `l` | the machine's line id (empty if unknown) |
-| `a` | the alert id (alert events only) |
-| `d` | the payload, JSON |
+| field | `machines` entry (one per state-writer batch) | `alert` entry (one per alert event) |
+|---|---|---|
+| `t` | `machines` | `alert` |
+| `m` | (empty) | the machine id |
+| `l` | (empty) | the machine's line id (empty if unknown) |
+| `a` | - | the alert id |
+| `d` | JSON list of machine payloads | the alert payload, JSON |
 
-A `machine` payload holds what changed: `machine_id` and any of `machine_type`, `line_id`,
-`status`, `status_code`, `last_seen` (ms) and `values` (`{metric: {"value", "ts"}}`: the latest
-reading per metric the batch carried). Applying payloads in order (a merge, `values` per metric)
-gives the machine's state. An `alert` payload is the alert's record after the event
+A machine payload holds what changed of one machine: `machine_id` and any of `machine_type`,
+`line_id`, `status`, `status_code`, `last_seen` (ms) and `values` (`{metric: {"value", "ts"}}`:
+the latest reading per metric the batch carried). Applying payloads in order (a merge, `values`
+per metric) gives the machine's state. An `alert` payload is the alert's record after the event
 (streaming/alert_lifecycle.py): `event` names it (`opened`, `cleared`, `acknowledged`,
-`assigned`, `unassigned`, `escalated`).
+`assigned`, `unassigned`, `escalated`). `ot api` sends each machine of a `machines` entry as a
+change of its own (type `machine`), with the entry's id.
 
 The stream is trimmed approximately (`XADD MAXLEN ~ OT_CHANGE_FEED_MAXLEN`); entry ids are the
 resume points of the WebSocket protocol (docs/api.md).
@@ -32,14 +33,22 @@ import orjson
 
 from streaming.events.model import Metric
 
-MACHINE = "machine"
+MACHINES = "machines"  # entry kind: the machines one batch changed
+MACHINE = "machine"  # what a WebSocket client gets: one machine's change
 ALERT = "alert"
 _METRICS = frozenset(str(m) for m in Metric)
 
 
-def entry(kind: str, machine_id: str, line_id: str | None, payload: bytes | str) -> dict[str, Any]:
-    """The fields of one machine entry (alert entries are written by the lifecycle scripts)."""
-    return {"t": kind, "m": machine_id, "l": line_id or "", "d": payload}
+def machines_entry(payloads: bytes) -> dict[str, Any]:
+    """The fields of a `machines` entry (alert entries are written by the lifecycle scripts)."""
+    return {"t": MACHINES, "m": "", "l": "", "d": payloads}
+
+
+def split_machines(payloads: bytes) -> list[tuple[str, str, bytes]]:
+    """A `machines` entry's payload -> (machine id, line id, that machine's payload) each."""
+    return [
+        (d["machine_id"], d.get("line_id") or "", orjson.dumps(d)) for d in orjson.loads(payloads)
+    ]
 
 
 def machine_from_hash(machine_id: str, fields: Mapping[bytes | str, bytes | str]) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from streaming.change_feed import ALERT, MACHINE, merge_machine
+from streaming.change_feed import ALERT, MACHINE, MACHINES, merge_machine, split_machines
 from streaming.kafka.lifecycle import JsonLog
 
 STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
@@ -95,13 +95,19 @@ class Item:
         )
 
 
-def item_of(entry_id: str, fields: dict[bytes, bytes]) -> tuple[Item, str, str]:
-    """A feed entry as an Item, with its machine and line."""
+def items_of(entry_id: str, fields: dict[bytes, bytes]) -> list[tuple[Item, str, str]]:
+    """A feed entry as Items (one per machine of a `machines` entry), with machine and line."""
     kind = _text(fields.get(b"t", b""))
+    payload = fields.get(b"d", b"{}")
+    if kind == MACHINES:
+        return [
+            (Item(entry_id, MACHINE, f"m:{machine}", doc), machine, line)
+            for machine, line, doc in split_machines(payload)
+        ]
     machine = _text(fields.get(b"m", b""))
     line = _text(fields.get(b"l", b""))
-    key = f"a:{_text(fields.get(b'a', b''))}" if kind == ALERT else f"m:{machine}"
-    return Item(entry_id, kind, key, fields.get(b"d", b"{}")), machine, line
+    key = f"a:{_text(fields.get(b'a', b''))}"
+    return [(Item(entry_id, kind, key, payload), machine, line)]
 
 
 class Waiting:
@@ -242,11 +248,13 @@ class ChangeFeed:
         last = self.position
         for raw_id, fields in entries:
             last = _text(raw_id)
-            item, machine, line = item_of(last, fields)
             self.entries += 1
-            for sub in subscribers:
-                if sub.selection.matches(item.kind, machine, line):
-                    sub.offer(Item(item.id, item.kind, item.key, item.payload))
+            if not subscribers:
+                continue
+            for item, machine, line in items_of(last, fields):
+                for sub in subscribers:
+                    if sub.selection.matches(item.kind, machine, line):
+                        sub.offer(Item(item.id, item.kind, item.key, item.payload))
         self.position = last
         for sub in subscribers:
             if sub.held is None:
@@ -290,9 +298,9 @@ class ChangeFeed:
                 return
             items = []
             for raw_id, fields in entries:
-                item, machine, line = item_of(_text(raw_id), fields)
-                if selection.matches(item.kind, machine, line):
-                    items.append(item)
+                for item, machine, line in items_of(_text(raw_id), fields):
+                    if selection.matches(item.kind, machine, line):
+                        items.append(item)
             last = _text(entries[-1][0])
             yield items, last
             if len(entries) < page:

@@ -67,9 +67,10 @@ def machine_fields(batch: BatchState, status: pl.DataFrame) -> dict[str, dict[st
     return out
 
 
-def machine_changes(batch: BatchState, status: pl.DataFrame) -> dict[str, tuple[str, bytes]]:
-    """machine_id -> (line_id, change-feed payload): what this batch changed of each machine,
-    typed (streaming/change_feed.py describes the payload)."""
+def machine_changes(batch: BatchState, status: pl.DataFrame) -> bytes:
+    """The change-feed payload of this batch: a JSON list with what it changed of each machine,
+    typed (streaming/change_feed.py describes it). One feed entry per batch, not per machine:
+    the writer's transaction stays one command longer, whatever the fleet size."""
     machines = batch.machines.join(status, on="machine_id", how="left").with_columns(
         pl.col("status").fill_null("ONLINE")
     )
@@ -86,4 +87,4 @@ def machine_changes(batch: BatchState, status: pl.DataFrame) -> dict[str, tuple[
         }
     for machine, metric, value, ts in batch.latest.iter_rows():
         docs[machine]["values"][metric] = {"value": value, "ts": ts}
-    return {m: (d["line_id"], orjson.dumps(d)) for m, d in docs.items()}
+    return orjson.dumps(list(docs.values()))

@@ -77,11 +77,11 @@ class StateStore:
         last: dict[int, int],
         counts: dict[str, int],
         *,
-        feed: dict[str, tuple[str, bytes]] | None = None,
+        feed: bytes | None = None,
         now_ms: int = 0,
     ) -> dict[str, Any] | None:
         """One transaction: machine hashes, counters, alerts, offsets (`last` per partition),
-        the metrics counters (`counts`) and the change feed (`feed`: machine -> line, payload;
+        the metrics counters (`counts`) and the change feed (`feed`: the batch's machine changes;
         `events` carry `line_id` and `manual_clear` for the alert records, `now_ms` is the
         platform's clock). Returns None once applied, or what made the batch stale (some
         partition's stored offset is not below `first`, or the offsets changed meanwhile)."""
@@ -98,8 +98,8 @@ class StateStore:
                 for machine, mapping in fields.items():
                     pipe.hset(k.machine(machine), mapping=mapping)  # type: ignore[arg-type]
                     pipe.expire(k.machine(machine), self.expire_after_s)
-                for machine, (line, payload) in (feed or {}).items():
-                    self._feed(pipe, change_feed.MACHINE, machine, line, payload)
+                if feed is not None:
+                    self._feed(pipe, feed)
                 pipe.zadd(
                     k.machines,
                     dict(batch.machines.select("machine_id", "last_seen").iter_rows()),
@@ -121,8 +121,8 @@ class StateStore:
                 return {"reason": "offsets changed under the transaction"}
         return None
 
-    def _feed(self, pipe: Any, kind: str, machine: str, line: str | None, payload: bytes) -> None:
-        fields = change_feed.entry(kind, machine, line, payload)
+    def _feed(self, pipe: Any, machines: bytes) -> None:
+        fields = change_feed.machines_entry(machines)
         pipe.xadd(self.keys.changes, fields, maxlen=self.feed_maxlen, approximate=True)
 
     def _alert_writes(
@@ -180,10 +180,11 @@ class StateStore:
         its change on the feed)."""
         k = self.keys
         with self.redis.pipeline(transaction=True) as pipe:
+            offline = []
             for machine, line in events.select("machine_id", "line_id").iter_rows():
                 pipe.hset(k.machine(machine), "status", "OFFLINE")
-                payload = json.dumps({"machine_id": machine, "status": "OFFLINE"}).encode()
-                self._feed(pipe, change_feed.MACHINE, machine, line, payload)
+                offline.append({"machine_id": machine, "line_id": line, "status": "OFFLINE"})
+            self._feed(pipe, json.dumps(offline).encode())
             self._alert_writes(pipe, events, changed, now_ms)
             pipe.hincrby(k.metrics, "alerts", events.height)
             pipe.zremrangebyscore(k.machines, "-inf", f"({expired_before}")

@@ -253,9 +253,7 @@ def test_a_slow_client_gets_the_latest_state_coalesced(isolated: Settings, tmp_p
                     "note": padding,
                     "values": {"rpm": {"value": float(n), "ts": n}},
                 }
-                pipe.xadd(
-                    keys.changes, change_feed.entry("machine", m, "line-a", orjson.dumps(payload))
-                )
+                pipe.xadd(keys.changes, change_feed.machines_entry(orjson.dumps([payload])))
                 if n % burst == burst - 1:  # a burst, then a pause: a frame for the fast one
                     last_id = pipe.execute()[-1]
                     time.sleep(0.03)
