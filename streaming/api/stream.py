@@ -191,7 +191,10 @@ async def stream(ws: WebSocket) -> None:
                 ),
             )
             return
-        except (WebSocketDisconnect, RuntimeError, KeyError):
+        except KeyError:  # a binary message
+            await _fail(ws, _invalid("the first message must be JSON text"))
+            return
+        except (WebSocketDisconnect, RuntimeError):
             return
         try:
             message = json.loads(text)
