@@ -143,3 +143,21 @@ def test_state_writer_survives_repeated_sigkill_with_exact_counters(
     assert int(rdb.hget(keys.metrics, "applied") or 0) == valid
     assert int(rdb.hget(keys.metrics, "invalid") or 0) == len(messages) - valid
     assert int(rdb.hget(keys.metrics, "batches") or 0) > 10
+
+
+def test_state_writer_counts_a_batch_without_any_valid_reading_and_goes_on(
+    isolated: Settings, rdb: redis.Redis
+) -> None:
+    garbage = [(b"m000", drills.GARBAGE[i % len(drills.GARBAGE)]) for i in range(40)]
+    drills.produce(isolated, isolated.topics.readings, garbage)
+    group = f"state-{isolated.topics.readings}"
+
+    writer = StateWriter(isolated, replace(MEMBERSHIP, group=group))
+    summary = writer.run(Bounds(until_idle=2.0), StopFlag())
+
+    keys = RedisKeys(isolated.redis_prefix, group)
+    assert summary["applied"] == 0 and summary["invalid"] == 40
+    assert int(rdb.hget(keys.metrics, "invalid") or 0) == 40
+    marks = drills.watermarks(isolated, isolated.topics.readings)
+    stored = {int(p): int(o) for p, o in rdb.hgetall(keys.offsets).items()}
+    assert stored == {p: high - 1 for p, (_, high) in marks.items() if high > 0}
