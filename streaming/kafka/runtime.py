@@ -357,4 +357,16 @@ class ConsumerRuntime:
             self.confirm_dead_letters()
         else:
             self.producer.flush(30.0)
+        self._commit_positions()
         self.consumer.close()
+
+    def _commit_positions(self) -> None:
+        """Last report to the group before leaving, synchronously: the asynchronous commits of
+        the last batches may still be in flight."""
+        held = [TopicPartition(self.topic, p, o) for p, o in self.positions.items() if o >= 0]
+        if not held:
+            return
+        try:
+            self.consumer.commit(offsets=held, asynchronous=False)
+        except Exception as exc:
+            self.log("commit_failed", partitions=[tp.partition for tp in held], error=str(exc))

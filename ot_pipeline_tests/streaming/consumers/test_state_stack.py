@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 import redis
+from confluent_kafka import Consumer, TopicPartition
 
 from ot_tools import drills
 from streaming.consumers.state_writer import MEMBERSHIP, StateWriter
 from streaming.events import decode_batch, encode_avro_many, event_id_for
+from streaming.kafka.config import reader_config
 from streaming.kafka.lifecycle import Bounds, StopFlag
 from streaming.redis_keys import RedisKeys
 from streaming.settings import Settings
@@ -161,3 +163,27 @@ def test_state_writer_counts_a_batch_without_any_valid_reading_and_goes_on(
     marks = drills.watermarks(isolated, isolated.topics.readings)
     stored = {int(p): int(o) for p, o in rdb.hgetall(keys.offsets).items()}
     assert stored == {p: high - 1 for p, (_, high) in marks.items() if high > 0}
+
+
+def test_state_writer_commits_what_it_applied_so_group_lag_is_visible(
+    isolated: Settings, rdb: redis.Redis
+) -> None:
+    drills.produce(isolated, isolated.topics.readings, drills.readings(5000, garbage_every=40))
+    group = f"state-{isolated.topics.readings}"
+
+    writer = StateWriter(isolated, replace(MEMBERSHIP, group=group, batch_size=700))
+    writer.run(Bounds(until_idle=2.0), StopFlag())
+
+    keys = RedisKeys(isolated.redis_prefix, group)
+    applied = {int(p): int(o) + 1 for p, o in rdb.hgetall(keys.offsets).items()}
+    reader = Consumer(
+        {**reader_config(isolated.kafka_bootstrap_servers, "committed"), "group.id": group}
+    )
+    try:
+        marks = drills.watermarks(isolated, isolated.topics.readings)
+        asked = [TopicPartition(isolated.topics.readings, p) for p in marks]
+        committed = {tp.partition: tp.offset for tp in reader.committed(asked, timeout=10)}
+    finally:
+        reader.close()
+    assert applied == {p: high for p, (_, high) in marks.items() if high > 0}
+    assert {p: o for p, o in committed.items() if o >= 0} == applied
