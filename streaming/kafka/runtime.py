@@ -20,8 +20,8 @@ from typing import Any, Protocol
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
-from streaming.events import DecodedBatch, decode_batch, dlq_headers
-from streaming.kafka.config import consumer_config, lag
+from streaming.events import DecodedBatch, decode_batch, dlq_headers, fit_dead_letter
+from streaming.kafka.config import DEAD_LETTER_MAX_BYTES, consumer_config, lag
 from streaming.kafka.lifecycle import Bounds, JsonLog, Progress, StopFlag
 from streaming.kafka.producer import ConfirmedProducer
 from streaming.settings import Settings
@@ -128,7 +128,8 @@ class ConsumerRuntime:
     """One consumer group member that subscribes `settings.topics.readings` for `sink`.
 
     With `dead_letter_stage` the runtime sends every invalid message to the dead-letter topic
-    (unchanged, with the contract's `dlq_headers`) and the sink must `confirm_dead_letters()`
+    (unchanged, with the contract's `dlq_headers`; cut to fit by `fit_dead_letter` if too big to
+    forward whole) and the sink must `confirm_dead_letters()`
     before it makes data covering their offsets durable.
     """
 
@@ -288,7 +289,10 @@ class ConsumerRuntime:
                 int(offsets[r.index]),
                 r.detail,
             )
-            self.producer.send(self.settings.topics.dlq, m.value(), m.key(), headers)
+            value, key, headers = fit_dead_letter(
+                m.value(), m.key(), headers, DEAD_LETTER_MAX_BYTES
+            )
+            self.producer.send(self.settings.topics.dlq, value, key, headers)
         self.stats.dead_lettered += len(decoded.rejected)
         self.producer.poll()
 

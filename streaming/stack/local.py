@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streaming.kafka.config import MESSAGE_MAX_BYTES
 from streaming.settings import (
     DEFAULT_KAFKA_PORT,
     DEFAULT_PG_PORT,
@@ -550,7 +551,7 @@ class LocalStack:
             "num.network.threads": 2,
             "num.io.threads": 4,
             "log.retention.hours": 168,
-            "message.max.bytes": 10485760,
+            "message.max.bytes": MESSAGE_MAX_BYTES,
         }
         return "".join(f"{k}={v}\n" for k, v in lines.items())
 
