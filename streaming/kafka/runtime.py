@@ -22,7 +22,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 
 from streaming.events import DecodedBatch, decode_batch, dlq_headers, fit_dead_letter
 from streaming.kafka.config import DEAD_LETTER_MAX_BYTES, consumer_config, lag
-from streaming.kafka.lifecycle import Bounds, JsonLog, Progress, StopFlag
+from streaming.kafka.lifecycle import Bounds, ConsumerFailed, JsonLog, Progress, StopFlag
 from streaming.kafka.producer import ConfirmedProducer
 from streaming.settings import Settings
 
@@ -30,6 +30,18 @@ from streaming.settings import Settings
 class DeadLettersNotConfirmed(RuntimeError):
     """The DLQ did not confirm every dead letter: making the covering data durable would lose
     them."""
+
+
+# A fenced static member reports `_FATAL` (wrapping FENCED_INSTANCE_ID) while `err.fatal()` says
+# False: the client is dead all the same (no callbacks, no messages), so it is known by its code.
+FATAL_CODES = frozenset({KafkaError._FATAL, KafkaError.FENCED_INSTANCE_ID})
+REJOIN_BUDGET = 3  # fresh clients within REJOIN_WINDOW_S; one more failure exits the process
+REJOIN_WINDOW_S = 300.0
+
+
+def is_fatal(err: KafkaError) -> bool:
+    """The client is unusable: a new one must be made (fenced static member, fatal error)."""
+    return bool(err.fatal()) or err.code() in FATAL_CODES
 
 
 @dataclass
@@ -153,21 +165,29 @@ class ConsumerRuntime:
         # Next offset the sink wants per assigned partition (-1: it holds nothing, take any).
         self.positions: dict[int, int] = {}
         self.backlog = False  # the last consume call filled its batch: catching up
+        self.membership = membership
+        self.failed: KafkaError | None = None  # a fatal error: the client must be replaced
+        self.rejoins: list[float] = []  # monotonic times of the fresh clients made
         self.producer = ConfirmedProducer(settings)
-        self.consumer = Consumer(
-            consumer_config(
-                settings,
-                membership.group,
-                instance_id=membership.instance_id,
-                session_timeout_ms=membership.session_timeout_ms,
-            )
+        self.consumer = self._join()
+
+    def _join(self) -> Consumer:
+        """A fresh client in the group, subscribed with the rebalance callbacks."""
+        m = self.membership
+        config = consumer_config(
+            self.settings,
+            m.group,
+            instance_id=m.instance_id,
+            session_timeout_ms=m.session_timeout_ms,
         )
-        self.consumer.subscribe(
+        consumer = Consumer({**config, "error_cb": self._client_error})
+        consumer.subscribe(
             [self.topic],
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
+        return consumer
 
     # -- rebalance callbacks: the sink, not the group, says where each partition resumes ------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -238,6 +258,8 @@ class ConsumerRuntime:
                 err = m.error()
                 if err is not None:
                     self._kafka_error(err)
+            if self.failed is not None:
+                return None  # the partitions may be someone else's already: leave them be
         n = len(good)
         if not n:
             return None
@@ -297,9 +319,45 @@ class ConsumerRuntime:
         self.producer.poll()
 
     def _kafka_error(self, err: KafkaError) -> None:
-        if err.fatal():
-            raise RuntimeError(f"fatal Kafka error: {err}")
-        self.log("kafka_error", error=str(err))
+        if is_fatal(err):
+            self.failed = self.failed or err
+            self.log("kafka_fatal", code=err.name(), error=str(err))
+            return
+        self.log("kafka_error", code=err.name(), error=str(err))
+
+    def _client_error(self, err: KafkaError) -> None:
+        """librdkafka's error callback (global errors, e.g. all brokers down): same handling."""
+        self._kafka_error(err)
+
+    def rejoin(self) -> None:
+        """The client failed fatally (e.g. fenced when the group coordinator was lost): drop it,
+        tell the sink its partitions are lost, and join again with a fresh client; whoever owns a
+        partition next resumes where the sink's record says, so this is exact. A client that
+        keeps failing (REJOIN_BUDGET fresh clients within REJOIN_WINDOW_S: another live process
+        with the same --instance-id, a broken configuration) raises ConsumerFailed instead."""
+        err, self.failed = self.failed, None
+        now = time.monotonic()
+        self.rejoins = [t for t in self.rejoins if now - t < REJOIN_WINDOW_S]
+        lost = sorted(self.positions)
+        self.sink.lose(lost)
+        self.positions.clear()
+        try:
+            self.consumer.close()
+        except Exception as exc:  # a fatally failed client may refuse to close cleanly
+            self.log("close_failed", error=str(exc))
+        reason = f"{err.name()}: {err.str()}" if err is not None else "unknown"
+        if len(self.rejoins) >= REJOIN_BUDGET:
+            why = (
+                f"Kafka client failed fatally {len(self.rejoins) + 1} times within "
+                f"{REJOIN_WINDOW_S:.0f} s (last: {reason})"
+            )
+            if self.membership.instance_id:
+                why += f"; does another process use --instance-id {self.membership.instance_id}?"
+            raise ConsumerFailed(why)
+        time.sleep(0.5 * len(self.rejoins))  # a little more patience after each failure
+        self.rejoins.append(now)
+        self.log("rejoining", reason=reason, lost=lost, attempt=len(self.rejoins))
+        self.consumer = self._join()
 
     # -- running ----------------------------------------------------------------------------
     def run(
@@ -330,6 +388,9 @@ class ConsumerRuntime:
                     batch = self.decode(messages)
                     if batch is not None:
                         self.sink.write(batch)
+                if self.failed is not None:
+                    self.rejoin()
+                    continue
                 self.sink.tick(now)
                 if progress and progress.due(now):
                     figures = self.sink.progress(now, max(now - started, 1e-9))
