@@ -42,6 +42,8 @@ class StateStore:
     # -- reads --------------------------------------------------------------------------------
     def applied(self, partitions: list[int]) -> dict[int, int]:
         """Last applied offset per partition (-1: none yet)."""
+        if not partitions:
+            return {}
         stored = self.redis.hmget(self.keys.offsets, [str(p) for p in partitions])
         return {
             p: int(raw) if raw is not None else -1

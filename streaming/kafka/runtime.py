@@ -13,12 +13,20 @@ A sink implements `Sink`; the lander (Parquet lake) and the state writer (Redis)
 from __future__ import annotations
 
 import argparse
+import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_STORED,
+    Consumer,
+    KafkaError,
+    Message,
+    TopicPartition,
+)
 
 from streaming.events import DecodedBatch, decode_batch, dlq_headers, fit_dead_letter
 from streaming.kafka.config import DEAD_LETTER_MAX_BYTES, consumer_config, lag
@@ -30,6 +38,49 @@ from streaming.settings import Settings
 class DeadLettersNotConfirmed(RuntimeError):
     """The DLQ did not confirm every dead letter: making the covering data durable would lose
     them."""
+
+
+class SinkUnavailable(RuntimeError):
+    """The sink's store cannot be reached now (Redis timed out or refused, ...). A sink raises it
+    from `resume`, `write`, `tick` or `progress`; a batch whose `write` raised it counts as not
+    taken. The runtime then stops consuming (partitions paused), retries behind a `Breaker`, and
+    once `resume` answers again seeks every partition to what the sink says: a sink that raises
+    it must hold nothing beyond what its `resume` will report (the state writer holds nothing)."""
+
+
+@dataclass
+class Breaker:
+    """A circuit breaker with exponential backoff and jitter: open after a failure, one probe
+    when the delay is over, closed after a success. The delay doubles per failure from `base_s`
+    up to `cap_s`, and is drawn from its upper half, so retries never spin and processes that
+    failed together do not retry together."""
+
+    base_s: float = 0.25
+    cap_s: float = 10.0
+    failures: int = 0
+    opened_at: float | None = None
+    retry_at: float = 0.0
+    rng: random.Random = field(default_factory=random.Random)
+
+    @property
+    def open(self) -> bool:
+        return self.opened_at is not None
+
+    def trip(self, now: float) -> float:
+        """A failure at `now`: open (or stay open); returns the delay before the next probe."""
+        self.failures += 1
+        if self.opened_at is None:
+            self.opened_at = now
+        ceiling = min(self.cap_s, self.base_s * 2 ** (self.failures - 1))
+        delay = ceiling / 2 + self.rng.uniform(0, ceiling / 2)
+        self.retry_at = now + delay
+        return delay
+
+    def reset(self, now: float) -> float:
+        """A success: closed again; returns how long it was open."""
+        down = now - self.opened_at if self.opened_at is not None else 0.0
+        self.failures, self.opened_at, self.retry_at = 0, None, 0.0
+        return down
 
 
 # A fenced static member reports `_FATAL` (wrapping FENCED_INSTANCE_ID) while `err.fatal()` says
@@ -168,6 +219,7 @@ class ConsumerRuntime:
         self.membership = membership
         self.failed: KafkaError | None = None  # a fatal error: the client must be replaced
         self.rejoins: list[float] = []  # monotonic times of the fresh clients made
+        self.breaker = Breaker()  # open while the sink's store cannot be reached
         self.producer = ConfirmedProducer(settings)
         self.consumer = self._join()
 
@@ -191,12 +243,25 @@ class ConsumerRuntime:
 
     # -- rebalance callbacks: the sink, not the group, says where each partition resumes ------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        resume = self.sink.resume([tp.partition for tp in partitions])
+        try:
+            resume: dict[int, int | None] | None = self.sink.resume(
+                [tp.partition for tp in partitions]
+            )
+        except SinkUnavailable as exc:
+            # The sink cannot say now: take the partitions paused (from the group's committed
+            # offset, never ahead of the sink) and ask it again once it is back.
+            resume = None
+            self._unavailable(exc, time.monotonic())
         for tp in partitions:
+            if resume is None:
+                tp.offset, self.positions[tp.partition] = OFFSET_STORED, -1
+                continue
             nxt = resume[tp.partition]
             tp.offset = OFFSET_BEGINNING if nxt is None else nxt
             self.positions[tp.partition] = -1 if nxt is None else nxt
         consumer.assign(partitions)
+        if self.breaker.open:
+            consumer.pause(partitions)
         self.log("assigned", partitions={tp.partition: tp.offset for tp in partitions})
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -370,31 +435,39 @@ class ConsumerRuntime:
         try:
             while True:
                 now = time.monotonic()
-                if not self.positions:
-                    # Waiting for partitions (e.g. for a dead member's session to expire) is
-                    # not idle: idle time counts only while partitions are assigned.
+                if not self.positions or self.breaker.open:
+                    # Waiting for partitions (e.g. for a dead member's session to expire) or
+                    # for the sink's store is not idle: idle time counts only while partitions
+                    # are assigned and the sink takes batches.
                     bounds.hold_idle(now)
                 reason = stop.signal or bounds.reached(self.stats.consumed, now)
                 if reason:
                     break
+                if self.breaker.open:
+                    self._wait_for_sink(now)
+                    bounds.hold_idle(time.monotonic())  # a probe may have waited for a reply
+                    continue
                 want = bounds.remaining(self.stats.consumed, self.batch_size)
                 messages = self.consumer.consume(num_messages=want, timeout=self.poll_timeout)
                 now = time.monotonic()
                 self.backlog = len(messages) >= want
-                if messages:
-                    bounds.saw_messages(now)
-                    if self.stats.first_batch_at is None:
-                        self.stats.first_batch_at = now
-                    batch = self.decode(messages)
-                    if batch is not None:
-                        self.sink.write(batch)
-                if self.failed is not None:
-                    self.rejoin()
-                    continue
-                self.sink.tick(now)
-                if progress and progress.due(now):
-                    figures = self.sink.progress(now, max(now - started, 1e-9))
-                    progress.show(now, consumed=self.stats.consumed, **figures)
+                try:
+                    if messages:
+                        bounds.saw_messages(now)
+                        if self.stats.first_batch_at is None:
+                            self.stats.first_batch_at = now
+                        batch = self.decode(messages)
+                        if batch is not None:
+                            self._write(batch)
+                    if self.failed is not None:
+                        self.rejoin()
+                        continue
+                    self.sink.tick(now)
+                    if progress and progress.due(now):
+                        figures = self.sink.progress(now, max(now - started, 1e-9))
+                        progress.show(now, consumed=self.stats.consumed, **figures)
+                except SinkUnavailable as exc:
+                    self._unavailable(exc, now)
             self.sink.drain()
             self.stats.finished_at = time.monotonic()
         finally:
@@ -415,6 +488,72 @@ class ConsumerRuntime:
             "elapsed_s": round(elapsed, 2),
             "stopped_by": reason,
         }
+
+    # -- when the sink's store cannot be reached ---------------------------------------------
+    def _write(self, batch: Batch) -> None:
+        try:
+            self.sink.write(batch)
+        except SinkUnavailable:
+            self.stats.consumed -= len(batch.messages)  # not taken: consumed again later
+            raise
+
+    def _unavailable(self, exc: SinkUnavailable, now: float) -> None:
+        """Stop consuming (pause every partition) and wait for the breaker's next probe."""
+        first = not self.breaker.open
+        delay = self.breaker.trip(now)
+        if first:
+            self.consumer.pause(self.consumer.assignment())
+        self.log(
+            "sink_unavailable" if first else "sink_still_unavailable",
+            error=str(exc),
+            failures=self.breaker.failures,
+            retry_in_s=round(delay, 2),
+        )
+
+    def _wait_for_sink(self, now: float) -> None:
+        """While the breaker is open: probe the sink when due, else keep serving the group
+        (heartbeats, rebalances; paused partitions deliver nothing). Waiting is not idle."""
+        if now >= self.breaker.retry_at:
+            self._probe(now)
+            if not self.breaker.open:
+                return
+        wait = max(0.0, min(self.poll_timeout, self.breaker.retry_at - now))
+        for m in self.consumer.consume(num_messages=self.batch_size, timeout=wait):
+            err = m.error()
+            if err is not None:
+                self._kafka_error(err)
+            # A message fetched before its partition was paused is dropped: once the sink is
+            # back, every partition seeks to where the sink says.
+        if self.failed is not None:
+            self.rejoin()
+
+    def _probe(self, now: float) -> None:
+        """Ask the sink where every assigned partition resumes: if it answers, it is back; seek
+        each partition there (its store may have moved back, e.g. Redis restarted from its
+        append-only file) and consume again."""
+        assigned = self.consumer.assignment()
+        try:
+            resume = self.sink.resume(sorted(tp.partition for tp in assigned))
+        except SinkUnavailable as exc:
+            self._unavailable(exc, now)
+            return
+        for tp in assigned:
+            nxt = resume.get(tp.partition)
+            self.positions[tp.partition] = -1 if nxt is None else nxt
+            tp.offset = OFFSET_BEGINNING if nxt is None else nxt
+        try:
+            for tp in assigned:
+                self.consumer.seek(tp)
+            self.consumer.resume(assigned)
+        except Exception as exc:  # not fetching yet: a fresh assignment takes the offsets too
+            self.log("seek_failed", error=str(exc))
+            self.consumer.assign(assigned)
+        down = self.breaker.reset(now)
+        self.log(
+            "sink_recovered",
+            down_s=round(down, 2),
+            partitions={tp.partition: tp.offset for tp in assigned},
+        )
 
     def close(self) -> None:
         self.sink.close()
