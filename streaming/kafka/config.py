@@ -71,6 +71,11 @@ def reader_config(bootstrap: str, purpose: str) -> dict[str, Any]:
     }
 
 
+def admin_config(bootstrap: str) -> dict[str, Any]:
+    """An admin client (topics, group descriptions)."""
+    return {"bootstrap.servers": bootstrap}
+
+
 def _idempotent(bootstrap: str) -> dict[str, Any]:
     # No duplicates or reordering from retries, and a delivery is confirmed only once every
     # in-sync replica has it.

@@ -13,7 +13,10 @@ A sink implements `Sink`; the lander (Parquet lake) and the state writer (Redis)
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import random
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -27,11 +30,13 @@ from confluent_kafka import (
     Message,
     TopicPartition,
 )
+from confluent_kafka.admin import AdminClient
 
 from streaming.events import DecodedBatch, decode_batch, dlq_headers, fit_dead_letter
-from streaming.kafka.config import DEAD_LETTER_MAX_BYTES, consumer_config, lag
+from streaming.kafka.config import DEAD_LETTER_MAX_BYTES, admin_config, consumer_config, lag
 from streaming.kafka.lifecycle import Bounds, ConsumerFailed, JsonLog, Progress, StopFlag
 from streaming.kafka.producer import ConfirmedProducer
+from streaming.kafka.rebalance import ClientLog, describe_group, group_changes
 from streaming.settings import Settings
 
 
@@ -220,6 +225,15 @@ class ConsumerRuntime:
         self.failed: KafkaError | None = None  # a fatal error: the client must be replaced
         self.rejoins: list[float] = []  # monotonic times of the fresh clients made
         self.breaker = Breaker()  # open while the sink's store cannot be reached
+        # Rebalances in the logs: this client's name, librdkafka's reasons, the group's view.
+        self.client_id = f"ot-{sink.command}-{os.getpid()}@{socket.gethostname()}"
+        self.client_log = ClientLog(log)
+        self.admin = AdminClient(admin_config(settings.kafka_bootstrap_servers))
+        self.view: dict[str, list[int]] = {}  # member -> partitions, as last described
+        self.previously: list[int] = []  # the partitions held before the last release
+        self.describe_due: tuple[float, int] | None = None  # when, tries left
+        self.me = membership.instance_id or self.client_id  # the member id once joined
+        self.leaving = False
         self.producer = ConfirmedProducer(settings)
         self.consumer = self._join()
 
@@ -232,7 +246,14 @@ class ConsumerRuntime:
             instance_id=m.instance_id,
             session_timeout_ms=m.session_timeout_ms,
         )
-        consumer = Consumer({**config, "error_cb": self._client_error})
+        consumer = Consumer(
+            {
+                **config,
+                "client.id": self.client_id,
+                "error_cb": self._client_error,
+                "logger": self.client_log.logger(self.client_id),
+            }
+        )
         consumer.subscribe(
             [self.topic],
             on_assign=self._on_assign,
@@ -262,23 +283,58 @@ class ConsumerRuntime:
         consumer.assign(partitions)
         if self.breaker.open:
             consumer.pause(partitions)
-        self.log("assigned", partitions={tp.partition: tp.offset for tp in partitions})
+        mine = sorted(tp.partition for tp in partitions)
+        self.log(
+            "assigned",
+            partitions={tp.partition: tp.offset for tp in partitions},
+            member=self._member(consumer),
+            gained=sorted(set(mine) - set(self.previously)),
+            gave_up=sorted(set(self.previously) - set(mine)),
+        )
+        self.describe_due = (time.monotonic() + 0.2, 20)  # then: who else, and what moved
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         released = [tp.partition for tp in partitions]
         self.sink.revoke(released)  # durable before anyone else can get them (eager rebalance)
-        self._release(consumer, released, "revoked")
+        # Eager protocol: every member gives everything back whenever the group changes.
+        why = "leaving the group" if self.leaving else "group rebalance (a member joined or left)"
+        self._release(consumer, released, "revoked", why)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         released = [tp.partition for tp in partitions]
         self.sink.lose(released)  # the sink's record tells the next owner where to go on
-        self._release(consumer, released, "lost")
+        why = self.client_log.reason() or (str(self.failed) if self.failed else None)
+        self._release(consumer, released, "lost", why or "session lost (timed out or fenced)")
 
-    def _release(self, consumer: Consumer, released: list[int], event: str) -> None:
+    def _release(self, consumer: Consumer, released: list[int], event: str, why: str) -> None:
         for p in released:
             self.positions.pop(p, None)
+        self.previously = sorted(released)
         consumer.unassign()
-        self.log(event, partitions=released)
+        self.log(event, partitions=released, reason=why, member=self.me)
+
+    def _member(self, consumer: Consumer) -> str:
+        """This member as the group knows it (`rebalance` events use the same names)."""
+        if self.membership.instance_id:
+            return self.membership.instance_id
+        with contextlib.suppress(Exception):  # no member id while not joined
+            self.me = str(consumer.memberid() or self.me)
+        return self.me
+
+    def _describe(self, now: float) -> None:
+        """After an assignment, once the group is stable: log every member's partitions and
+        what changed since the last view (who joined, who left, which partitions moved)."""
+        if self.describe_due is None or now < self.describe_due[0]:
+            return
+        _, tries = self.describe_due
+        view = describe_group(self.admin, self.membership.group, self.topic, timeout=2.0)
+        if view is None:
+            self.describe_due = (now + 0.5, tries - 1) if tries > 1 else None
+            return
+        self.describe_due = None
+        changes = group_changes(self.view, view)
+        self.view = view
+        self.log("rebalance", member=self._member(self.consumer), members=view, **changes)
 
     # -- what a sink may ask of the runtime -----------------------------------------------------
     def advance(self, partition: int, next_offset: int) -> None:
@@ -463,6 +519,7 @@ class ConsumerRuntime:
                         self.rejoin()
                         continue
                     self.sink.tick(now)
+                    self._describe(now)
                     if progress and progress.due(now):
                         figures = self.sink.progress(now, max(now - started, 1e-9))
                         progress.show(now, consumed=self.stats.consumed, **figures)
@@ -562,6 +619,14 @@ class ConsumerRuntime:
         else:
             self.producer.flush(30.0)
         self._commit_positions()
+        self.leaving = True
+        self.log(
+            "leaving",
+            member=self.me,
+            partitions=sorted(self.positions),
+            # A static member's partitions wait for its session to time out (or for it).
+            static=bool(self.membership.instance_id),
+        )
         self.consumer.close()
 
     def _commit_positions(self) -> None:

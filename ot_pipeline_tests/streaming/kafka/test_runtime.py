@@ -1,4 +1,5 @@
-"""The consumer runtime's pure parts: the breaker's backoff and what counts as a dead client."""
+"""The consumer runtime's pure parts: the breaker's backoff, what counts as a dead client, and
+what a rebalance changed."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import random
 
 from confluent_kafka import KafkaError
 
+from streaming.kafka.rebalance import group_changes
 from streaming.kafka.runtime import Breaker, is_fatal
 
 
@@ -30,3 +32,19 @@ def test_a_fenced_static_member_is_fatal_although_librdkafka_says_not() -> None:
     assert is_fatal(KafkaError(KafkaError._FAIL, fatal=True))
     assert not is_fatal(KafkaError(KafkaError._TRANSPORT))
     assert not is_fatal(KafkaError(KafkaError._ALL_BROKERS_DOWN))
+
+
+def test_group_changes_name_who_joined_who_left_and_where_partitions_went() -> None:
+    before = {"a": [0, 1, 2, 3], "b": [4, 5]}
+    after = {"a": [0, 1], "c": [2, 3, 4, 5]}
+    assert group_changes(before, after) == {
+        "joined": ["c"],
+        "left": ["b"],
+        "moved": {
+            2: {"from": "a", "to": "c"},
+            3: {"from": "a", "to": "c"},
+            4: {"from": "b", "to": "c"},
+            5: {"from": "b", "to": "c"},
+        },
+    }
+    assert group_changes(after, after) == {"joined": [], "left": [], "moved": {}}
