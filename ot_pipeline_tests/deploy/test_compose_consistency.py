@@ -24,6 +24,12 @@ import yaml
 
 import streaming.stack.topics as topics_module
 from ot_pipeline_tests.support.paths import REPO_ROOT
+from streaming.kafka.config import (
+    MESSAGE_MAX_BYTES,
+    consumer_config,
+    producer_config,
+    reader_config,
+)
 from streaming.settings import (
     DEFAULT_KAFKA_PORT,
     DEFAULT_MQTT_PORT,
@@ -414,6 +420,21 @@ def test_kafka_nodes_form_one_static_quorum_of_combined_brokers(
         assert env["KAFKA_MIN_INSYNC_REPLICAS"] == "2"
         assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
         assert env["KAFKA_LOG_DIRS"] in _mounts(services[KAFKA_SERVICES[i - 1]])
+
+
+def test_brokers_and_clients_agree_on_the_message_size_limit(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    # One limit end to end (streaming/kafka/config.py): what the brokers accept is what every
+    # producer may send and what a consumer fetches from a partition at once.
+    for kafka in KAFKA_SERVICES:
+        assert _env(services[kafka])["KAFKA_MESSAGE_MAX_BYTES"] == str(MESSAGE_MAX_BYTES)
+    properties = LocalStack()._kafka_properties(1).splitlines()
+    assert f"message.max.bytes={MESSAGE_MAX_BYTES}" in properties
+    settings = Settings.from_env({})
+    assert producer_config(settings)["message.max.bytes"] == MESSAGE_MAX_BYTES
+    assert consumer_config(settings, "g")["max.partition.fetch.bytes"] == MESSAGE_MAX_BYTES
+    assert reader_config("b", "r")["max.partition.fetch.bytes"] == MESSAGE_MAX_BYTES
 
 
 # ---------------------------------------------------------------------------------------------

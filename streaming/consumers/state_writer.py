@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from streaming.consumers.alerting import (
     DEFAULT_RULES,
@@ -38,12 +42,36 @@ from streaming.consumers.alerting import (
 from streaming.consumers.live_state import machine_fields, summarise
 from streaming.consumers.state_store import StateStore
 from streaming.kafka.lifecycle import JsonLog, consumer_parser, serve
-from streaming.kafka.runtime import Batch, ConsumerRuntime, Membership
+from streaming.kafka.runtime import Batch, ConsumerRuntime, Membership, SinkUnavailable
 from streaming.redis_keys import STATE_WRITER_GROUP, RedisKeys
 from streaming.settings import Settings
 
 GROUP = STATE_WRITER_GROUP
 MEMBERSHIP = Membership(GROUP, poll_timeout=0.1)  # `ot state` defaults
+# A Redis that does not answer within this long counts as down (a paused server accepts
+# connections and never replies). The runtime's breaker does the retrying, so the client does
+# not retry on its own.
+REDIS_TIMEOUT_S = 5.0
+REDIS_CONNECT_TIMEOUT_S = 2.0
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)  # LOADING after a restart is one too
+
+
+def redis_client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=REDIS_TIMEOUT_S,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+@contextmanager
+def redis_reachable() -> Iterator[None]:
+    """Redis timed out or refused: the runtime waits behind its breaker and asks again."""
+    try:
+        yield
+    except REDIS_DOWN as exc:
+        raise SinkUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
 
 
 @dataclass
@@ -75,7 +103,7 @@ class StateWriter:
         membership = membership or MEMBERSHIP
         self.alerts_topic = settings.topics.alerts
         self.keys = RedisKeys(settings.redis_prefix, membership.group)
-        self.store = StateStore(redis.Redis.from_url(settings.redis_url), self.keys, expire_after_s)
+        self.store = StateStore(redis_client(settings.redis_url), self.keys, expire_after_s)
         self.rules = rules_frame(rules)
         self.sweep_every_s = sweep_every_s
         self.expire_after_s = expire_after_s
@@ -92,10 +120,11 @@ class StateWriter:
 
     # -- assignment: Redis, not the group, says where each partition resumes -------------------
     def resume(self, partitions: list[int]) -> dict[int, int | None]:
-        applied = self.store.applied(partitions)
-        self.state = self.store.alert_state()
-        for p in partitions:
-            self._publish_outbox(p)
+        with redis_reachable():
+            applied = self.store.applied(partitions)
+            self.state = self.store.alert_state()
+            for p in partitions:
+                self._publish_outbox(p)
         return {p: last + 1 if last >= 0 else None for p, last in applied.items()}
 
     def revoke(self, partitions: list[int]) -> None:
@@ -111,6 +140,12 @@ class StateWriter:
 
     # -- one batch -----------------------------------------------------------------------------
     def write(self, batch: Batch) -> None:
+        """One transaction for the batch. If Redis is down the batch is not applied (or, when
+        the reply of EXEC was lost, applied and found stale when read again)."""
+        with redis_reachable():
+            self._write(batch)
+
+    def _write(self, batch: Batch) -> None:
         now_ms = batch.ingest_ms
         parts, offsets = batch.partitions, batch.offsets
         stamps = np.fromiter(
@@ -166,6 +201,7 @@ class StateWriter:
         self.state = back.state
         for p, o in last.items():
             self.runtime.advance(p, o + 1)
+            self.runtime.commit(p, o + 1)  # only reports lag: the offsets hash holds the truth
         self.stats.applied += readings.height
         self.stats.invalid += invalid
         self.stats.batches += 1
@@ -193,7 +229,8 @@ class StateWriter:
     def tick(self, now: float) -> None:
         if now - self._last_sweep >= self.sweep_every_s:
             self._last_sweep = now
-            self.sweep(int(time.time() * 1000))
+            with redis_reachable():
+                self.sweep(int(time.time() * 1000))
 
     def sweep(self, now_ms: int) -> int:
         """Open OFFLINE alerts for silent machines of the assigned partitions. Skipped while
@@ -227,7 +264,8 @@ class StateWriter:
         rate = (consumed - window_count) / max(now - window_start, 1e-9)
         self._window = (now, consumed)
         behind = self.runtime.lag()
-        self.store.publish_metrics(rate, behind, self.stats.batch_ms)
+        with redis_reachable():
+            self.store.publish_metrics(rate, behind, self.stats.batch_ms)
         return {
             "applied": self.stats.applied,
             "invalid": self.stats.invalid,
@@ -240,7 +278,10 @@ class StateWriter:
         """Every batch is applied before the next consume call: nothing is held."""
 
     def finish(self, rate: float, lag: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        self.store.publish_metrics(rate, lag, self.stats.batch_ms)
+        try:
+            self.store.publish_metrics(rate, lag, self.stats.batch_ms)
+        except REDIS_DOWN as exc:  # stopping while Redis is down: the gauges wait for next time
+            self.log("metrics_not_published", error=str(exc))
         ms = sorted(self.stats.batch_ms)
         counts = {
             "applied": self.stats.applied,

@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streaming.kafka.config import MESSAGE_MAX_BYTES
 from streaming.settings import (
     DEFAULT_KAFKA_PORT,
     DEFAULT_MQTT_PORT,
@@ -133,6 +134,18 @@ def _wait(predicate, timeout: float, interval: float = 0.25) -> bool:  # type: i
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+def storage_format_command(
+    java: str, log4j: Path, classpath: str, cluster_id: str, props: Path
+) -> list[str]:
+    """Kafka's storage format. The id goes as `--cluster-id=<id>`: a base64url id may start with
+    '-', which the tool would read as an option if it came as a separate argument."""
+    return [
+        java, "-Xmx256m", f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath,
+        "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(props),
+        "--ignore-formatted",
+    ]  # fmt: skip
 
 
 @dataclass
@@ -633,7 +646,7 @@ class LocalStack:
             "num.network.threads": 2,
             "num.io.threads": 4,
             "log.retention.hours": 168,
-            "message.max.bytes": 10485760,
+            "message.max.bytes": MESSAGE_MAX_BYTES,
         }
         return "".join(f"{k}={v}\n" for k, v in lines.items())
 
@@ -683,11 +696,7 @@ class LocalStack:
             props = ndir / "server.properties"
             props.write_text(self._kafka_properties(node))
             if not (ndir / "data" / "meta.properties").exists():
-                cmd = [
-                    java, "-Xmx256m", f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath,
-                    "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
-                    "--ignore-formatted",
-                ]  # fmt: skip
+                cmd = storage_format_command(java, log4j, classpath, cluster_id, props)
                 log = self.logs / f"kafka-{node}-format.log"
                 out = log.open("ab")
                 formats.append((cmd, log, subprocess.Popen(cmd, stdout=out, stderr=out), out))

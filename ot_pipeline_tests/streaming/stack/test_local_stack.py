@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from confluent_kafka.admin import AdminClient
 from streaming.events import decode_batch, encode_avro_many, event_id_for
 from streaming.redis_keys import RedisKeys
 from streaming.settings import Settings, Topics
-from streaming.stack.local import LocalStack
+from streaming.stack.local import LocalStack, storage_format_command
 from streaming.stack.topics import create_topics
 
 pytestmark = pytest.mark.stack
@@ -216,3 +217,20 @@ def test_three_broker_cluster_replicates_topics_and_survives_a_killed_broker(
         assert new_leader != victim
     finally:
         cluster.down()
+
+
+def test_stack_formats_kafka_storage_with_a_cluster_id_that_starts_with_a_dash(tmp_path: Path):
+    # About one fresh cluster id in 64 starts with '-': the storage tool must still take it.
+    cluster_id = "-" + uuid.uuid4().hex[:21]
+    jars = LocalStack.from_env().ensure_kafka_jars()
+    node = LocalStack(root=tmp_path / "stack", kafka_port=39092, services=("kafka",))
+    props = tmp_path / "server.properties"
+    props.write_text(node._kafka_properties(1))
+    command = storage_format_command(
+        shutil.which("java") or "java", node._log4j_config(), f"{jars}/*", cluster_id, props
+    )
+    assert f"--cluster-id={cluster_id}" in command
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    meta = node._kafka_dir() / "node-1" / "data" / "meta.properties"
+    assert f"cluster.id={cluster_id}" in meta.read_text().splitlines()
