@@ -18,6 +18,8 @@ module per detector family (`stuck`, `gap`, `limits`, `level` with `rate_of_chan
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -73,7 +75,11 @@ def _series_slices(rows: pl.DataFrame, size: int) -> list[pl.DataFrame]:
 
 
 def _detect_group(
-    rows: pl.DataFrame, s: DetectorSettings, use_seq: bool, flag_stops: bool
+    rows: pl.DataFrame,
+    s: DetectorSettings,
+    use_seq: bool,
+    flag_stops: bool,
+    input_times: Callable[[], Any] | None = None,
 ) -> pl.DataFrame:
     """All detectors for the series of one settings group; rows sorted by series and order.
 
@@ -92,7 +98,16 @@ def _detect_group(
     stats = block_statistics(series.xv, flat, layout, s)
     sigma_b = stats.sigma_b
     sigma = sigma_b[block]
-    regimes = regime.regimes(series, stats, block, s)
+
+    def times() -> Any:  # epoch ms of the slice's rows (only asked for when needed)
+        if "_t" in rows.columns:
+            return rows["_t"].fill_null(strategy="forward").fill_null(0.0).to_numpy()
+        assert input_times is not None
+        return input_times()[rows["_row"].to_numpy()]
+
+    regimes = regime.regimes(
+        series, stats, block, s, times if ("_t" in rows.columns or input_times) else None
+    )
 
     # Stage 2 (block medians of running readings only): envelope of normal operation, trend.
     blocks2 = block_history(
@@ -142,7 +157,7 @@ def _detect_group(
         combiner.add("limits", limits.scores(series.x, regimes.judge, runs, s))
     combiner.add("level", level.scores(excess, breach, runs, s))
     del excess
-    combiner.add("spike", spike.scores(s, series.xv, sigma, regimes.ready, series.n))
+    combiner.add("spike", spike.scores(s, series.xv, sigma, regimes.ready, series.n, layout))
     combiner.add(
         "rate_of_change",
         level.rate_of_change_scores(series.step, sigma_b, block, breach, gap_missing, s),
@@ -261,6 +276,14 @@ def score_codes(readings: pl.DataFrame, config: DetectionConfig) -> pl.DataFrame
             base = base.sort(key, maintain_order=True)
     else:
         base = base.sort(["_code", within], maintain_order=True)
+    cache: list[Any] = []
+
+    def input_times() -> Any:  # epoch ms in input order, computed once when a stop is judged
+        if not cache:
+            t = readings.select(_epoch_ms(pl.col("ts"), readings.schema["ts"]))
+            cache.append(t.to_series().fill_null(strategy="forward").fill_null(0.0).to_numpy())
+        return cache[0]
+
     group_of_code = pairs["_group"].to_numpy()
     lengths = np.bincount(group_of_code[base["_code"].to_numpy()], minlength=len(distinct))
     parts = []
@@ -271,7 +294,7 @@ def score_codes(readings: pl.DataFrame, config: DetectionConfig) -> pl.DataFrame
         part = base.slice(offset, length)
         offset += length
         for piece in _series_slices(part, SLICE_ROWS):
-            parts.append(_detect_group(piece, distinct[group], use_seq, flag_stops))
+            parts.append(_detect_group(piece, distinct[group], use_seq, flag_stops, input_times))
     combined = pl.concat(parts)
     # Back to input order: the inverse of the sort permutation, by one scatter.
     if in_order:
