@@ -29,6 +29,7 @@ DETECTORS = (
     "rate_of_change",
     "drift",
     "ramp",
+    "multivariate",
     "regime",
 )
 # What `Combiner.coded` returns (and `engine.score_codes` for the whole input).

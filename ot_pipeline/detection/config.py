@@ -128,6 +128,15 @@ class DetectorSettings:
     alarm_budget: int = 6
     alarm_budget_window: int = 10_000
     alarm_merge_samples: int = 60
+    # Multivariate (per machine, PCA with Hotelling T² and Q on its channels sampled together):
+    # learnt on the machine's first multivariate_train_samples readings, on rolling means of
+    # multivariate_smooth_samples; limits widened by multivariate_threshold; raised after
+    # multivariate_consecutive readings beyond. On in `ot detect` (RECORDING_DEFAULTS).
+    multivariate: bool = False
+    multivariate_train_samples: int = 400
+    multivariate_smooth_samples: int = 10
+    multivariate_threshold: float = 2.0
+    multivariate_consecutive: int = 10
 
     def validate(self) -> DetectorSettings:
         for name in (
@@ -148,6 +157,9 @@ class DetectorSettings:
             "stop_transition_samples",
             "alarm_budget_window",
             "alarm_merge_samples",
+            "multivariate_train_samples",
+            "multivariate_smooth_samples",
+            "multivariate_consecutive",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -187,7 +199,8 @@ METRIC_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 # `ot detect` on a recording: the envelope freeze is on (docs/detection.md, "The envelope freeze").
-RECORDING_DEFAULTS: dict[str, Any] = {"envelope_freeze_passes": 2}
+# ... and the multivariate detector across the value columns (docs/detection.md).
+RECORDING_DEFAULTS: dict[str, Any] = {"envelope_freeze_passes": 2, "multivariate": True}
 
 _FIELD_NAMES = {f.name for f in fields(DetectorSettings)}
 
