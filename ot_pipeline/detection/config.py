@@ -135,7 +135,7 @@ class DetectorSettings:
     multivariate: bool = False
     multivariate_train_samples: int = 400
     multivariate_smooth_samples: int = 10
-    multivariate_threshold: float = 2.0
+    multivariate_threshold: float = 2.5
     multivariate_consecutive: int = 10
 
     def validate(self) -> DetectorSettings:

@@ -5,7 +5,8 @@ pressure and the current stay where they were) without any channel leaving its o
 where every univariate detector is blind. Per machine with at least two channels sampled together
 (the same readings count and times, as the value columns of a recording):
 
-- each channel is smoothed by a causal rolling median of `multivariate_smooth_samples` readings
+- each channel is smoothed by a causal median of 5 readings (spikes are not relations) and a
+  rolling mean of `multivariate_smooth_samples` readings
   (the relations, not the noise of single readings);
 - a normal period gives each channel's mean and standard deviation (not below its resolution)
   and the principal components of the standardised channels (enough to explain
@@ -30,19 +31,30 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import polars as pl
 
 from ot_pipeline.detection.config import DetectorSettings
+from ot_pipeline.detection.spike import median_of_5
 
 MULTIVARIATE_VARIANCE = 0.9  # share of the standardised variance the components keep
 LIMIT_QUANTILE = 0.995  # of T² and Q over the normal period
+MATMUL_ROWS = 4096
 
 
 def _smoothed(values: Any, window: int) -> Any:
-    """Causal rolling median over `window` readings (fewer at the start): a spike of one
-    channel (the spike detector's business) does not move it."""
-    frame = pl.DataFrame({str(c): values[:, c] for c in range(values.shape[1])})
-    return frame.select(pl.all().rolling_median(window, min_samples=1)).to_numpy()
+    """Causal rolling median of 5 readings (a spike of one channel, the spike detector's
+    business, does not move it), then a causal rolling mean over `window` readings (fewer at
+    the start) against the noise. NaN-free input."""
+    n = values.shape[0]
+    out = np.empty_like(values)
+    for c in range(values.shape[1]):
+        column = np.ascontiguousarray(values[:, c])
+        median = median_of_5(column)
+        median[: min(4, n)] = column[: min(4, n)]
+        out[:, c] = median
+    total = np.cumsum(out, axis=0)
+    out = total.copy()
+    out[window:] -= total[:-window]
+    return out / np.minimum(np.arange(1, n + 1), window)[:, None]
 
 
 def machine_scores(values: Any, s: DetectorSettings) -> Any:
@@ -98,6 +110,24 @@ def _resolution(values: Any) -> Any:
     return resolution
 
 
+def _times(z: Any, matrix: Any) -> Any:
+    """z @ matrix for a thin z (n, p), in slices of MATMUL_ROWS rows: BLAS keeps one thread on
+    small products (on a large thin one it spins threads and burns CPU seconds for nothing)."""
+    out = np.empty((z.shape[0], matrix.shape[1]))
+    for begin in range(0, z.shape[0], MATMUL_ROWS):
+        np.matmul(z[begin : begin + MATMUL_ROWS], matrix, out=out[begin : begin + MATMUL_ROWS])
+    return out
+
+
+def _gram(z: Any) -> Any:
+    """z.T @ z, summed over slices of MATMUL_ROWS rows (one thread, as `_times`)."""
+    total = np.zeros((z.shape[1], z.shape[1]))
+    for begin in range(0, z.shape[0], MATMUL_ROWS):
+        part = z[begin : begin + MATMUL_ROWS]
+        total += part.T @ part
+    return total
+
+
 class _Model:
     """PCA of standardised channels with the limits of T² and Q (LIMIT_QUANTILE over the
     normal period, widened by `multivariate_threshold`)."""
@@ -107,26 +137,29 @@ class _Model:
         self.mean = fit.mean(axis=0)
         self.scale = np.fmax(fit.std(axis=0), np.fmax(resolution, 1e-9))
         z_fit = (fit - self.mean) / self.scale
-        eigenvalues, vectors = np.linalg.eigh(np.cov(z_fit, rowvar=False))
+        covariance = _gram(z_fit) / max(z_fit.shape[0] - 1, 1)
+        eigenvalues, vectors = np.linalg.eigh(covariance)
         order = np.argsort(eigenvalues)[::-1]
         eigenvalues, vectors = np.fmax(eigenvalues[order], 1e-9), vectors[:, order]
         explained = np.cumsum(eigenvalues) / eigenvalues.sum()
         k = min(int(np.searchsorted(explained, MULTIVARIATE_VARIANCE)) + 1, p - 1)
-        self.components = vectors[:, :k]
-        self.weights = self.components / eigenvalues[:k]  # T² = (z @ weights) . (z @ comps)
+        components = vectors[:, :k]
+        # z -> residual (what the model cannot explain), z -> weighted (T² = z . weighted);
+        # p x p matrices, applied by `_times`
+        self.residual = np.eye(p) - components @ components.T
+        self.weighted = (components / eigenvalues[:k]) @ components.T
         self.t2_limit = self.q_limit = 1.0
         t2, q, _ = self._statistics(z_fit)
         self.t2_limit = s.multivariate_threshold * max(float(np.quantile(t2, LIMIT_QUANTILE)), 1e-9)
         self.q_limit = s.multivariate_threshold * max(float(np.quantile(q, LIMIT_QUANTILE)), 1e-9)
 
     def _statistics(self, z: Any) -> tuple[Any, Any, Any]:
-        t = z @ self.components
-        weighted = (z @ self.weights) @ self.components.T
-        residual = z - t @ self.components.T
+        weighted, residual = _times(z, self.weighted), _times(z, self.residual)
+        residual *= residual
+        weighted *= z
         # each channel's share of T² / limit + Q / limit
-        share = residual**2 / self.q_limit + z * weighted / self.t2_limit
-        t2 = np.einsum("ij,ij->i", z, weighted)
-        return t2, np.einsum("ij,ij->i", residual, residual), share
+        share = residual / self.q_limit + weighted / self.t2_limit
+        return weighted.sum(axis=1), residual.sum(axis=1), share
 
     def judge(self, smooth: Any) -> tuple[Any, Any]:
         """(larger ratio of T² and Q to their limits, each channel's share) per reading."""

@@ -130,7 +130,7 @@ def _spike_chunk(s: DetectorSettings, xs: Any, ms: Any, sigma: Any) -> Any:
     return best
 
 
-def _median_of_5(values: Any) -> Any:
+def median_of_5(values: Any) -> Any:
     """Median of each value and the 4 before it (the first 4 rows are not meaningful): a
     selection network of minima and maxima, always one of the 5 values, as a sort would pick.
     Over slices of rows, in four reused buffers (fresh large temporaries are page-faulted in)."""
@@ -168,7 +168,7 @@ def _rolling_median(values: Any, window: int) -> Any:
     missing = np.isnan(values)
     filled = np.where(missing, 0.0, values)
     if window == 5:
-        med = _median_of_5(filled)
+        med = median_of_5(filled)
     else:
         med = pl.Series(filled).rolling_median(window, min_samples=1).to_numpy().copy()
     # rows whose window holds a missing value, and the first rows (their window is cut short)
