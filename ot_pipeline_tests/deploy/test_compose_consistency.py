@@ -443,7 +443,7 @@ def test_compose_mosquitto_has_the_local_stack_broker_settings(
     assert mounts[compose_conf["persistence_location"][0].rstrip("/")] == "mosquitto-data"
     assert "mosquitto-data" in compose["volumes"]
     local = LocalStack(root=tmp_path, services=("mosquitto",))
-    local_conf = _mosquitto_options(local._mosquitto_config().read_text())
+    local_conf = _mosquitto_options(local.mosquitto.write_config().read_text())
     assert local_conf["listener"] == [f"{DEFAULT_MQTT_PORT} 127.0.0.1"]
     assert compose_conf["listener"] == ["1883"]
     differ = {"listener", "persistence_location", "user"}
