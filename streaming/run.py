@@ -22,7 +22,7 @@ from streaming.api.keys import Role, new_key
 from streaming.lake import Lake
 from streaming.redis_keys import RedisKeys
 from streaming.settings import Settings
-from streaming.stack.local import REPO_ROOT, LocalStack, StackError
+from streaming.stack.local import REPO_ROOT, LocalStack, PortTaken, StackError
 
 
 @dataclass
@@ -115,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     stack = LocalStack.from_env()
     try:
         started_services = stack.up()
+    except PortTaken as exc:  # one line per port held by something that is not this stack's
+        for line in str(exc).splitlines():
+            print(f"make run: {line}", file=sys.stderr)
+        return 1
     except StackError as exc:
         print(f"make run: {exc}", file=sys.stderr)
         return 1

@@ -13,11 +13,22 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from streaming.stack.processes import Pids, StackError, fail, pid_alive, wait
+from streaming.stack.processes import (
+    Pids,
+    PortTaken,
+    StackError,
+    fail,
+    pid_alive,
+    port_taken,
+    refuse_foreign,
+    reuse,
+    wait,
+)
 
 POM = Path(__file__).resolve().parent / "pom.xml"
 CONTROLLER_PORT_OFFSET = 100  # controller i listens on broker port i + 100
 KAFKA_HEAP = os.environ.get("OT_KAFKA_HEAP", "512m")
+VARIABLE = "OT_STACK_KAFKA_PORT"
 
 
 def ensure_jars(libs: Path, logs: Path) -> Path:
@@ -82,12 +93,38 @@ class KafkaCluster:
     def node_names(self) -> list[str]:
         return [f"kafka-{i}" for i in range(1, self.brokers + 1)]
 
+    def node_pid(self, pids: Pids, node: int) -> int | None:
+        """Node `node` of this stack: its pid file, Java, and this layout's server.properties."""
+        props = self.folder / f"node-{node}" / "server.properties"
+        return pids.owned(f"kafka-{node}", "java", arg=str(props))
+
+    def owned_pids(self, pids: Pids) -> dict[str, int]:
+        found = {}
+        for node, name in enumerate(self.node_names(), start=1):
+            pid = self.node_pid(pids, node)
+            if pid is not None:
+                found[name] = pid
+        return found
+
+    def conflict(self, pids: Pids) -> PortTaken | None:
+        """The first broker or controller port of a node this stack does not run that something
+        else holds."""
+        own = self.owned_pids(pids)
+        for node, name in enumerate(self.node_names(), start=1):
+            if name in own:
+                continue
+            for port in (self.port + node - 1, self.port + CONTROLLER_PORT_OFFSET + node - 1):
+                if port_taken(port):
+                    return refuse_foreign(name, port, VARIABLE, self.root)
+        return None
+
     def running_brokers(self, pids: Pids) -> int:
         try:
             count = int(self.marker.read_text())
         except (OSError, ValueError):
             return 0
-        return count if pids.read("kafka-1") else 0
+        layout = KafkaCluster(self.root, count, self.port, self.readings_partitions)
+        return count if layout.node_pid(pids, 1) else 0
 
     def answers(self, expected_brokers: int | None = None, timeout: float = 5) -> bool:
         from confluent_kafka.admin import AdminClient
@@ -171,8 +208,14 @@ class KafkaCluster:
                 f"kafka: a {running}-broker cluster is running; `ot stack down` first to switch "
                 f"to {self.brokers}"
             )
-        if self.answers(timeout=3):
+        own = self.owned_pids(pids)
+        if len(own) == self.brokers:
+            log = self.logs / "kafka-1.log"
+            reuse("kafka", own["kafka-1"], lambda: self.answers(timeout=3), 90, log)
             return []
+        conflict = self.conflict(pids)
+        if conflict is not None:
+            raise conflict
         libs = ensure_jars(self.libs, self.logs)
         java_bin = java()
         log4j = self.log4j_config()
@@ -203,7 +246,7 @@ class KafkaCluster:
         started = []
         procs = []
         for node, name in enumerate(self.node_names(), start=1):
-            if pids.read(name):
+            if name in own:
                 continue
             ndir = base / f"node-{node}"
             cmd = [
@@ -234,7 +277,7 @@ class KafkaCluster:
 
     def kill(self, pids: Pids, node_id: int) -> None:
         """SIGKILL one node (failover drills)."""
-        pid = pids.read(f"kafka-{node_id}")
+        pid = self.node_pid(pids, node_id)
         if pid is None:
             raise StackError(f"kafka-{node_id}: not running")
         os.kill(pid, signal.SIGKILL)

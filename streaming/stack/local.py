@@ -11,8 +11,11 @@ One module per service, each with its config, start, "does it answer" probe and 
 `kafka.py`, `redis.py`, `postgres.py`, `mosquitto.py`; what they share (spawning, pid files,
 waiting, ports, apt installs, `StackError`) is in `processes.py`.
 
-`up` is idempotent (a service that answers is reused), waits until each service really answers,
-and creates the topics. `down` stops only the processes whose pid files it wrote.
+The stack knows its own services by its folder and pid files: a live process that is the expected
+program started with this stack's config or data folder. `up` is idempotent (this stack's running
+services are reused), waits until each service really answers, and creates the topics; a port held
+by anything else is refused with one line (which service, which port, what to do), never adopted.
+`down` stops only this stack's processes.
 """
 
 from __future__ import annotations
@@ -34,13 +37,13 @@ from streaming.settings import (
 from streaming.stack.kafka import KafkaCluster, ensure_jars
 from streaming.stack.mosquitto import Mosquitto
 from streaming.stack.postgres import Postgres
-from streaming.stack.processes import Pids, StackError, port_from_env
+from streaming.stack.processes import Pids, PortTaken, StackError, port_from_env
 from streaming.stack.redis import RedisServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("kafka", "redis", "postgres", "mosquitto")
 
-__all__ = ["REPO_ROOT", "SERVICES", "LocalStack", "StackError"]
+__all__ = ["REPO_ROOT", "SERVICES", "LocalStack", "PortTaken", "StackError"]
 
 
 @dataclass
@@ -133,7 +136,12 @@ class LocalStack:
 
     # -- public API --------------------------------------------------------------------------------
     def up(self) -> list[str]:
-        """Start whatever is not answering; return the names of the processes started now."""
+        """Start whatever of this stack is not running; return the names of the processes
+        started now. Refuses (PortTaken, before starting anything) when a port it needs is held
+        by a process it did not start."""
+        conflicts = self.conflicts()
+        if conflicts:
+            raise PortTaken("\n".join(str(c) for c in conflicts.values()))
         self.root.mkdir(parents=True, exist_ok=True)
         self.pids.folder.mkdir(exist_ok=True)
         self.logs.mkdir(exist_ok=True)
@@ -165,24 +173,51 @@ class LocalStack:
                 if self.postgres.stop():
                     stopped.append(name)
                 continue
-            pid = self.pids.read(name)
+            pid = self._own_pid(name)
             if pid is None:
+                self.pids.file(name).unlink(missing_ok=True)  # stale: gone, or not ours any more
                 continue
             self.pids.stop(name, pid)
             stopped.append(name)
         return stopped
 
     def status(self) -> dict[str, bool]:
+        """Per service: True when this stack's own process runs and answers (something else
+        answering on the port is not this stack's service: see `conflicts`)."""
+        pids = self.pids
         result = {}
         if "kafka" in self.services:
-            result["kafka"] = self.kafka.answers(timeout=5)
+            own = self.kafka.owned_pids(pids)
+            result["kafka"] = len(own) == self.brokers and self.kafka.answers(timeout=5)
         if "redis" in self.services:
-            result["redis"] = self.redis.answers()
+            result["redis"] = bool(self.redis.owned_pid(pids)) and self.redis.answers()
         if "postgres" in self.services:
-            result["postgres"] = self.postgres.answers()
+            result["postgres"] = bool(self.postgres.owned_pid()) and self.postgres.answers()
         if "mosquitto" in self.services:
-            result["mosquitto"] = self.mosquitto.answers()
+            result["mosquitto"] = bool(self.mosquitto.owned_pid(pids)) and self.mosquitto.answers()
         return result
+
+    def conflicts(self) -> dict[str, PortTaken]:
+        """Services whose port is held by a process this stack did not start, with the line
+        that says which port and what to do."""
+        pids = self.pids
+        found = {
+            "kafka": self.kafka.conflict(pids) if "kafka" in self.services else None,
+            "redis": self.redis.conflict(pids) if "redis" in self.services else None,
+            "postgres": self.postgres.conflict() if "postgres" in self.services else None,
+            "mosquitto": self.mosquitto.conflict(pids) if "mosquitto" in self.services else None,
+        }
+        return {name: error for name, error in found.items() if error is not None}
+
+    def _own_pid(self, name: str) -> int | None:
+        """The pid behind pid file `name` when it is still this stack's process."""
+        if name.startswith("kafka-") and name[6:].isdigit():
+            return self.kafka.node_pid(self.pids, int(name[6:]))
+        if name == "redis":
+            return self.redis.owned_pid(self.pids)
+        if name == "mosquitto":
+            return self.mosquitto.owned_pid(self.pids)
+        return self.pids.read(name)
 
     def kill_broker(self, node_id: int) -> None:
         """SIGKILL one Kafka node (failover drills)."""
@@ -198,7 +233,10 @@ class LocalStack:
         return Settings.from_env({**os.environ, **self.env()})
 
     def describe(self) -> str:
+        """One line per service: `up`, `DOWN`, or `TAKEN` (its port is held by something that
+        is not this stack's; `conflicts` says what)."""
         state = self.status()
+        taken = self.conflicts()
         lines = []
         if "kafka" in self.services:
             lines.append(f"kafka     {self.bootstrap}  ({self.brokers} broker(s), KRaft)")
@@ -208,9 +246,14 @@ class LocalStack:
             lines.append(f"postgres  {self.pg_dsn}  (timescaledb: {self.postgres.timescaledb()})")
         if "mosquitto" in self.services:
             lines.append(f"mosquitto {self.mqtt_url}  (MQTT 5, persistent sessions)")
-        return "\n".join(
-            f"{'up  ' if state.get(line.split()[0]) else 'DOWN'}  {line}" for line in lines
-        )
+
+        def mark(service: str) -> str:
+            return "TAKEN" if service in taken else "up" if state.get(service) else "DOWN"
+
+        return "\n".join(f"{mark(line.split()[0]):<5} {line}" for line in lines)
 
     def to_json(self) -> str:
-        return json.dumps({"status": self.status(), **self.env(), "root": str(self.root)})
+        taken = {name: str(error) for name, error in self.conflicts().items()}
+        return json.dumps(
+            {"status": self.status(), "taken": taken, **self.env(), "root": str(self.root)}
+        )

@@ -15,15 +15,18 @@ from pathlib import Path
 
 from streaming.stack.processes import (
     Pids,
-    StackError,
+    PortTaken,
     apt_install,
     fail,
     pid_alive,
     port_taken,
+    refuse_foreign,
+    reuse,
     wait,
 )
 
 NAME = "mosquitto"
+VARIABLE = "OT_STACK_MQTT_PORT"
 # QoS 1 messages Mosquitto holds per client session beyond those in flight (its default is 1000,
 # which would drop readings the moment the bridge is away for a second at fleet rate). Enough
 # for about a minute of the bridge's benchmark rate; docs/mqtt.md explains the limit.
@@ -68,6 +71,15 @@ class Mosquitto:
         client.disconnect()
         return True
 
+    def owned_pid(self, pids: Pids) -> int | None:
+        """This stack's broker: its pid file, the program and this stack's config file."""
+        return pids.owned(NAME, "mosquitto", arg=str(self.config_file))
+
+    def conflict(self, pids: Pids) -> PortTaken | None:
+        if self.owned_pid(pids) is None and port_taken(self.port):
+            return refuse_foreign(NAME, self.port, VARIABLE, self.root)
+        return None
+
     def write_config(self) -> Path:
         data = self.folder / "data"
         data.mkdir(parents=True, exist_ok=True)
@@ -97,14 +109,14 @@ class Mosquitto:
         return path
 
     def up(self, pids: Pids) -> list[str]:
-        """Start Mosquitto unless it answers; return ["mosquitto"] when started now."""
-        if self.answers():
+        """Start Mosquitto unless this stack's runs; return ["mosquitto"] when started now."""
+        own = self.owned_pid(pids)
+        if own is not None:
+            reuse(NAME, own, self.answers, 20, self.log)
             return []
-        if port_taken(self.port):
-            raise StackError(
-                f"mosquitto: port {self.port} is taken by something that does not speak "
-                "MQTT 5 (set OT_STACK_MQTT_PORT)"
-            )
+        conflict = self.conflict(pids)
+        if conflict is not None:
+            raise conflict
         binary = shutil.which("mosquitto") or (
             "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
         )

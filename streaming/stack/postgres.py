@@ -9,9 +9,20 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from streaming.stack.processes import StackError, apt_install, fail, is_root
+from streaming.stack.processes import (
+    PortTaken,
+    StackError,
+    apt_install,
+    fail,
+    is_root,
+    port_taken,
+    process_is,
+    refuse_foreign,
+    reuse,
+)
 
 NAME = "postgres"
+VARIABLE = "OT_STACK_PG_PORT"
 
 
 def reachable_by_postgres(path: Path) -> bool:
@@ -77,9 +88,13 @@ class Postgres:
     def data(self) -> Path:
         return self.folder / "data"
 
+    def _found(self, name: str) -> Path:
+        """A path inside PostgreSQL's folder, without creating that folder (for probes)."""
+        return (self.root / "postgres").resolve() / name
+
     def timescaledb(self) -> str:
         """What the last start found: "enabled", "not available" or "unknown"."""
-        note = self.folder / "timescaledb.txt"
+        note = self._found("timescaledb.txt")
         return note.read_text().strip() if note.exists() else "unknown"
 
     def _run(self, cmd: list[str], log: Path) -> subprocess.CompletedProcess[bytes]:
@@ -100,6 +115,20 @@ class Postgres:
         run = self.folder / "run"
         return f"host={run} port={self.port} user=postgres dbname={dbname} connect_timeout=3"
 
+    def owned_pid(self) -> int | None:
+        """This stack's server: the pid in its data folder's `postmaster.pid`, alive and a
+        `postgres` process (not a pid reused by something else since)."""
+        try:
+            pid = int(self._found("data/postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
+        return pid if process_is(pid, "postgres") else None
+
+    def conflict(self) -> PortTaken | None:
+        if self.owned_pid() is None and port_taken(self.port):
+            return refuse_foreign(NAME, self.port, VARIABLE, self.root)
+        return None
+
     def answers(self) -> bool:
         import psycopg
 
@@ -111,9 +140,14 @@ class Postgres:
             return False
 
     def up(self, logs: Path) -> list[str]:
-        """Start PostgreSQL unless it answers; return ["postgres"] when started now."""
-        if self.answers():
+        """Start PostgreSQL unless this stack's runs; return ["postgres"] when started now."""
+        own = self.owned_pid()
+        if own is not None:
+            reuse(NAME, own, self.answers, 60, self.folder / "postgres.log")
             return []
+        conflict = self.conflict()
+        if conflict is not None:
+            raise conflict
         # pg_ctl writes its log as the postgres user: keep it in a folder that user owns.
         folder = self.folder
         log = folder / "postgres.log"
@@ -184,7 +218,7 @@ class Postgres:
 
     def running(self) -> bool:
         """Has this stack's data folder a `postmaster.pid` (a server started, not stopped)?"""
-        return (self.root / "postgres" / "data" / "postmaster.pid").exists()
+        return self._found("data/postmaster.pid").exists()
 
     def stop(self) -> bool:
         data = self.data

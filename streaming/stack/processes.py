@@ -1,7 +1,9 @@
 """What every stack service shares: spawning, pid files, waiting, ports, apt installs, errors.
 
-Every process a stack spawns has a pid file under `<root>/pids/` (`Pids`); `ot stack down` stops
-only those.
+A service is *this stack's own* only when its pid file (PostgreSQL: `postmaster.pid` in its data
+folder) names a live process that is the expected program started with this stack's config or data
+folder (`Pids.owned`, `process_is`). Something else answering on one of its ports is never taken for
+it: `refuse_foreign` turns such a port into the one line `ot stack` and `make run` print.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from pathlib import Path
 
 class StackError(RuntimeError):
     """A service failed: the message names it, the command and the last lines of its log."""
+
+
+class PortTaken(StackError):
+    """A port this stack needs answers, but not with a process this stack started (one line)."""
 
 
 def tail(path: Path, lines: int = 15) -> str:
@@ -98,11 +104,116 @@ def stop_pid(pid: int, timeout: float = 30) -> None:
         wait(lambda: not pid_alive(pid), 10)
 
 
+# -- what a process is ---------------------------------------------------------------------------
+def cmdline(pid: int) -> list[str]:
+    """The process's arguments ([] when it is gone or unreadable)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part for part in raw.decode(errors="replace").split("\0") if part]
+
+
+def process_is(pid: int, program: str, *, arg: str | None = None, cwd: Path | None = None) -> bool:
+    """Is `pid` alive, running `program` (the base name of its first argument; some servers
+    rewrite their title, e.g. `redis-server 127.0.0.1:16379`), with `arg` among its arguments
+    and/or `cwd` as its working directory?"""
+    if not pid_alive(pid):
+        return False
+    args = cmdline(pid)
+    if not args or not Path(args[0].split()[0]).name.startswith(program):
+        return False
+    if arg is not None and arg not in args:
+        return False
+    if cwd is not None:
+        try:
+            if Path(os.readlink(f"/proc/{pid}/cwd")).resolve() != cwd.resolve():
+                return False
+        except OSError:
+            return False
+    return True
+
+
 def port_taken(port: int) -> bool:
     """Does something accept TCP connections on 127.0.0.1:`port`?"""
     with socket.socket() as probe:
         probe.settimeout(1)
         return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def listener(port: int) -> str:
+    """Best effort: `pid N (program args...)` of the process listening on `port`, or ""."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            listening = len(fields) > 9 and fields[3] == "0A"  # TCP_LISTEN
+            if listening and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return ""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fds = list((proc / "fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(fd) in inodes:
+                    return f"pid {proc.name}: {_what(cmdline(int(proc.name)))}"
+            except OSError:
+                continue
+    return ""
+
+
+def _what(args: list[str]) -> str:
+    """A short description of a command line: the program and its most telling argument (the
+    data folder after -D, the config after -c, else the last argument)."""
+    if not args:
+        return "?"
+    first = args[0].split()
+    program = Path(first[0]).name
+    if len(args) == 1:  # a server that rewrote its title, e.g. `redis-server 127.0.0.1:16379`
+        return _short(" ".join([program, *first[1:]]))
+    for flag in ("-D", "-c"):
+        if flag in args[1:-1]:
+            return f"{program} {flag} {_short(args[args.index(flag, 1) + 1])}"
+    return f"{program} ... {_short(args[-1])}"
+
+
+def _short(text: str, limit: int = 60) -> str:
+    """One line (a `python -c` script has newlines), at most `limit` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def refuse_foreign(service: str, port: int, variable: str, root: Path) -> PortTaken:
+    """The one line for a port this stack needs but something else holds."""
+    who = listener(port)
+    return PortTaken(
+        f"{service}: port {port} is taken by a process this stack did not start"
+        f"{f' ({who})' if who else ''}, not from {root}; stop it, or set {variable} "
+        "to a free port"
+    )
+
+
+def reuse(service: str, pid: int, answers: Callable[[], bool], timeout: float, log: Path) -> None:
+    """This stack's own process is running: wait until it answers (it may be starting)."""
+    if answers():
+        return
+    if not wait(lambda: answers() or not pid_alive(pid), timeout):
+        raise StackError(
+            f"{service}: this stack's process (pid {pid}) runs but does not answer within "
+            f"{timeout:.0f} s; see {log}, or `ot stack down` and `ot stack up` again"
+        )
+    if not answers():
+        raise StackError(f"{service}: this stack's process (pid {pid}) exited; see {log}")
 
 
 # -- pid files -----------------------------------------------------------------------------------
@@ -126,6 +237,15 @@ class Pids:
         except (OSError, ValueError):
             return None
         return pid if pid_alive(pid) else None
+
+    def owned(
+        self, name: str, program: str, *, arg: str | None = None, cwd: Path | None = None
+    ) -> int | None:
+        """The recorded pid when it is alive and still the process this stack started."""
+        pid = self.read(name)
+        if pid is None or not process_is(pid, program, arg=arg, cwd=cwd):
+            return None
+        return pid
 
     def names(self) -> list[str]:
         return sorted(p.stem for p in self.folder.glob("*.pid")) if self.folder.is_dir() else []

@@ -6,9 +6,20 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from streaming.stack.processes import Pids, apt_install, fail, pid_alive, wait
+from streaming.stack.processes import (
+    Pids,
+    PortTaken,
+    apt_install,
+    fail,
+    pid_alive,
+    port_taken,
+    refuse_foreign,
+    reuse,
+    wait,
+)
 
 NAME = "redis"
+VARIABLE = "OT_STACK_REDIS_PORT"
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,16 @@ class RedisServer:
         except Exception:
             return False
 
+    def owned_pid(self, pids: Pids) -> int | None:
+        """This stack's redis-server: its pid file, the program, and its data folder as its
+        working directory (Redis rewrites its title, so its arguments cannot tell)."""
+        return pids.owned(NAME, "redis-server", cwd=self.data)
+
+    def conflict(self, pids: Pids) -> PortTaken | None:
+        if self.owned_pid(pids) is None and port_taken(self.port):
+            return refuse_foreign(NAME, self.port, VARIABLE, self.root)
+        return None
+
     def command(self, binary: str) -> list[str]:
         return [
             binary,
@@ -50,9 +71,14 @@ class RedisServer:
         ]  # fmt: skip
 
     def up(self, pids: Pids) -> list[str]:
-        """Start Redis unless it answers; return ["redis"] when started now."""
-        if self.answers():
+        """Start Redis unless this stack's runs; return ["redis"] when started now."""
+        own = self.owned_pid(pids)
+        if own is not None:
+            reuse(NAME, own, self.answers, 20, self.log)
             return []
+        conflict = self.conflict(pids)
+        if conflict is not None:
+            raise conflict
         binary = shutil.which("redis-server")
         if binary is None:
             apt_install(["redis-server"], NAME, self.log.parent / "apt.log")
