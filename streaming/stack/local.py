@@ -135,17 +135,18 @@ class LocalStack:
         return ensure_jars(self.kafka_libs, self.logs)
 
     # -- public API --------------------------------------------------------------------------------
-    def up(self) -> list[str]:
+    def up(self, started: list[str] | None = None) -> list[str]:
         """Start whatever of this stack is not running; return the names of the processes
-        started now. Refuses (PortTaken, before starting anything) when a port it needs is held
-        by a process it did not start."""
+        started now (also appended to `started` as they start, so a caller interrupted half-way
+        knows what to stop). Refuses (PortTaken, before starting anything) when a port it needs
+        is held by a process it did not start."""
         conflicts = self.conflicts()
         if conflicts:
             raise PortTaken("\n".join(str(c) for c in conflicts.values()))
         self.root.mkdir(parents=True, exist_ok=True)
         self.pids.folder.mkdir(exist_ok=True)
         self.logs.mkdir(exist_ok=True)
-        started: list[str] = []
+        started = [] if started is None else started
         if "redis" in self.services:
             started += self.redis.up(self.pids)
         if "postgres" in self.services:
