@@ -34,7 +34,7 @@ from streaming.settings import (
     Settings,
     Topics,
 )
-from streaming.stack.kafka import KafkaCluster, ensure_jars
+from streaming.stack.kafka import CONTROLLER_PORT_OFFSET, KafkaCluster, ensure_jars
 from streaming.stack.mosquitto import Mosquitto
 from streaming.stack.postgres import Postgres
 from streaming.stack.processes import Pids, PortTaken, StackError, port_from_env
@@ -60,11 +60,18 @@ class LocalStack:
 
     @classmethod
     def from_env(cls, brokers: int | None = None) -> LocalStack:
+        """The stack of `OT_STACK_DIR` on the `OT_STACK_*_PORT` ports; a bad port variable
+        raises SettingsError (one line)."""
         root = Path(os.environ.get("OT_STACK_DIR") or REPO_ROOT / ".stack")
         stack = cls(
             root=root.resolve(),
             brokers=1,
-            kafka_port=port_from_env("OT_STACK_KAFKA_PORT", DEFAULT_KAFKA_PORT),
+            # Up to 3 brokers from this port on, their controllers 100 above.
+            kafka_port=port_from_env(
+                "OT_STACK_KAFKA_PORT",
+                DEFAULT_KAFKA_PORT,
+                highest=65535 - CONTROLLER_PORT_OFFSET - 2,
+            ),
             redis_port=port_from_env("OT_STACK_REDIS_PORT", DEFAULT_REDIS_PORT),
             pg_port=port_from_env("OT_STACK_PG_PORT", DEFAULT_PG_PORT),
             mqtt_port=port_from_env("OT_STACK_MQTT_PORT", DEFAULT_MQTT_PORT),

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from streaming.settings import SettingsError
+
 
 class StackError(RuntimeError):
     """A service failed: the message names it, the command and the last lines of its log."""
@@ -63,13 +65,25 @@ def apt_install(packages: list[str], service: str, log: Path) -> None:
                 raise fail(service, cmd, log, "package installation failed")
 
 
-def port_from_env(var: str, default: int) -> int:
-    raw = os.environ.get(var, "").strip()
-    if not raw:
+def port_from_env(var: str, default: int, highest: int = 65535) -> int:
+    """A port override (`OT_STACK_*_PORT`): unset means the default; anything else that is not a
+    port number from 1 to `highest` (empty included) is a configuration error, one line that
+    `ot` and `make run` print before exiting 2."""
+    raw = os.environ.get(var)
+    if raw is None:
         return default
-    if not raw.isdigit() or not 0 < int(raw) < 65536:
-        raise StackError(f"{var}={raw!r} must be a TCP port number")
-    return int(raw)
+    value = raw.strip()
+    if not value:
+        raise SettingsError(
+            f"{var} is set but empty: unset it for the default {default}, or give a TCP port "
+            f"number from 1 to {highest}"
+        )
+    if not value.isdigit() or not 0 < int(value) <= highest:
+        raise SettingsError(
+            f"{var}={raw!r} must be a TCP port number from 1 to {highest}; "
+            f"unset it for the default {default}"
+        )
+    return int(value)
 
 
 def pid_alive(pid: int) -> bool:
