@@ -100,14 +100,14 @@ def _python_sources() -> Iterator[Path]:
 
 
 _ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
-_ENV_READERS = {"_get", "_int", "_float", "getenv", "EnvVar"}
+_ENV_READERS = {"_get", "_endpoint", "_int", "_float", "getenv", "EnvVar"}
 
 
 @functools.cache
 def environment_names_read_by_the_code() -> frozenset[str]:
-    """Names the code reads: arguments of the settings readers (`_get(env, "NAME", ...)`),
-    `os.getenv`, `os.environ[...]`/`.get(...)`, Dagster `EnvVar`, and `env:` in the instance and
-    workspace YAML. Scanned, not listed, so a new setting needs no edit here."""
+    """Names the code reads: arguments of the settings readers (`_get(env, "NAME", ...)`,
+    `_endpoint`, ...), `os.getenv`, `os.environ[...]`/`.get(...)`, Dagster `EnvVar`, and `env:`
+    in the instance and workspace YAML. Scanned, not listed, so a new setting needs no edit here."""
     names: set[str] = set()
     for path in _python_sources():
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
