@@ -1,7 +1,9 @@
 """One settings object, built from the environment.
 
 Every default points at the local stack (`ot stack up`). Bad configuration fails at start-up with
-one line that names the variable, the value and what was expected (`SettingsError`).
+one line that names the variable, the value and what was expected (`SettingsError`). An endpoint
+variable (KAFKA_BOOTSTRAP_SERVERS, REDIS_URL, OT_PG_DSN, MQTT_URL) that is set but empty is bad
+configuration too, not the default: unset it to mean the local stack.
 """
 
 from __future__ import annotations
@@ -32,6 +34,14 @@ _HOSTPORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
 def _get(env: Mapping[str, str], name: str, default: str) -> str:
     value = env.get(name, "").strip()
     return value or default
+
+
+def _endpoint(env: Mapping[str, str], name: str, default: str) -> str:
+    """Where to connect: unset means the local stack's default, but set and empty is an error
+    (an unfilled deployment variable must not silently reach the local stack)."""
+    if name in env and not env[name].strip():
+        raise SettingsError(f"{name} is set but empty: unset it for the local stack ({default})")
+    return _get(env, name, default)
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -144,21 +154,21 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        bootstrap = _get(env, "KAFKA_BOOTSTRAP_SERVERS", cls.kafka_bootstrap_servers)
+        bootstrap = _endpoint(env, "KAFKA_BOOTSTRAP_SERVERS", cls.kafka_bootstrap_servers)
         for server in bootstrap.split(","):
             if not _HOSTPORT.match(server.strip()):
                 raise SettingsError(
                     f"KAFKA_BOOTSTRAP_SERVERS={bootstrap!r} must be host:port[,host:port...]"
                 )
-        redis_url = _get(env, "REDIS_URL", cls.redis_url)
+        redis_url = _endpoint(env, "REDIS_URL", cls.redis_url)
         if not redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise SettingsError(f"REDIS_URL={redis_url!r} must start with redis:// or rediss://")
-        pg_dsn = _get(env, "OT_PG_DSN", cls.pg_dsn)
+        pg_dsn = _endpoint(env, "OT_PG_DSN", cls.pg_dsn)
         if not pg_dsn.startswith(("postgresql://", "postgres://")) and "=" not in pg_dsn:
             raise SettingsError(
                 f"OT_PG_DSN={pg_dsn!r} must be a postgresql:// URL or a key=value DSN"
             )
-        mqtt_url = _mqtt_url(_get(env, "MQTT_URL", cls.mqtt_url))
+        mqtt_url = _mqtt_url(_endpoint(env, "MQTT_URL", cls.mqtt_url))
         try:
             api_keys = parse_entries(env.get("OT_API_KEYS", ""))
         except KeyEntryError as exc:

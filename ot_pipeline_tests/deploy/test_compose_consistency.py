@@ -106,14 +106,14 @@ def _python_sources() -> Iterator[Path]:
 
 
 _ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
-_ENV_READERS = {"_get", "_int", "_float", "getenv", "EnvVar"}
+_ENV_READERS = {"_get", "_endpoint", "_int", "_float", "getenv", "EnvVar"}
 
 
 @functools.cache
 def environment_names_read_by_the_code() -> frozenset[str]:
-    """Names the code reads: arguments of the settings readers (`_get(env, "NAME", ...)`),
-    `os.getenv`, `os.environ[...]`/`.get(...)`, Dagster `EnvVar`, and `env:` in the instance and
-    workspace YAML. Scanned, not listed, so a new setting needs no edit here."""
+    """Names the code reads: arguments of the settings readers (`_get(env, "NAME", ...)`,
+    `_endpoint`, ...), `os.getenv`, `os.environ[...]`/`.get(...)`, Dagster `EnvVar`, and `env:`
+    in the instance and workspace YAML. Scanned, not listed, so a new setting needs no edit here."""
     names: set[str] = set()
     for path in _python_sources():
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
@@ -464,7 +464,7 @@ def test_compose_mosquitto_has_the_local_stack_broker_settings(
     assert mounts[compose_conf["persistence_location"][0].rstrip("/")] == "mosquitto-data"
     assert "mosquitto-data" in compose["volumes"]
     local = LocalStack(root=tmp_path, services=("mosquitto",))
-    local_conf = _mosquitto_options(local._mosquitto_config().read_text())
+    local_conf = _mosquitto_options(local.mosquitto.write_config().read_text())
     assert local_conf["listener"] == [f"{DEFAULT_MQTT_PORT} 127.0.0.1"]
     assert compose_conf["listener"] == ["1883"]
     differ = {"listener", "persistence_location", "user"}

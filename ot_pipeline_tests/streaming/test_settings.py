@@ -63,6 +63,18 @@ def test_bad_configuration_names_the_variable_in_one_line(name, value, fragment)
     assert name in message and fragment in message and "\n" not in message
 
 
+@pytest.mark.parametrize("name", ["KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "OT_PG_DSN", "MQTT_URL"])
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_endpoint_set_but_empty_is_an_error_not_the_local_default(name, value):
+    """An unfilled deployment variable must not silently connect to the local stack."""
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({name: value})
+    message = str(info.value)
+    assert message.startswith(f"{name} is set but empty: unset it for the local stack (")
+    assert "\n" not in message
+    Settings.from_env({})  # unset: the local stack's default
+
+
 def test_cli_reports_bad_configuration_as_one_line_and_exit_code_2():
     result = subprocess.run(
         [sys.executable, "-m", "streaming.cli", "bench", "--quick", "events"],
