@@ -429,7 +429,7 @@ def test_brokers_and_clients_agree_on_the_message_size_limit(
     # producer may send and what a consumer fetches from a partition at once.
     for kafka in KAFKA_SERVICES:
         assert _env(services[kafka])["KAFKA_MESSAGE_MAX_BYTES"] == str(MESSAGE_MAX_BYTES)
-    properties = LocalStack()._kafka_properties(1).splitlines()
+    properties = LocalStack().kafka.properties(1).splitlines()
     assert f"message.max.bytes={MESSAGE_MAX_BYTES}" in properties
     settings = Settings.from_env({})
     assert producer_config(settings)["message.max.bytes"] == MESSAGE_MAX_BYTES

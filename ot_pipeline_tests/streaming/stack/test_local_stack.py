@@ -243,12 +243,12 @@ def test_stack_formats_kafka_storage_with_a_cluster_id_that_starts_with_a_dash(t
     jars = LocalStack.from_env().ensure_kafka_jars()
     node = LocalStack(root=tmp_path / "stack", kafka_port=39092, services=("kafka",))
     props = tmp_path / "server.properties"
-    props.write_text(node._kafka_properties(1))
+    props.write_text(node.kafka.properties(1))
     command = storage_format_command(
-        shutil.which("java") or "java", node._log4j_config(), f"{jars}/*", cluster_id, props
+        shutil.which("java") or "java", node.kafka.log4j_config(), f"{jars}/*", cluster_id, props
     )
     assert f"--cluster-id={cluster_id}" in command
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
-    meta = node._kafka_dir() / "node-1" / "data" / "meta.properties"
+    meta = node.kafka.folder / "node-1" / "data" / "meta.properties"
     assert f"cluster.id={cluster_id}" in meta.read_text().splitlines()
