@@ -207,7 +207,12 @@ def run(
             [ot, "api", "--host", "127.0.0.1", "--port", str(args.api_port)],
             logs / "run-api.log",
         ),
-        Child("mqtt-bridge", [ot, "bridge", "mqtt"], logs / "run-mqtt-bridge.log"),
+        Child(
+            "mqtt-bridge",
+            # One persistent session per topic root: a session remembers its subscriptions.
+            [ot, "bridge", "mqtt", "--client-id", f"ot-bridge-{settings.mqtt_topic_root}"],
+            logs / "run-mqtt-bridge.log",
+        ),
         Child("lander", [ot, "land"], logs / "run-lander.log"),
         Child("state-writer", [ot, "state"], logs / "run-state-writer.log"),
     ]  # fmt: skip

@@ -52,6 +52,8 @@ def test_make_run_streams_into_the_lake_and_redis_and_serves_the_dagster_ui(
         "OT_REDIS_PREFIX": isolated.redis_prefix,
         "OT_PG_SCHEMA": isolated.pg_schema,
         "OT_LAKE_DIR": str(isolated.lake_dir),
+        # The bridge's MQTT session and topics of its own: the shared broker may hold others'.
+        "OT_MQTT_TOPIC_ROOT": f"run-{isolated.redis_prefix.strip(':')}",
         "DAGSTER_HOME": str(tmp_path / "dagster"),
         "OT_API_KEYS": "",
     }
