@@ -17,10 +17,10 @@ from streaming.api.operator.models import AnomalyPage, Json, errors
 from streaming.api.operator.params import (
     DAY_MS,
     DEFAULT_LIMIT,
-    MACHINE_ID,
     MAX_LIMIT,
     MS,
     READ,
+    MachineId,
     decode_cursor,
     encode_cursor,
     operator,
@@ -53,7 +53,7 @@ MAX_SPAN_MS = 366 * DAY_MS
 async def list_anomalies(
     key: Annotated[ApiKey, Depends(READ)],
     op: Annotated[Operator, Depends(operator)],
-    machine: Annotated[list[str] | None, Query(pattern=MACHINE_ID)] = None,
+    machine: Annotated[list[MachineId] | None, Query()] = None,
     metric: Annotated[list[Metric] | None, Query()] = None,
     severity: Annotated[list[Severity] | None, Query()] = None,
     start: Annotated[str | None, Query(alias="from", max_length=64)] = None,

@@ -21,10 +21,10 @@ from streaming.api.keys import ApiKey
 from streaming.api.operator.models import Json, MachineDetail, MachinePage, errors
 from streaming.api.operator.params import (
     DEFAULT_LIMIT,
-    LINE_ID,
     MACHINE_ID,
     MAX_LIMIT,
     READ,
+    LineId,
     decode_cursor,
     encode_cursor,
     now_ms,
@@ -149,7 +149,7 @@ async def list_machines(
     key: Annotated[ApiKey, Depends(READ)],
     op: Annotated[Operator, Depends(operator)],
     type: Annotated[list[MachineType] | None, Query(description="machine type")] = None,
-    line: Annotated[list[str] | None, Query(description="line id", pattern=LINE_ID)] = None,
+    line: Annotated[list[LineId] | None, Query(description="line id")] = None,
     status: Annotated[list[Status] | None, Query(description="status")] = None,
     sort: MachineSort = MachineSort.ID,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,

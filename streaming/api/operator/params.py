@@ -11,10 +11,11 @@ import binascii
 import json
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Request
 from psycopg import sql
+from pydantic import StringConstraints
 
 from streaming.api.auth import require
 from streaming.api.keys import Role
@@ -26,6 +27,9 @@ READ = require(Role.READ)
 # Query and path parameters that name machines and lines (the event contract's spelling).
 MACHINE_ID = MACHINE_ID_PATTERN
 LINE_ID = rf"^[^\x00]{{1,{MAX_LINE_ID_CHARS}}}$"
+# Items of list parameters (a pattern on the list itself would apply to the list).
+MachineId = Annotated[str, StringConstraints(pattern=MACHINE_ID)]
+LineId = Annotated[str, StringConstraints(pattern=LINE_ID)]
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 HOUR_MS = 3_600_000

@@ -26,9 +26,9 @@ from streaming.api.operator.models import Json, Production, errors
 from streaming.api.operator.params import (
     DAY_MS,
     HOUR_MS,
-    LINE_ID,
     MS,
     READ,
+    LineId,
     now_ms,
     operator,
     time_range,
@@ -81,7 +81,7 @@ async def production(
     start: Annotated[str | None, Query(alias="from", max_length=64)] = None,
     end: Annotated[str | None, Query(alias="to", max_length=64)] = None,
     group_by: GroupBy = GroupBy.HOUR,
-    line: Annotated[list[str] | None, Query(pattern=LINE_ID)] = None,
+    line: Annotated[list[LineId] | None, Query()] = None,
 ) -> Json:
     frm, to = time_range(start, end, DAY_MS, MAX_SPAN_MS)
     step = HOUR_MS if group_by is GroupBy.HOUR else DAY_MS
