@@ -9,11 +9,13 @@ sort and the cursor are applied here. The status is the state writer's (`ONLINE`
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from enum import StrEnum
 from typing import Annotated, Any
 
+import orjson
 import redis
 from fastapi import APIRouter, Depends, Path, Query
 
@@ -37,7 +39,7 @@ from streaming.events.model import MachineType, Metric
 
 router = APIRouter(tags=["machines"])
 
-METRICS = frozenset(str(m) for m in Metric)
+_METRIC_ORDER = tuple(sorted(str(m) for m in Metric))
 
 
 class Status(StrEnum):
@@ -45,6 +47,9 @@ class Status(StrEnum):
     OFFLINE = "OFFLINE"
     ANOMALY = "ANOMALY"
     FAULT = "FAULT"
+
+
+_STATUSES = frozenset(s.value for s in Status)
 
 
 class MachineSort(StrEnum):
@@ -60,15 +65,16 @@ class MachineSort(StrEnum):
     LINE_DESC = "-line"
 
 
-# Index then every hash, in one call: [id, [field, value, ...], id, [...], ...].
+# Index then every hash, in one call, as one JSON text: [[id, [field, value, ...]], ...]
+# (cjson in Redis encodes it in C; orjson here decodes it in C).
 _SNAPSHOT = """
 local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
 local out = {}
 for i = 1, #ids do
-  out[#out + 1] = ids[i]
-  out[#out + 1] = redis.call('HGETALL', ARGV[1] .. ids[i])
+  out[i] = {ids[i], redis.call('HGETALL', ARGV[1] .. ids[i])}
 end
-return out
+if #out == 0 then return '[]' end
+return cjson.encode(out)
 """
 
 
@@ -83,26 +89,30 @@ def _int(raw: str | None) -> int | None:
         return None
 
 
-def machine_view(machine_id: str, fields: dict[str, str], now: int, offline_ms: int) -> dict:
+def machine_view(
+    machine_id: str, fields: dict[str, str], now: int, offline_ms: int
+) -> dict[str, Any]:
     """The answer for one machine hash: metadata, status (OFFLINE after silence) and values."""
     last_seen = _int(fields.get("last_seen"))
-    status = fields.get("status", Status.ONLINE)
-    if status not in Status.__members__:
-        status = Status.ONLINE
+    status = fields.get("status", "ONLINE")
+    if status not in _STATUSES:
+        status = "ONLINE"
     if last_seen is None or now - last_seen > offline_ms:
-        status = Status.OFFLINE
+        status = "OFFLINE"
     values: dict[str, dict[str, Any]] = {}
-    for name in sorted(fields.keys() & METRICS):
+    for name in _METRIC_ORDER:
+        raw = fields.get(name)
+        if raw is None:
+            continue
         try:
-            value = float(fields[name])
+            values[name] = {"value": float(raw), "ts": _int(fields.get(name + "_ts"))}
         except ValueError:
             continue
-        values[name] = {"value": value, "ts": _int(fields.get(f"{name}_ts"))}
     return {
         "machine_id": machine_id,
         "type": fields.get("type"),
         "line": fields.get("line"),
-        "status": str(status),
+        "status": status,
         "status_code": _int(fields.get("status_code")),
         "last_seen": last_seen,
         "values": values,
@@ -114,16 +124,32 @@ async def snapshot(op: Operator) -> list[tuple[str, dict[str, str]]]:
     out), in one round trip."""
     script = op.redis.register_script(_SNAPSHOT)
     try:
-        flat = await script(keys=[op.keys.machines], args=[op.keys.machine_prefix])
+        raw = await script(keys=[op.keys.machines], args=[op.keys.machine_prefix])
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise unavailable("redis", exc) from None
-    out = []
-    for i in range(0, len(flat), 2):
-        pairs = flat[i + 1]
-        if pairs:
-            fields = {_text(pairs[j]): _text(pairs[j + 1]) for j in range(0, len(pairs), 2)}
-            out.append((_text(flat[i]), fields))
-    return out
+    return [
+        (machine, dict(zip(pairs[::2], pairs[1::2], strict=True)))
+        for machine, pairs in orjson.loads(raw)
+        if pairs  # an empty table: the hash expired, the index entry not yet swept
+    ]
+
+
+async def fleet(op: Operator) -> list[dict[str, Any]]:
+    """The views of every machine, now. Requests that arrive while a read is in flight share
+    it (one Redis call and one decoding for all of them), so nothing is older than one round
+    trip and a burst of requests costs one snapshot."""
+    pending: asyncio.Future[list[dict[str, Any]]] | None = op.shared.get("fleet")
+    if pending is None or pending.done():
+        pending = asyncio.ensure_future(_fleet(op))
+        op.shared["fleet"] = pending
+    return await asyncio.shield(pending)
+
+
+async def _fleet(op: Operator) -> list[dict[str, Any]]:
+    found = await snapshot(op)
+    now = now_ms()
+    offline_ms = int(op.settings.offline_after_seconds * 1000)
+    return [machine_view(m, f, now, offline_ms) for m, f in found]
 
 
 def _sort_key(sort: MachineSort, item: dict[str, Any]) -> list[Any]:
@@ -157,9 +183,7 @@ async def list_machines(
 ) -> Json:
     kind = _cursor_kind(sort, type, line, status)
     after = decode_cursor(cursor, kind)["after"] if cursor else None
-    now = now_ms()
-    offline_ms = int(op.settings.offline_after_seconds * 1000)
-    items = [machine_view(m, f, now, offline_ms) for m, f in await snapshot(op)]
+    items = await fleet(op)
     types = {str(t) for t in type or ()}
     lines = set(line or ())
     statuses = {str(s) for s in status or ()}

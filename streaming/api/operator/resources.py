@@ -53,6 +53,8 @@ class Operator:
     _duck: duckdb.DuckDBPyConnection = field(init=False)
     _kafka: Consumer | None = field(default=None, init=False)
     _kafka_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    # Reads in flight that concurrent requests share (see machines.fleet).
+    shared: dict[str, Any] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.keys = RedisKeys(self.settings.redis_prefix)
