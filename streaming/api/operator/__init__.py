@@ -4,8 +4,10 @@ PostgreSQL rollups stitched to the lake's recent tail), anomalies and production
 
 - `resources`: `Operator`, the clients the routes share (Redis, a PostgreSQL pool, the lake,
   a Kafka probe), opened and closed by the app's lifespan.
-- `params`: times, cursors and the problem answers every route shares.
-- `machines`, `history`, `anomalies`, `production`, `health`: one router each.
+- `params`: times, cursors, read access and the problem answers every route shares.
+- `models`: the answers' schemas for `/docs`.
+- `machines`, `history` (+ `lake_reads`: the lake tail with DuckDB), `anomalies`, `production`,
+  `health`: one router each.
 """
 
 from fastapi import APIRouter
