@@ -24,6 +24,8 @@ class RedisKeys:
         self.alerts_log = f"{prefix}alerts:log"
         self.alerts_state = f"{prefix}alerts:state"
         self.metrics = f"{prefix}metrics:{group}"
+        # Every machine hash is this + the machine id (the operator API's Lua read builds them).
+        self.machine_prefix = f"{prefix}machine:"
         # SCAN patterns
         self.scan_all = f"{prefix}*"
         self.scan_machines = f"{prefix}machine:*"
@@ -31,7 +33,7 @@ class RedisKeys:
         self.scan_offsets = f"{prefix}offsets:*"  # the offsets hashes of every group
 
     def machine(self, machine_id: str) -> str:
-        return f"{self.p}machine:{machine_id}"
+        return f"{self.machine_prefix}{machine_id}"
 
     def day(self, day: str) -> str:
         return f"{self.p}count:{day}"

@@ -191,6 +191,8 @@ def run(
     env.setdefault("OT_LAKE_DIR", str(REPO_ROOT / settings.lake_dir))
     settings = Settings.from_env(env)
     session_key = None
+    # Its server binds to loopback: the operator API's GETs need no key here (a wall display).
+    env.setdefault("OT_API_ANONYMOUS_READ", "true")
     if not settings.api_keys:  # a key for this run only, so the webhook can be tried at once
         session_key, entry = new_key("make-run", Role.INGEST)
         env["OT_API_KEYS"] = entry.entry
@@ -247,6 +249,7 @@ def run(
         print(f"  Dagster UI   http://127.0.0.1:{args.port}  (DAGSTER_HOME={env['DAGSTER_HOME']})")
     api_url = f"http://127.0.0.1:{args.api_port}"
     print(f"  HTTP API     {api_url}  (webhook POST /webhook/sensor-data, docs {api_url}/docs)")
+    print(f"  Operator API {api_url}/api/v1/machines  (reads without a key: OT_API_ANONYMOUS_READ)")
     topics = f"{settings.mqtt_topic_root}/{{line}}/{{machine}}/{{metric}}"
     print(f"  MQTT         {settings.mqtt_url}  (QoS 1 to {topics}, bridged to Kafka)")
     if session_key:

@@ -86,6 +86,33 @@ def _mqtt_topic_root(root: str) -> str:
     return root
 
 
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = _get(env, name, str(default).lower())
+    if raw.lower() in _TRUE:
+        return True
+    if raw.lower() in _FALSE:
+        return False
+    raise SettingsError(f"{name}={raw!r} must be true or false")
+
+
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+(:\d{1,5})?$")
+
+
+def _cors_origins(value: str) -> tuple[str, ...]:
+    """Comma-separated origins (`scheme://host[:port]`, no path) or `*`; empty: no CORS."""
+    origins = tuple(o.strip() for o in value.split(",") if o.strip())
+    for origin in origins:
+        if origin != "*" and not _ORIGIN.match(origin):
+            raise SettingsError(
+                f"OT_API_CORS_ORIGINS={value!r}: {origin!r} must be * or scheme://host[:port]"
+            )
+    return origins
+
+
 def _pg_schema(name: str) -> str:
     if not re.match(r"^[a-z_][a-z0-9_]{0,62}$", name):
         raise SettingsError(f"OT_PG_SCHEMA={name!r} must be a lower-case SQL identifier")
@@ -105,7 +132,8 @@ class Topics:
 
 @dataclass(frozen=True)
 class ApiLimits:
-    """Limits of the webhook gateway (`ot api`); rates are per API key, 0 = no limit."""
+    """Settings of `ot api`: the webhook gateway's limits (rates per API key, 0 = no limit) and
+    the operator API's access (anonymous reads, CORS origins)."""
 
     max_body_bytes: int = 4 * 2**20
     max_readings: int = 10_000
@@ -115,6 +143,10 @@ class ApiLimits:
     burst_seconds: float = 2.0
     # How long a request waits for Kafka to acknowledge its readings before answering 503.
     kafka_timeout_seconds: float = 10.0
+    # Operator API: GETs (and the stream) without a key, e.g. a wall display on a trusted network.
+    anonymous_read: bool = False
+    # Browser origins allowed to call the API (CORS); empty: none, `*`: any.
+    cors_origins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -182,6 +214,8 @@ class Settings:
             kafka_timeout_seconds=_float(
                 env, "OT_API_KAFKA_TIMEOUT_SECONDS", ApiLimits.kafka_timeout_seconds, 1.0
             ),
+            anonymous_read=_bool(env, "OT_API_ANONYMOUS_READ", False),
+            cors_origins=_cors_origins(env.get("OT_API_CORS_ORIGINS", "")),
         )
         topics = Topics(
             readings=_get(env, "OT_TOPIC_READINGS", Topics.readings),

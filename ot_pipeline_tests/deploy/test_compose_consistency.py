@@ -648,13 +648,11 @@ def expand_grafana_sql(raw: str, schema: str = "ot") -> str:
 
 
 def _pipeline_tables() -> dict[str, set[str]]:
-    """Table -> columns, from the pipeline's DDL (ot_pipeline.warehouse)."""
-    from ot_pipeline.warehouse import HOURLY_VIEW, TABLES
+    """Table -> columns, from the warehouse contract (streaming.warehouse_schema)."""
+    from streaming.warehouse_schema import HOURLY_VIEW, HOURLY_VIEW_COLUMNS, TABLES
 
     tables = {name: set(spec.column_names) for name, spec in TABLES.items()}
-    # The hourly rollup is a view over readings_1m: bucket, machine_id, metric, count, min, max,
-    # mean (see Warehouse._create_hourly_rollup).
-    tables[HOURLY_VIEW] = {"bucket", "machine_id", "metric", "count", "min", "max", "mean"}
+    tables[HOURLY_VIEW] = set(HOURLY_VIEW_COLUMNS)  # the hourly rollup view over readings_1m
     return tables
 
 

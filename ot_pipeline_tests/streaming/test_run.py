@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -83,6 +84,10 @@ def test_make_run_streams_into_the_lake_and_redis_and_serves_the_dagster_ui(
         assert lake.landed_files(), "the lander landed nothing"
         assert _ui_answers(port), "the Dagster UI does not answer"
         assert _api_answers(api_port), "ot api does not answer"
+        # the operator API reads without a key under `make run` (loopback: anonymous read)
+        url = f"http://127.0.0.1:{api_port}/api/v1/machines"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            assert len(json.loads(resp.read())["items"]) == 5
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=90)

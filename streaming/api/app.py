@@ -1,5 +1,6 @@
-"""The ASGI app of `ot api`: one FastAPI app, a router per concern (the webhook gateway now, the
-operator API beside it), errors as problem+json, one JSON log line per request.
+"""The ASGI app of `ot api`: one FastAPI app, a router per concern (the webhook gateway, the
+operator API under `/api/v1`), errors as problem+json, one JSON log line per request, CORS for
+the origins configured in `OT_API_CORS_ORIGINS`.
 
 The clients the routers share (Kafka producer, Redis, the key ring) are built in the lifespan
 from one `Settings` and closed there: on shutdown the server first stops accepting and lets the
@@ -18,10 +19,11 @@ from typing import Any
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from streaming.api import gateway
+from streaming.api import gateway, operator
 from streaming.api.delivery import AckedProducer
 from streaming.api.keys import KeyRing
 from streaming.api.problems import (
@@ -39,7 +41,9 @@ from streaming.settings import Settings
 DESCRIPTION = """\
 HTTP door of the OT platform. Devices and edge gateways push readings to
 `POST /webhook/sensor-data` with an `X-API-Key`; a 202 means Kafka acknowledged every accepted
-reading. Errors are `application/problem+json` (RFC 9457). See docs/api.md.
+reading. Operators and other systems read the plant under `/api/v1`: live machine state, history,
+anomalies, production figures and readiness (role `read`). Times are epoch milliseconds UTC.
+Errors are `application/problem+json` (RFC 9457). See docs/api.md.
 """
 
 
@@ -82,12 +86,14 @@ def create_app(settings: Settings | None = None, log: JsonLog | None = None) -> 
             RateLimiter(client, settings.redis_prefix, limits),
             CoalescingChecker(settings.max_future_ms, settings.max_age_ms),
         )
+        app.state.operator = await operator.Operator.open(settings)
         log("started", keys=len(settings.api_keys), topic=settings.topics.readings)
         try:
             yield
         finally:
             unsent = producer.close()
             await client.aclose()
+            await app.state.operator.close()
             log("stopped", unsent=unsent)
 
     app = FastAPI(
@@ -102,12 +108,23 @@ def create_app(settings: Settings | None = None, log: JsonLog | None = None) -> 
     app.add_exception_handler(StarletteHTTPException, http_exception_handler)
     app.add_exception_handler(RequestValidationError, validation_exception_handler)
     app.add_exception_handler(Exception, _internal_error)
+    app.state.anonymous_read = settings.api.anonymous_read
     app.include_router(gateway.router)
+    app.include_router(operator.router)
 
     @app.get("/health", tags=["health"], summary="Liveness: the process serves requests")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    if settings.api.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.api.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["X-API-Key", "Content-Type"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+            max_age=600,
+        )
     app.add_middleware(RequestLog, log=log)
     return app
 

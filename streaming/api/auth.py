@@ -1,4 +1,8 @@
-"""`X-API-Key` authentication and role checks, as FastAPI dependencies for every router."""
+"""`X-API-Key` authentication and role checks, as FastAPI dependencies for every router.
+
+With `OT_API_ANONYMOUS_READ=true` a request *without* a key may still do what the `read` role
+allows (a wall display on a trusted network); a key that is presented is always checked.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ api_key_header = APIKeyHeader(
     description="An API key from `ot api keys new NAME --role ROLE`, configured in OT_API_KEYS.",
 )
 _CHALLENGE = {"WWW-Authenticate": f'ApiKey header="{HEADER}"'}
+# Who an anonymous read is (logs show this name); never in a key ring, so it matches no key.
+ANONYMOUS = ApiKey("anonymous", Role.READ, b"")
 
 
 def require(role: Role) -> Callable[..., Awaitable[ApiKey]]:
@@ -25,6 +31,9 @@ def require(role: Role) -> Callable[..., Awaitable[ApiKey]]:
     async def authenticated(
         request: Request, presented: str | None = Security(api_key_header)
     ) -> ApiKey:
+        if not presented and role is Role.READ and request.app.state.anonymous_read:
+            request.state.key_name = ANONYMOUS.name
+            return ANONYMOUS
         ring: KeyRing = request.app.state.keyring
         key = ring.verify(presented)
         if key is None:
