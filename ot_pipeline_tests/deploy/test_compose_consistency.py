@@ -498,7 +498,8 @@ def test_compose_bridge_keeps_a_fixed_session_and_writes_the_heartbeat_the_probe
 def test_dockerfile_installs_the_project_and_runs_as_a_non_root_user() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim$", dockerfile, re.M)
-    assert "pip install ." in dockerfile
+    # The image installs the same locked versions as `make setup`.
+    assert "pip install -c requirements.lock ." in dockerfile
     users = re.findall(r"^USER (\S+)$", dockerfile, re.M)
     assert users and users[-1] not in {"root", "0"}
     assert dockerfile.rstrip().splitlines()[-1] == 'CMD ["ot", "--help"]'
@@ -523,7 +524,7 @@ def test_dockerfile_copies_only_files_that_exist_and_the_build_context_keeps_the
     for src in sources:
         assert (ROOT / src).exists(), f"Dockerfile copies {src}, which does not exist"
         assert not any(src == pat or src.startswith(pat + "/") for pat in ignored), src
-    for needed in ("pyproject.toml", "streaming", "ot_pipeline", "README.md"):
+    for needed in ("pyproject.toml", "requirements.lock", "streaming", "ot_pipeline", "README.md"):
         assert needed not in ignored, f".dockerignore drops {needed}, which pip install needs"
 
 
