@@ -13,7 +13,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # only (no second copy in the image that could shadow it), and the pip cache survives rebuilds.
 RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=bind,target=/tmp/src,rw \
-    cd /tmp/src && pip install .
+    cd /tmp/src && pip install -c requirements.lock .
 
 # Non-root user owning the two data directories; compose mounts named volumes on them, and a
 # fresh named volume inherits this ownership (and the dagster.yaml below).

@@ -1,24 +1,48 @@
 # The two commands a newcomer needs: `make run` and `make test`. Both install what they need.
+# `make run` starts the stack services that are not running and stops them again on Ctrl-C;
+# `make up` / `make down` keep the stack up across runs. `make start` / `make stop` / `make logs`
+# run the platform in the background. RUN_ARGS passes options to it (`python -m streaming.run -h`).
 SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup run test test-fast lint format bench up up3 down status clean
+.PHONY: setup lock run start stop logs test test-fast lint format bench up up3 down status clean
 
 setup: $(STAMP)
 
-# Re-install only when the project definition changed: fast and idempotent otherwise.
-$(STAMP): pyproject.toml
+# Re-install only when the project definition or the lock changed: fast and idempotent otherwise.
+# Exactly the locked versions (requirements.lock), so a new machine next month gets the same set.
+$(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --upgrade pip
-	@$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
 	@touch $(STAMP)
 
+# Resolve pyproject.toml afresh into requirements.lock (an upgrade is a deliberate commit).
+lock:
+	@rm -rf .lock-venv && $(PY) -m venv .lock-venv
+	@.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	@.lock-venv/bin/python -m pip install --quiet '.[dev]'
+	@{ sed -n '1,3p' requirements.lock; .lock-venv/bin/python -m pip freeze --exclude-editable \
+		| grep -v '^ot-pipeline'; } > requirements.lock.new && mv requirements.lock.new requirements.lock
+	@rm -rf .lock-venv build *.egg-info
+	@echo "requirements.lock: $$(grep -vc '^#' requirements.lock) packages"
+
+# The supervisor starts the stack itself, so Ctrl-C stops what it started (not what `make up` did).
 run: setup
-	@$(BIN)/ot stack up
-	@$(BIN)/python -m streaming.run
+	@$(BIN)/python -m streaming.run $(RUN_ARGS)
+
+# The same in the background: output in .stack/logs/run.log, stopped by `make stop`.
+start: setup
+	@$(BIN)/python -m streaming.run --detach $(RUN_ARGS)
+
+stop: setup
+	@$(BIN)/python -m streaming.run --stop
+
+logs: setup
+	@$(BIN)/python -m streaming.run --logs
 
 test: setup
 	@$(BIN)/python -m pytest -q $(PYTEST_ARGS)
@@ -53,5 +77,6 @@ status: setup
 	@$(BIN)/ot stack status
 
 clean:
+	@-$(BIN)/python -m streaming.run --stop 2>/dev/null
 	@-$(BIN)/ot stack down 2>/dev/null
 	rm -rf $(VENV) .stack lake .dagster .pytest_cache .mypy_cache .ruff_cache

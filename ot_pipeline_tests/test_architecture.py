@@ -26,6 +26,7 @@ PUBLIC_STREAMING = (
     "streaming.lake",
     "streaming.redis_keys",
     "streaming.kafka.config",
+    "streaming.warehouse_schema",
 )
 # A string naming a module of ours the way import strings and entry points do (`pkg.mod[:attr]`).
 _MODULE_STRING = re.compile(r"^(?P<module>[a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)+)(?::\w+)?$")

@@ -30,6 +30,8 @@ class RedisKeys:
         # WebSocket, appended in the same transaction as the state it reports.
         self.changes = f"{prefix}changes"
         self.metrics = f"{prefix}metrics:{group}"
+        # Every machine hash is this + the machine id (the operator API's Lua read builds them).
+        self.machine_prefix = f"{prefix}machine:"
         # SCAN patterns
         self.scan_all = f"{prefix}*"
         self.scan_machines = f"{prefix}machine:*"
@@ -37,7 +39,7 @@ class RedisKeys:
         self.scan_offsets = f"{prefix}offsets:*"  # the offsets hashes of every group
 
     def machine(self, machine_id: str) -> str:
-        return f"{self.p}machine:{machine_id}"
+        return f"{self.machine_prefix}{machine_id}"
 
     def day(self, day: str) -> str:
         return f"{self.p}count:{day}"

@@ -1,10 +1,14 @@
 """`make run`: the whole platform on one machine.
 
 Starts the local stack, then the simulator (real time), the HTTP API (`ot api`: the webhook
-gateway, port 8000), the lander, the state writer and `dagster dev` (UI on port 3000, with the
-daemon that runs the sensor, automation and schedules).
+gateway, port 8000), the MQTT bridge, the lander, the state writer and `dagster dev` (UI on port
+3000, with the daemon that runs the sensor, automation and schedules).
 Each child writes its log under `.stack/logs/run-*.log`; this process prints one status line every
-few seconds. Ctrl-C (or SIGTERM) stops every process it started, the stack services included.
+few seconds. Ctrl-C (or SIGTERM) stops every process it started, the stack services it started
+included (services that were already running, e.g. after `make up`, stay up).
+
+`make start` runs the same in the background (`--detach`: output in `.stack/logs/run.log`, pid in
+`.stack/run.pid`), `make stop` stops it (`--stop`) and `make logs` follows its logs (`--logs`).
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ from pathlib import Path
 from streaming.api.keys import Role, new_key
 from streaming.lake import Lake
 from streaming.redis_keys import RedisKeys
-from streaming.settings import Settings
-from streaming.stack.local import REPO_ROOT, LocalStack, StackError
+from streaming.settings import Settings, SettingsError
+from streaming.stack.local import REPO_ROOT, LocalStack, PortTaken, StackError
+from streaming.stack.processes import pid_alive, process_is
 
 
 @dataclass
@@ -100,6 +105,13 @@ def status_line(settings: Settings) -> str:
     return " | ".join(parts)
 
 
+INTERACTIVE_READY = "Press Ctrl-C to stop everything started here."
+BACKGROUND_READY = (
+    "Running in the background: `make stop` stops everything started here, "
+    "`make logs` follows the logs."
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make run", description=__doc__)
     parser.add_argument("--machines", type=int, default=20)
@@ -110,14 +122,63 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-dagster", action="store_true", help="streaming side only")
     parser.add_argument("--port", type=int, default=3000, help="Dagster UI port")
     parser.add_argument("--api-port", type=int, default=8000, help="HTTP API port (ot api)")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    control = parser.add_mutually_exclusive_group()
+    control.add_argument(
+        "--detach", action="store_true", help="run in the background (`make start`)"
+    )
+    control.add_argument(
+        "--stop", action="store_true", help="stop the background run (`make stop`)"
+    )
+    control.add_argument("--logs", action="store_true", help="follow the logs (`make logs`)")
+    parser.add_argument("--background", action="store_true", help=argparse.SUPPRESS)
+    raw = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(raw)
 
-    stack = LocalStack.from_env()
     try:
-        started_services = stack.up()
+        stack = LocalStack.from_env()
+        if args.stop:
+            return stop_background(stack)
+        if args.logs:
+            return follow_logs(stack)
+        if args.detach:
+            return start_background(stack, [a for a in raw if a != "--detach"])
+        Settings.from_env()  # bad configuration: one line before anything starts
+    except SettingsError as exc:
+        print(f"make run: configuration error: {exc}", file=sys.stderr)
+        return 2
+    started: list[str] = []  # the stack services this run started (and stops at the end)
+    children: list[Child] = []
+    try:
+        return run(stack, args, started, children)
+    except SettingsError as exc:
+        print(f"make run: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # Ctrl-C before the platform was up: stop what already started
+        return 130
+    finally:
+        for child in children:
+            child.stop()
+        if started:
+            stack.down(only=started)
+            print("stopped stack services: " + ", ".join(started), flush=True)
+
+
+def run(
+    stack: LocalStack, args: argparse.Namespace, started: list[str], children: list[Child]
+) -> int:
+    """Start the stack (what is not running yet; `started` records it as it goes) and the
+    platform's processes, supervise them until Ctrl-C, SIGTERM, `--duration` or a child's exit,
+    then stop the children in order. The caller stops `started`, whatever happens."""
+    try:
+        stack.up(started)
+    except PortTaken as exc:  # one line per port held by something that is not this stack's
+        for line in str(exc).splitlines():
+            print(f"make run: {line}", file=sys.stderr)
+        return 1
     except StackError as exc:
         print(f"make run: {exc}", file=sys.stderr)
         return 1
+    kept = [name for name in stack.services if name not in {s.split("-")[0] for s in started}]
     env = {**os.environ, **stack.env()}
     settings = Settings.from_env(env)
     bin_dir = Path(sys.executable).parent
@@ -126,19 +187,19 @@ def main(argv: list[str] | None = None) -> int:
         env["DAGSTER_HOME"] = str(prepare_dagster_home(ot, env))
     except subprocess.CalledProcessError as exc:
         print(f"make run: `ot pipeline home` failed:\n{exc.stderr}", file=sys.stderr)
-        if started_services:
-            stack.down(only=started_services)
         return 1
     env.setdefault("OT_LAKE_DIR", str(REPO_ROOT / settings.lake_dir))
     # The API binds to loopback here: reads and the live stream need no key (a wall display).
     env.setdefault("OT_API_ANONYMOUS_READ", "true")
     settings = Settings.from_env(env)
     session_key = None
+    # Its server binds to loopback: the operator API's GETs need no key here (a wall display).
+    env.setdefault("OT_API_ANONYMOUS_READ", "true")
     if not settings.api_keys:  # a key for this run only, so the webhook can be tried at once
         session_key, entry = new_key("make-run", Role.INGEST)
         env["OT_API_KEYS"] = entry.entry
     logs = stack.logs
-    children = [
+    children += [
         Child(
             "simulator",
             [ot, "simulate", "--machines", str(args.machines), "--rate", str(args.rate),
@@ -150,7 +211,12 @@ def main(argv: list[str] | None = None) -> int:
             [ot, "api", "--host", "127.0.0.1", "--port", str(args.api_port)],
             logs / "run-api.log",
         ),
-        Child("mqtt-bridge", [ot, "bridge", "mqtt"], logs / "run-mqtt-bridge.log"),
+        Child(
+            "mqtt-bridge",
+            # One persistent session per topic root: a session remembers its subscriptions.
+            [ot, "bridge", "mqtt", "--client-id", f"ot-bridge-{settings.mqtt_topic_root}"],
+            logs / "run-mqtt-bridge.log",
+        ),
         Child("lander", [ot, "land"], logs / "run-lander.log"),
         Child("state-writer", [ot, "state"], logs / "run-state-writer.log"),
     ]  # fmt: skip
@@ -185,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  Dagster UI   http://127.0.0.1:{args.port}  (DAGSTER_HOME={env['DAGSTER_HOME']})")
     api_url = f"http://127.0.0.1:{args.api_port}"
     print(f"  HTTP API     {api_url}  (webhook POST /webhook/sensor-data, docs {api_url}/docs)")
+    print(f"  Operator API {api_url}/api/v1/machines  (reads without a key: OT_API_ANONYMOUS_READ)")
     ws_url = api_url.replace("http://", "ws://")
     print(f"  Alerts       {api_url}/api/v1/alerts  (live: {ws_url}/api/v1/stream?machines=*)")
     topics = f"{settings.mqtt_topic_root}/{{line}}/{{machine}}/{{metric}}"
@@ -192,7 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     if session_key:
         print(f"  Ingest key   {session_key}  (this run only; set OT_API_KEYS for your own)")
     print(f"  Logs         {logs}/run-*.log")
-    print("Press Ctrl-C to stop everything started here.", flush=True)
+    if kept:
+        print(f"  Stack        {', '.join(kept)} were already running: they stay up (`make down`)")
+    print(BACKGROUND_READY if args.background else INTERACTIVE_READY, flush=True)
 
     started_at = time.monotonic()
     failed: Child | None = None
@@ -217,10 +286,105 @@ def main(argv: list[str] | None = None) -> int:
     print("\nstopping: " + ", ".join(c.name for c in children), flush=True)
     for child in children:  # the producer first, so the consumers flush what it sent last
         child.stop()
-    if started_services:
-        stack.down(only=started_services)
-        print("stopped stack services: " + ", ".join(started_services))
     return 1 if failed is not None else 0
+
+
+# -- make start / make stop / make logs ----------------------------------------------------------
+def _run_pid(stack: LocalStack) -> int | None:
+    """The pid of the background run (`make start`) of this stack, when it is still running."""
+    try:
+        pid = int((stack.root / "run.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if process_is(pid, "python", arg="streaming.run") else None
+
+
+def start_background(stack: LocalStack, argv: list[str], timeout: float = 600) -> int:
+    """`make start`: `make run` in a session of its own, output to `logs/run.log`; returns once
+    the platform is up (printing what to open) or its start failed (printing why)."""
+    running = _run_pid(stack)
+    if running is not None:
+        print(f"make start: already running (pid {running}); `make stop` first", file=sys.stderr)
+        return 1
+    log = stack.logs / "run.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    offset = log.stat().st_size if log.exists() else 0
+    with log.open("ab") as out:
+        out.write(f"\n=== make start {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode())
+        out.flush()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streaming.run", *argv, "--background"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO_ROOT,
+            start_new_session=True,  # outlives `make start`
+        )
+    (stack.root / "run.pid").write_text(str(proc.pid))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = _read_from(log, offset)
+        if BACKGROUND_READY in text:
+            header = text[text.find("The OT platform is running:") :]
+            print(header[: header.find(BACKGROUND_READY) + len(BACKGROUND_READY)])
+            print(f"  Output       {log}")
+            return 0
+        if proc.poll() is not None:
+            (stack.root / "run.pid").unlink(missing_ok=True)
+            print(
+                f"make start: the platform did not start (exit {proc.returncode}):", file=sys.stderr
+            )
+            print(text.strip(), file=sys.stderr)
+            return 1
+        time.sleep(0.5)
+    print(
+        f"make start: not up after {timeout:.0f} s; see {log} (`make stop` stops it)",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def stop_background(stack: LocalStack, timeout: float = 600) -> int:
+    """`make stop`: SIGTERM to the background run, which stops what it started; waits for it."""
+    pid = _run_pid(stack)
+    if pid is None:
+        (stack.root / "run.pid").unlink(missing_ok=True)
+        print("make stop: no background run (`make start`) is running")
+        return 0
+    log = stack.logs / "run.log"
+    offset = log.stat().st_size if log.exists() else 0
+    os.kill(pid, signal.SIGTERM)
+    print(f"make stop: stopping the background run (pid {pid}) ...", flush=True)
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    print(_read_from(log, offset).strip())
+    if pid_alive(pid):
+        print(
+            f"make stop: pid {pid} still running after {timeout:.0f} s; see {log}", file=sys.stderr
+        )
+        return 1
+    (stack.root / "run.pid").unlink(missing_ok=True)
+    return 0
+
+
+def follow_logs(stack: LocalStack) -> int:
+    """`make logs`: follow the run's own output and every child's log (Ctrl-C ends it)."""
+    files = [stack.logs / "run.log", *sorted(stack.logs.glob("run-*.log"))]
+    existing = [str(f) for f in files if f.exists()]
+    if not existing:
+        print(f"make logs: no logs yet under {stack.logs} (`make start` or `make run` first)")
+        return 1
+    os.execvp("tail", ["tail", "-n", "20", "-F", *existing])
+
+
+def _read_from(path: Path, offset: int) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """One settings object, built from the environment.
 
 Every default points at the local stack (`ot stack up`). Bad configuration fails at start-up with
-one line that names the variable, the value and what was expected (`SettingsError`).
+one line that names the variable, the value and what was expected (`SettingsError`). An endpoint
+variable (KAFKA_BOOTSTRAP_SERVERS, REDIS_URL, OT_PG_DSN, MQTT_URL) that is set but empty is bad
+configuration too, not the default: unset it to mean the local stack.
 """
 
 from __future__ import annotations
@@ -32,6 +34,14 @@ _HOSTPORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
 def _get(env: Mapping[str, str], name: str, default: str) -> str:
     value = env.get(name, "").strip()
     return value or default
+
+
+def _endpoint(env: Mapping[str, str], name: str, default: str) -> str:
+    """Where to connect: unset means the local stack's default, but set and empty is an error
+    (an unfilled deployment variable must not silently reach the local stack)."""
+    if name in env and not env[name].strip():
+        raise SettingsError(f"{name} is set but empty: unset it for the local stack ({default})")
+    return _get(env, name, default)
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -76,13 +86,31 @@ def _mqtt_topic_root(root: str) -> str:
     return root
 
 
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = _get(env, name, "true" if default else "false").lower()
-    if raw in ("1", "true", "yes", "on"):
+    raw = _get(env, name, str(default).lower())
+    if raw.lower() in _TRUE:
         return True
-    if raw in ("0", "false", "no", "off"):
+    if raw.lower() in _FALSE:
         return False
     raise SettingsError(f"{name}={raw!r} must be true or false")
+
+
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+(:\d{1,5})?$")
+
+
+def _cors_origins(value: str) -> tuple[str, ...]:
+    """Comma-separated origins (`scheme://host[:port]`, no path) or `*`; empty: no CORS."""
+    origins = tuple(o.strip() for o in value.split(",") if o.strip())
+    for origin in origins:
+        if origin != "*" and not _ORIGIN.match(origin):
+            raise SettingsError(
+                f"OT_API_CORS_ORIGINS={value!r}: {origin!r} must be * or scheme://host[:port]"
+            )
+    return origins
 
 
 def _pg_schema(name: str) -> str:
@@ -104,7 +132,8 @@ class Topics:
 
 @dataclass(frozen=True)
 class ApiLimits:
-    """Limits of the webhook gateway (`ot api`); rates are per API key, 0 = no limit."""
+    """Settings of `ot api`: the webhook gateway's limits (rates per API key, 0 = no limit) and
+    the operator API's access (anonymous reads, CORS origins)."""
 
     max_body_bytes: int = 4 * 2**20
     max_readings: int = 10_000
@@ -114,8 +143,10 @@ class ApiLimits:
     burst_seconds: float = 2.0
     # How long a request waits for Kafka to acknowledge its readings before answering 503.
     kafka_timeout_seconds: float = 10.0
-    # GETs and the live stream without a key (a wall display on a trusted network).
+    # Operator API: GETs (and the stream) without a key, e.g. a wall display on a trusted network.
     anonymous_read: bool = False
+    # Browser origins allowed to call the API (CORS); empty: none, `*`: any.
+    cors_origins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -160,21 +191,21 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        bootstrap = _get(env, "KAFKA_BOOTSTRAP_SERVERS", cls.kafka_bootstrap_servers)
+        bootstrap = _endpoint(env, "KAFKA_BOOTSTRAP_SERVERS", cls.kafka_bootstrap_servers)
         for server in bootstrap.split(","):
             if not _HOSTPORT.match(server.strip()):
                 raise SettingsError(
                     f"KAFKA_BOOTSTRAP_SERVERS={bootstrap!r} must be host:port[,host:port...]"
                 )
-        redis_url = _get(env, "REDIS_URL", cls.redis_url)
+        redis_url = _endpoint(env, "REDIS_URL", cls.redis_url)
         if not redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise SettingsError(f"REDIS_URL={redis_url!r} must start with redis:// or rediss://")
-        pg_dsn = _get(env, "OT_PG_DSN", cls.pg_dsn)
+        pg_dsn = _endpoint(env, "OT_PG_DSN", cls.pg_dsn)
         if not pg_dsn.startswith(("postgresql://", "postgres://")) and "=" not in pg_dsn:
             raise SettingsError(
                 f"OT_PG_DSN={pg_dsn!r} must be a postgresql:// URL or a key=value DSN"
             )
-        mqtt_url = _mqtt_url(_get(env, "MQTT_URL", cls.mqtt_url))
+        mqtt_url = _mqtt_url(_endpoint(env, "MQTT_URL", cls.mqtt_url))
         try:
             api_keys = parse_entries(env.get("OT_API_KEYS", ""))
         except KeyEntryError as exc:
@@ -188,7 +219,8 @@ class Settings:
             kafka_timeout_seconds=_float(
                 env, "OT_API_KAFKA_TIMEOUT_SECONDS", ApiLimits.kafka_timeout_seconds, 1.0
             ),
-            anonymous_read=_bool(env, "OT_API_ANONYMOUS_READ", ApiLimits.anonymous_read),
+            anonymous_read=_bool(env, "OT_API_ANONYMOUS_READ", False),
+            cors_origins=_cors_origins(env.get("OT_API_CORS_ORIGINS", "")),
         )
         topics = Topics(
             readings=_get(env, "OT_TOPIC_READINGS", Topics.readings),

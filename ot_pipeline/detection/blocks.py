@@ -100,22 +100,29 @@ def block_statistics(
 ) -> BlockStatistics:
     """Running level (median of block medians), running floor, noise and flat share per block.
 
-    The noise is a high quantile of the blocks' median absolute steps, so stretches of a quiet
-    (stopped, stuck) signal do not make the noise look smaller than it is when the signal runs.
+    The noise is a high quantile of the blocks' median absolute non-zero steps, so stretches of a
+    quiet (stopped, stuck) signal do not make the noise look smaller than it is when the signal
+    runs, and a held or quantized signal (most steps zero) is not judged against a noise of zero:
+    its noise is the size of its moves, never below its resolution (smallest non-zero step).
     """
     N, mb = s.history_blocks, s.min_history_blocks
     grid = padded(xv, layout, s.block_samples)
     block = layout.block
+    bmed = row_median(grid)
+    # The steps where the value moved: a held or quantized signal (most steps zero) has the
+    # noise of its moves, at least its resolution (its smallest non-zero step), not zero.
+    steps = np.abs(np.diff(grid, axis=1))
+    steps[steps == 0.0] = np.nan
     blocks = pl.DataFrame(
         {
             "_sid": layout.sid,
-            "_bmed": row_median(grid),
-            "_bstep": row_median(np.abs(np.diff(grid, axis=1))),
+            "_bmed": bmed,
+            "_bstep": row_median(steps),
             "_bflat": np.bincount(block, weights=flat) / np.bincount(block),
         },
         nan_to_null=True,
     )
-    del grid
+    del grid, steps
     blocks = block_history(
         blocks,
         {

@@ -179,7 +179,10 @@ def run(
     # Recording defaults first; a config's own `defaults` override them.
     config = config or DetectionConfig()
     config = replace(config, defaults={**RECORDING_DEFAULTS, **config.defaults})
-    scored = score_codes(readings.select("machine_id", "metric", "ts", "value"), config)
+    # the value columns are the channels of one machine (the multivariate detector)
+    scored = score_codes(
+        readings.select("machine_id", "metric", "ts", "value"), config, one_machine=True
+    )
     detected = time.perf_counter()
     _write_output(output_path, table, time_col, value_columns, scored)
     finished = time.perf_counter()

@@ -29,6 +29,7 @@ DETECTORS = (
     "rate_of_change",
     "drift",
     "ramp",
+    "multivariate",
     "regime",
 )
 # What `Combiner.coded` returns (and `engine.score_codes` for the whole input).
@@ -66,6 +67,10 @@ class Combiner:
         score = self.top
         score[suppressed] = 0.0
         anomalous = score >= 1.0
+        if s.alarm_budget and anomalous.any():
+            muted = flood_muted(anomalous, runs, s)
+            score[muted] = 0.0
+            anomalous &= ~muted
         # Severity: magnitude sets the base step, duration escalates (a fault that lasts matters
         # more); a regime transition stays LOW.
         step = np.select([score >= 8.0, score >= 4.0, score >= 2.0], [3, 2, 1], 0)
@@ -84,6 +89,38 @@ class Combiner:
                 "_detector": np.where(anomalous, named, -1).astype(np.int8),
             }
         )
+
+
+def flood_muted(anomalous: Any, runs: Runs, s: DetectorSettings) -> Any:
+    """Rows of alarms muted by the series' alarm budget (flood suppression, ISA-18.2).
+
+    An alarm episode starts at an anomalous reading after at least `alarm_merge_samples` quiet
+    ones. An episode is muted (all of its readings) when it is more than the `alarm_budget`-th
+    to start within the last `alarm_budget_window` readings of the series, counting muted ones:
+    a series raising alarms faster than anomalies plausibly occur is miscalibrated for its
+    signal, and while it floods its new alarms are more likely noise than faults. A flood thus
+    costs at most `alarm_budget` alarms however long it lasts, and alarms come back once its
+    rate falls. Causal: a reading's fate depends only on the alarms before it.
+    """
+    index, start = runs.index, runs.start
+    quiet = runs(~anomalous)  # quiet readings in a row, ending at each row (0 on an alarm)
+    position = index - start
+    before = np.empty_like(quiet)  # quiet readings in a row before each row, in its series
+    before[0] = 0
+    before[1:] = quiet[:-1]
+    np.minimum(before, position, out=before)
+    onset = anomalous & ((before >= s.alarm_merge_samples) | (before == position))
+    started = np.cumsum(onset, dtype=np.int64)  # episodes started so far (all series)
+    back = index - s.alarm_budget_window  # the row just out of the window
+    within = np.where(back >= start, back, start - 1)  # ... or the row before the series
+    earlier = np.where(within >= 0, started[np.maximum(within, 0)], 0)
+    over = onset & (started - earlier > s.alarm_budget)
+    if not over.any():
+        return np.zeros(anomalous.size, dtype=bool)
+    episode = started - 1  # the episode each anomalous row belongs to (its latest onset)
+    muted_episode = np.zeros(int(started[-1]) + 1, dtype=bool)
+    muted_episode[episode[over]] = True
+    return anomalous & muted_episode[np.maximum(episode, 0)]
 
 
 def named(codes: pl.Series, names: pl.Series) -> pl.Series:

@@ -51,6 +51,9 @@ class DetectorSettings:
     spike_threshold: float = 6.0
     spike_max_readings: int = 3
     spike_return_share: float = 0.3
+    # ... and beyond this many times the usual largest spike score of a block (0 = off): where
+    # short excursions are the series' normal behaviour, only unusually large ones count.
+    spike_usual_threshold: float = 2.0
     # Level: outside the envelope of recent normal block medians for level_consecutive readings.
     envelope_quantile: float = 0.1
     envelope_margin: float = 0.5  # times the envelope's width
@@ -119,6 +122,21 @@ class DetectorSettings:
     rel_noise_floor: float = 0.0005
     # Severity escalates one step once an anomalous run has lasted this many readings.
     escalate_samples: int = 120
+    # Alarm budget (flood suppression): at most alarm_budget alarm episodes (anomalous runs
+    # more than alarm_merge_samples apart) start within alarm_budget_window readings of a
+    # series; later ones are muted while the flood lasts. 0 = no budget.
+    alarm_budget: int = 6
+    alarm_budget_window: int = 10_000
+    alarm_merge_samples: int = 60
+    # Multivariate (per machine, PCA with Hotelling T² and Q on its channels sampled together):
+    # learnt on the machine's first multivariate_train_samples readings, on rolling means of
+    # multivariate_smooth_samples; limits widened by multivariate_threshold; raised after
+    # multivariate_consecutive readings beyond. On in `ot detect` (RECORDING_DEFAULTS).
+    multivariate: bool = False
+    multivariate_train_samples: int = 400
+    multivariate_smooth_samples: int = 10
+    multivariate_threshold: float = 2.5
+    multivariate_consecutive: int = 10
 
     def validate(self) -> DetectorSettings:
         for name in (
@@ -137,11 +155,18 @@ class DetectorSettings:
             "stuck_samples",
             "escalate_samples",
             "stop_transition_samples",
+            "alarm_budget_window",
+            "alarm_merge_samples",
+            "multivariate_train_samples",
+            "multivariate_smooth_samples",
+            "multivariate_consecutive",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.direction not in ("both", "up", "down"):
             raise ValueError("direction must be one of both, up, down")
+        if self.alarm_budget < 0:
+            raise ValueError("alarm_budget must not be negative (0 = no budget)")
         if self.envelope_freeze_passes < 0:
             raise ValueError("envelope_freeze_passes must not be negative")
         if not 0.0 <= self.level_deadband <= 1.0:
@@ -160,7 +185,7 @@ class DetectorSettings:
 # watched both ways too, as is a generic signal; voltage downwards (a sagging supply).
 _UP = {"direction": "up"}
 METRIC_DEFAULTS: dict[str, dict[str, Any]] = {
-    GENERIC: {},
+    GENERIC: {"stop_fraction": 0.2},
     "temperature": {"abs_noise_floor": 0.02, **_UP},
     "vibration": {"abs_noise_floor": 0.005, **_UP},
     "pressure": {"abs_noise_floor": 0.002},
@@ -174,7 +199,8 @@ METRIC_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 # `ot detect` on a recording: the envelope freeze is on (docs/detection.md, "The envelope freeze").
-RECORDING_DEFAULTS: dict[str, Any] = {"envelope_freeze_passes": 2}
+# ... and the multivariate detector across the value columns (docs/detection.md).
+RECORDING_DEFAULTS: dict[str, Any] = {"envelope_freeze_passes": 2, "multivariate": True}
 
 _FIELD_NAMES = {f.name for f in fields(DetectorSettings)}
 

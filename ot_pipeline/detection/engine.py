@@ -18,6 +18,8 @@ module per detector family (`stuck`, `gap`, `limits`, `level` with `rate_of_chan
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -28,6 +30,7 @@ from ot_pipeline.detection import (
     gap,
     level,
     limits,
+    multivariate,
     ramp,
     regime,
     spike,
@@ -73,7 +76,11 @@ def _series_slices(rows: pl.DataFrame, size: int) -> list[pl.DataFrame]:
 
 
 def _detect_group(
-    rows: pl.DataFrame, s: DetectorSettings, use_seq: bool, flag_stops: bool
+    rows: pl.DataFrame,
+    s: DetectorSettings,
+    use_seq: bool,
+    flag_stops: bool,
+    input_times: Callable[[], Any] | None = None,
 ) -> pl.DataFrame:
     """All detectors for the series of one settings group; rows sorted by series and order.
 
@@ -92,7 +99,16 @@ def _detect_group(
     stats = block_statistics(series.xv, flat, layout, s)
     sigma_b = stats.sigma_b
     sigma = sigma_b[block]
-    regimes = regime.regimes(series, stats, block, s)
+
+    def times() -> Any:  # epoch ms of the slice's rows (only asked for when needed)
+        if "_t" in rows.columns:
+            return rows["_t"].fill_null(strategy="forward").fill_null(0.0).to_numpy()
+        assert input_times is not None
+        return input_times()[rows["_row"].to_numpy()]
+
+    regimes = regime.regimes(
+        series, stats, block, s, times if ("_t" in rows.columns or input_times) else None
+    )
 
     # Stage 2 (block medians of running readings only): envelope of normal operation, trend.
     blocks2 = block_history(
@@ -142,7 +158,7 @@ def _detect_group(
         combiner.add("limits", limits.scores(series.x, regimes.judge, runs, s))
     combiner.add("level", level.scores(excess, breach, runs, s))
     del excess
-    combiner.add("spike", spike.scores(s, series.xv, sigma, regimes.ready, series.n))
+    combiner.add("spike", spike.scores(s, series.xv, sigma, regimes.ready, series.n, layout))
     combiner.add(
         "rate_of_change",
         level.rate_of_change_scores(series.step, sigma_b, block, breach, gap_missing, s),
@@ -151,9 +167,42 @@ def _detect_group(
         "drift", drift.scores(blocks2, regimes.xr, sigma_b, q_lo, q_hi, block, judge_settled, s)
     )
     combiner.add("ramp", ramp.scores(blocks2, sigma_b, block, judge_settled, s))
+    if "_mv" in rows.columns:  # computed per machine before the settings groups were cut
+        combiner.add("multivariate", np.where(regimes.stopped, 0.0, rows["_mv"].to_numpy()))
     if flag_stops:
         combiner.add("regime", regime.scores(regimes.stopped, series.first))
     return combiner.coded(series.suppressed, runs, s)
+
+
+def _with_multivariate(
+    base: pl.DataFrame,
+    pairs: pl.DataFrame,
+    width: int | None,
+    on: Any,
+    distinct: list[DetectorSettings],
+    use_seq: bool,
+    input_times: Callable[[], Any],
+) -> pl.DataFrame:
+    """`_mv`, the multivariate score of every (sorted) row: per machine, across its series.
+
+    Rows are sorted by series rank (the row of `pairs`), each series contiguous in time order.
+    The settings of the machine's first series with the detector on are used.
+    """
+    ranks = base["_code"].to_numpy()
+    length = np.bincount(ranks, minlength=pairs.height)
+    start = np.concatenate([[0], np.cumsum(length)[:-1]])
+    codes = pairs["_code"].to_numpy()
+    machine = codes // width if width is not None else np.zeros_like(codes)  # None: one machine
+    times = (
+        input_times()[base["_row"].to_numpy()]
+        if use_seq
+        else base["_t"].fill_null(strategy="forward").fill_null(0.0).to_numpy()
+    )
+    settings = distinct[int(pairs["_group"][int(np.flatnonzero(on)[0])])]
+    mv = multivariate.scores(
+        machine, start, length, times, base["_x"].to_numpy(), on & (length > 0), settings
+    )
+    return base.with_columns(_mv=pl.Series(mv))
 
 
 def _epoch_ms(column: pl.Expr, dtype: pl.DataType) -> pl.Expr:
@@ -185,10 +234,16 @@ def detect(readings: pl.DataFrame, config: DetectionConfig | None = None) -> pl.
     return readings.hstack(added.get_columns())
 
 
-def score_codes(readings: pl.DataFrame, config: DetectionConfig) -> pl.DataFrame:
+def score_codes(
+    readings: pl.DataFrame, config: DetectionConfig, *, one_machine: bool = False
+) -> pl.DataFrame:
     """`detect` without the names: score, is_anomaly, and severity and detector as Int8 codes
     (-1 for none; `named` turns them into strings), one row per input row, in input order. For
     a caller that reorders the rows first: gathering codes is cheaper than strings.
+
+    `one_machine`: every series is a channel of one machine for the multivariate detector (the
+    value columns of a recording, each its own `machine_id` for the config), instead of the
+    series of each `machine_id`.
     """
     if readings.height == 0:
         return pl.DataFrame(schema=CODED_SCHEMA)
@@ -261,6 +316,19 @@ def score_codes(readings: pl.DataFrame, config: DetectionConfig) -> pl.DataFrame
             base = base.sort(key, maintain_order=True)
     else:
         base = base.sort(["_code", within], maintain_order=True)
+    cache: list[Any] = []
+
+    def input_times() -> Any:  # epoch ms in input order, computed once when a stop is judged
+        if not cache:
+            t = readings.select(_epoch_ms(pl.col("ts"), readings.schema["ts"]))
+            cache.append(t.to_series().fill_null(strategy="forward").fill_null(0.0).to_numpy())
+        return cache[0]
+
+    on = np.array([distinct[g].multivariate for g in pairs["_group"].to_list()], dtype=bool)
+    if on.any():
+        base = _with_multivariate(
+            base, pairs, width if not one_machine else None, on, distinct, use_seq, input_times
+        )
     group_of_code = pairs["_group"].to_numpy()
     lengths = np.bincount(group_of_code[base["_code"].to_numpy()], minlength=len(distinct))
     parts = []
@@ -271,7 +339,7 @@ def score_codes(readings: pl.DataFrame, config: DetectionConfig) -> pl.DataFrame
         part = base.slice(offset, length)
         offset += length
         for piece in _series_slices(part, SLICE_ROWS):
-            parts.append(_detect_group(piece, distinct[group], use_seq, flag_stops))
+            parts.append(_detect_group(piece, distinct[group], use_seq, flag_stops, input_times))
     combined = pl.concat(parts)
     # Back to input order: the inverse of the sort permutation, by one scatter.
     if in_order:

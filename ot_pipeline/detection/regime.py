@@ -10,16 +10,22 @@ stop or a suppressed stretch the process settles: no level, drift or ramp verdic
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ot_pipeline.detection.blocks import BlockStatistics
+from ot_pipeline.detection.blocks import BlockStatistics, row_median
 from ot_pipeline.detection.config import DetectorSettings
 from ot_pipeline.detection.series import SeriesRows
 
 STOP_CONFIRM_READINGS = 3  # consecutive stopped readings before a stop counts for settling
+STOP_NOISE_SIGMAS = 8.0  # a stop lies this many noise sigmas below the level it leaves
+DAY_MS = 86_400_000
+PROFILE_DAYS = 7  # the daily profile: the same time of day on up to this many earlier days
+PROFILE_MIN_DAYS = 2  # a daily pattern is one seen on two days at least (not a coincidence)
+PROFILE_TOLERANCE_MS = 1_800_000  # readings around that time of day at most 2 x this apart
 
 
 @dataclass
@@ -33,8 +39,46 @@ class Regimes:
     xr: Any  # the value of running readings (NaN when stopped or suppressed)
 
 
-def regimes(series: SeriesRows, stats: BlockStatistics, block: Any, s: DetectorSettings) -> Regimes:
-    """Stopped and stopping readings, from the value against the series' running level."""
+def daily_profile(series: SeriesRows, at: Any, times: Any) -> Any:
+    """The usual value at the time of day of rows `at`: the median of the series' values at
+    the same time of day (the closer of the readings around it) on up to PROFILE_DAYS earlier
+    days; NaN where fewer than PROFILE_MIN_DAYS earlier days have readings then. Earlier
+    readings only (causal); looked up by binary search on (series, time), so its cost is that
+    of the rows asked about, not of the slice."""
+    sid = series.sid.astype(np.int64)
+    t = times.astype(np.int64)
+    low = int(t.min())
+    span = int(t.max()) - low + 2 * (PROFILE_DAYS + 1) * DAY_MS  # no lag reaches the series before
+    key = sid * span + (t - low)  # series-major, time within
+    order = np.argsort(key, kind="stable") if not np.all(key[1:] >= key[:-1]) else None
+    sorted_key = key if order is None else key[order]
+    value_at = series.xv if order is None else series.xv[order]
+    lagged = np.full((at.size, PROFILE_DAYS), np.nan)
+    for day in range(1, PROFILE_DAYS + 1):
+        target = key[at] - day * DAY_MS
+        j = np.clip(np.searchsorted(sorted_key, target), 1, sorted_key.size - 1)
+        # readings on both sides of that time, close together (so of this series, and not
+        # before its first reading); the closer one stands for it
+        bracket = (sorted_key[j - 1] <= target) & (target <= sorted_key[j])
+        bracket &= sorted_key[j] - sorted_key[j - 1] <= 2 * PROFILE_TOLERANCE_MS
+        closer = target - sorted_key[j - 1] < sorted_key[j] - target
+        j = np.where(closer, j - 1, j)
+        near = bracket
+        lagged[near, day - 1] = value_at[j[near]]
+    known = np.count_nonzero(~np.isnan(lagged), axis=1) >= PROFILE_MIN_DAYS
+    return np.where(known, row_median(lagged), np.nan)
+
+
+def regimes(
+    series: SeriesRows,
+    stats: BlockStatistics,
+    block: Any,
+    s: DetectorSettings,
+    times: Callable[[], Any] | None = None,
+) -> Regimes:
+    """Stopped and stopping readings, from the value against the series' running level and,
+    where the series has earlier days, against its usual value at that time of day (`times`:
+    the rows' epoch ms, asked for only when there are low readings to judge)."""
     size, xv, n = series.size, series.xv, series.n
     run_level, sigma_b = stats.run_level, stats.sigma_b
     ready = (n >= s.min_history_blocks * s.block_samples) & ~np.isnan(xv)
@@ -45,8 +89,18 @@ def regimes(series: SeriesRows, stats: BlockStatistics, block: Any, s: DetectorS
     else:
         positive = (stats.frame["_run_floor"].to_numpy() >= 0.0)[block]
         stopped = positive & (xv < (s.stop_fraction * run_level)[block])
-        stopped &= (run_level[block] - xv) > (8.0 * sigma_b)[block]
+        stopped &= (run_level[block] - xv) > (STOP_NOISE_SIGMAS * sigma_b)[block]
         stopped &= ready
+        if times is not None and stopped.any():
+            # A low that is usual for the time of day (a count's nightly low, a daily cycle)
+            # is not a stop: below stop_fraction of the daily profile as well, when known.
+            at = np.flatnonzero(stopped)
+            usual = daily_profile(series, at, times())
+            with np.errstate(invalid="ignore"):
+                seasonal = (xv[at] >= s.stop_fraction * usual) | (
+                    usual - xv[at] <= STOP_NOISE_SIGMAS * sigma_b[block[at]]
+                )
+            stopped[at[seasonal]] = False
         # On the way down to a stop (a machine cooling, spinning down) a reading is not yet
         # stopped but not a downward anomaly either: the transition is flagged once, as a stop.
         stopping = positive & (xv < ((1.0 + 3.0 * s.stop_fraction) / 4.0 * run_level)[block])

@@ -15,17 +15,50 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ot_pipeline.detection.blocks import row_median
+from ot_pipeline.detection.blocks import (
+    BlockLayout,
+    block_history,
+    padded,
+    row_median,
+)
 from ot_pipeline.detection.config import DetectorSettings
 
 SPIKE_BASE_READINGS = 5  # the level before an excursion is the median of this many readings
+SPIKE_USUAL_QUANTILE = 0.9  # spikes in more than 10 % of blocks are the series' normal
+SPIKE_USUAL_MIN_BLOCKS = 10
 NUMPY_CHUNK = 1 << 19  # rows per slice of elementwise numpy work (4 MiB per float column)
 
 
-def scores(s: DetectorSettings, xv: Any, sigma: Any, ready: Any, n: Any) -> Any:
-    """Spike score per row (0 where none or not yet judged: too early in the series)."""
+def scores(
+    s: DetectorSettings, xv: Any, sigma: Any, ready: Any, n: Any, layout: BlockLayout
+) -> Any:
+    """Spike score per row (0 where none or not yet judged: too early in the series).
+
+    On a series whose short excursions are frequent (a utilisation jumping between levels),
+    a spike must also exceed `spike_usual_threshold` x the usual largest spike score of a
+    block (its SPIKE_USUAL_QUANTILE over the earlier blocks, known after SPIKE_USUAL_MIN_BLOCKS):
+    0 where fewer than 10 % of blocks hold a spike (a normal series: nothing changes), the
+    series' own behaviour where excursions are common.
+    """
     spike = _spike_scores(s, xv, sigma, _rolling_median(xv, SPIKE_BASE_READINGS))
     spike[~(ready & (n > s.spike_max_readings + SPIKE_BASE_READINGS))] = 0.0
+    if s.spike_usual_threshold > 0 and layout.count:
+        largest = np.fmax.reduce(padded(spike, layout, s.block_samples), axis=1)
+        usual = block_history(
+            pl.DataFrame({"_sid": layout.sid, "_spike": largest}, nan_to_null=True),
+            {
+                "_usual": pl.col("_spike")
+                .rolling_quantile(
+                    SPIKE_USUAL_QUANTILE,
+                    window_size=s.history_blocks,
+                    min_samples=SPIKE_USUAL_MIN_BLOCKS,
+                )
+                .shift(1)
+            },
+        )["_usual"].to_numpy()
+        scale = np.fmax(s.spike_usual_threshold * usual, 1.0)  # NaN (not known yet): 1
+        if (scale > 1.0).any():
+            spike /= scale[layout.block]
     return spike
 
 
@@ -97,7 +130,7 @@ def _spike_chunk(s: DetectorSettings, xs: Any, ms: Any, sigma: Any) -> Any:
     return best
 
 
-def _median_of_5(values: Any) -> Any:
+def median_of_5(values: Any) -> Any:
     """Median of each value and the 4 before it (the first 4 rows are not meaningful): a
     selection network of minima and maxima, always one of the 5 values, as a sort would pick.
     Over slices of rows, in four reused buffers (fresh large temporaries are page-faulted in)."""
@@ -135,7 +168,7 @@ def _rolling_median(values: Any, window: int) -> Any:
     missing = np.isnan(values)
     filled = np.where(missing, 0.0, values)
     if window == 5:
-        med = _median_of_5(filled)
+        med = median_of_5(filled)
     else:
         med = pl.Series(filled).rolling_median(window, min_samples=1).to_numpy().copy()
     # rows whose window holds a missing value, and the first rows (their window is cut short)

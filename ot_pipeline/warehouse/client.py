@@ -14,7 +14,7 @@ from psycopg import sql
 from ot_pipeline.warehouse import ddl, loads
 from ot_pipeline.warehouse.capabilities import Capabilities, detect
 from ot_pipeline.warehouse.loads import LoadResult
-from ot_pipeline.warehouse.tables import TABLES, qualified
+from streaming.warehouse_schema import TABLES, qualified
 
 
 class Warehouse:

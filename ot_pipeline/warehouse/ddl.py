@@ -12,7 +12,7 @@ import psycopg
 from psycopg import sql
 
 from ot_pipeline.warehouse.capabilities import Capabilities
-from ot_pipeline.warehouse.tables import HOURLY_VIEW, TABLES, TableSpec, qualified
+from streaming.warehouse_schema import HOURLY_VIEW, TABLES, TableSpec, qualified
 
 
 def create_schema(

@@ -24,7 +24,7 @@ import psycopg
 from psycopg import sql
 
 from ot_pipeline.warehouse.copy_encoding import binary_copy_chunks
-from ot_pipeline.warehouse.tables import TableSpec, qualified
+from streaming.warehouse_schema import TableSpec, qualified
 
 
 @dataclass(frozen=True)

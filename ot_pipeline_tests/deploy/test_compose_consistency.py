@@ -24,6 +24,12 @@ import yaml
 
 import streaming.stack.topics as topics_module
 from ot_pipeline_tests.support.paths import REPO_ROOT
+from streaming.kafka.config import (
+    MESSAGE_MAX_BYTES,
+    consumer_config,
+    producer_config,
+    reader_config,
+)
 from streaming.settings import (
     DEFAULT_KAFKA_PORT,
     DEFAULT_MQTT_PORT,
@@ -100,14 +106,14 @@ def _python_sources() -> Iterator[Path]:
 
 
 _ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
-_ENV_READERS = {"_get", "_int", "_float", "getenv", "EnvVar"}
+_ENV_READERS = {"_get", "_endpoint", "_int", "_float", "getenv", "EnvVar"}
 
 
 @functools.cache
 def environment_names_read_by_the_code() -> frozenset[str]:
-    """Names the code reads: arguments of the settings readers (`_get(env, "NAME", ...)`),
-    `os.getenv`, `os.environ[...]`/`.get(...)`, Dagster `EnvVar`, and `env:` in the instance and
-    workspace YAML. Scanned, not listed, so a new setting needs no edit here."""
+    """Names the code reads: arguments of the settings readers (`_get(env, "NAME", ...)`,
+    `_endpoint`, ...), `os.getenv`, `os.environ[...]`/`.get(...)`, Dagster `EnvVar`, and `env:`
+    in the instance and workspace YAML. Scanned, not listed, so a new setting needs no edit here."""
     names: set[str] = set()
     for path in _python_sources():
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
@@ -416,6 +422,21 @@ def test_kafka_nodes_form_one_static_quorum_of_combined_brokers(
         assert env["KAFKA_LOG_DIRS"] in _mounts(services[KAFKA_SERVICES[i - 1]])
 
 
+def test_brokers_and_clients_agree_on_the_message_size_limit(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    # One limit end to end (streaming/kafka/config.py): what the brokers accept is what every
+    # producer may send and what a consumer fetches from a partition at once.
+    for kafka in KAFKA_SERVICES:
+        assert _env(services[kafka])["KAFKA_MESSAGE_MAX_BYTES"] == str(MESSAGE_MAX_BYTES)
+    properties = LocalStack().kafka.properties(1).splitlines()
+    assert f"message.max.bytes={MESSAGE_MAX_BYTES}" in properties
+    settings = Settings.from_env({})
+    assert producer_config(settings)["message.max.bytes"] == MESSAGE_MAX_BYTES
+    assert consumer_config(settings, "g")["max.partition.fetch.bytes"] == MESSAGE_MAX_BYTES
+    assert reader_config("b", "r")["max.partition.fetch.bytes"] == MESSAGE_MAX_BYTES
+
+
 # ---------------------------------------------------------------------------------------------
 # Mosquitto
 
@@ -443,7 +464,7 @@ def test_compose_mosquitto_has_the_local_stack_broker_settings(
     assert mounts[compose_conf["persistence_location"][0].rstrip("/")] == "mosquitto-data"
     assert "mosquitto-data" in compose["volumes"]
     local = LocalStack(root=tmp_path, services=("mosquitto",))
-    local_conf = _mosquitto_options(local._mosquitto_config().read_text())
+    local_conf = _mosquitto_options(local.mosquitto.write_config().read_text())
     assert local_conf["listener"] == [f"{DEFAULT_MQTT_PORT} 127.0.0.1"]
     assert compose_conf["listener"] == ["1883"]
     differ = {"listener", "persistence_location", "user"}
@@ -477,7 +498,8 @@ def test_compose_bridge_keeps_a_fixed_session_and_writes_the_heartbeat_the_probe
 def test_dockerfile_installs_the_project_and_runs_as_a_non_root_user() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim$", dockerfile, re.M)
-    assert "pip install ." in dockerfile
+    # The image installs the same locked versions as `make setup`.
+    assert "pip install -c requirements.lock ." in dockerfile
     users = re.findall(r"^USER (\S+)$", dockerfile, re.M)
     assert users and users[-1] not in {"root", "0"}
     assert dockerfile.rstrip().splitlines()[-1] == 'CMD ["ot", "--help"]'
@@ -502,7 +524,7 @@ def test_dockerfile_copies_only_files_that_exist_and_the_build_context_keeps_the
     for src in sources:
         assert (ROOT / src).exists(), f"Dockerfile copies {src}, which does not exist"
         assert not any(src == pat or src.startswith(pat + "/") for pat in ignored), src
-    for needed in ("pyproject.toml", "streaming", "ot_pipeline", "README.md"):
+    for needed in ("pyproject.toml", "requirements.lock", "streaming", "ot_pipeline", "README.md"):
         assert needed not in ignored, f".dockerignore drops {needed}, which pip install needs"
 
 
@@ -627,13 +649,11 @@ def expand_grafana_sql(raw: str, schema: str = "ot") -> str:
 
 
 def _pipeline_tables() -> dict[str, set[str]]:
-    """Table -> columns, from the pipeline's DDL (ot_pipeline.warehouse)."""
-    from ot_pipeline.warehouse import HOURLY_VIEW, TABLES
+    """Table -> columns, from the warehouse contract (streaming.warehouse_schema)."""
+    from streaming.warehouse_schema import HOURLY_VIEW, HOURLY_VIEW_COLUMNS, TABLES
 
     tables = {name: set(spec.column_names) for name, spec in TABLES.items()}
-    # The hourly rollup is a view over readings_1m: bucket, machine_id, metric, count, min, max,
-    # mean (see Warehouse._create_hourly_rollup).
-    tables[HOURLY_VIEW] = {"bucket", "machine_id", "metric", "count", "min", "max", "mean"}
+    tables[HOURLY_VIEW] = set(HOURLY_VIEW_COLUMNS)  # the hourly rollup view over readings_1m
     return tables
 
 

@@ -31,6 +31,8 @@ def test_settings_read_every_variable():
             "DAGSTER_HOME": "/data/dagster",
             "OT_API_KEYS": f"a:ingest:sha256:{'0' * 64}, b:read:sha256:{'1' * 64}",
             "OT_OFFLINE_AFTER_SECONDS": "12.5",
+            "OT_API_ANONYMOUS_READ": "TRUE",
+            "OT_API_CORS_ORIGINS": "http://wall.local:3000, https://ops.example.com",
         }
     )
     assert settings.kafka_bootstrap_servers == "k1:9092,k2:9092"
@@ -38,6 +40,11 @@ def test_settings_read_every_variable():
     assert settings.mqtt_url == "mqtt://bridge:secret@broker:1883"
     assert [(k.name, k.role) for k in settings.api_keys] == [("a", "ingest"), ("b", "read")]
     assert settings.offline_after_seconds == 12.5
+    assert settings.api.anonymous_read is True
+    assert settings.api.cors_origins == ("http://wall.local:3000", "https://ops.example.com")
+    assert Settings.from_env({}).api.anonymous_read is False
+    assert Settings.from_env({}).api.cors_origins == ()
+    assert Settings.from_env({"OT_API_CORS_ORIGINS": "*"}).api.cors_origins == ("*",)
 
 
 @pytest.mark.parametrize(
@@ -54,6 +61,9 @@ def test_settings_read_every_variable():
         ("OT_OFFLINE_AFTER_SECONDS", "soon", "not a number"),
         ("OT_LANDING_RETENTION_DAYS", "0", "at least 1"),
         ("OT_PG_SCHEMA", "Drop Table", "identifier"),
+        ("OT_API_ANONYMOUS_READ", "maybe", "true or false"),
+        ("OT_API_CORS_ORIGINS", "wall.local:3000", "scheme://host[:port]"),
+        ("OT_API_CORS_ORIGINS", "http://a.example/path", "scheme://host[:port]"),
     ],
 )
 def test_bad_configuration_names_the_variable_in_one_line(name, value, fragment):
@@ -61,6 +71,18 @@ def test_bad_configuration_names_the_variable_in_one_line(name, value, fragment)
         Settings.from_env({name: value})
     message = str(info.value)
     assert name in message and fragment in message and "\n" not in message
+
+
+@pytest.mark.parametrize("name", ["KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "OT_PG_DSN", "MQTT_URL"])
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_endpoint_set_but_empty_is_an_error_not_the_local_default(name, value):
+    """An unfilled deployment variable must not silently connect to the local stack."""
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({name: value})
+    message = str(info.value)
+    assert message.startswith(f"{name} is set but empty: unset it for the local stack (")
+    assert "\n" not in message
+    Settings.from_env({})  # unset: the local stack's default
 
 
 def test_cli_reports_bad_configuration_as_one_line_and_exit_code_2():

@@ -1,6 +1,7 @@
 """The ASGI app of `ot api`: one FastAPI app, a router per concern (the webhook gateway, the
-operator API's alerts and live stream under `/api/v1`), errors as problem+json, one JSON log line
-per request.
+operator API under `/api/v1`: machines, history, anomalies, production, readiness, alerts and
+the live stream), errors as problem+json, one JSON log line per request, CORS for the origins
+configured in `OT_API_CORS_ORIGINS`.
 
 The clients the routers share (Kafka producer, Redis, the key ring, the change-feed reader) are
 built in the lifespan from one `Settings` and closed there: on shutdown the server first stops
@@ -20,10 +21,11 @@ from typing import Any
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from streaming.api import alerts, gateway, stream
+from streaming.api import alerts, gateway, operator, stream
 from streaming.api.alerts import AlertService
 from streaming.api.delivery import AckedProducer
 from streaming.api.fanout import ChangeFeed
@@ -44,8 +46,10 @@ from streaming.settings import Settings
 DESCRIPTION = """\
 HTTP door of the OT platform. Devices and edge gateways push readings to
 `POST /webhook/sensor-data` with an `X-API-Key`; a 202 means Kafka acknowledged every accepted
-reading. Operators read and act on alerts under `/api/v1/alerts` and follow the live state on the
-WebSocket `/api/v1/stream`. Errors are `application/problem+json` (RFC 9457). See docs/api.md.
+reading. Operators and other systems read the plant under `/api/v1`: live machine state, history,
+anomalies, production figures and readiness (role `read`), act on alerts under `/api/v1/alerts`
+(role `operate`) and follow the live state on the WebSocket `/api/v1/stream`. Times are epoch
+milliseconds UTC. Errors are `application/problem+json` (RFC 9457). See docs/api.md.
 """
 
 
@@ -103,6 +107,7 @@ def create_app(settings: Settings | None = None, log: JsonLog | None = None) -> 
             RateLimiter(client, settings.redis_prefix, limits),
             CoalescingChecker(settings.max_future_ms, settings.max_age_ms),
         )
+        app.state.operator = await operator.Operator.open(settings)
         log("started", keys=len(settings.api_keys), topic=settings.topics.readings)
         try:
             yield
@@ -111,6 +116,7 @@ def create_app(settings: Settings | None = None, log: JsonLog | None = None) -> 
             unsent = producer.close()
             await client.aclose()
             await feed_client.aclose()
+            await app.state.operator.close()
             log("stopped", unsent=unsent)
 
     app = FastAPI(
@@ -125,14 +131,25 @@ def create_app(settings: Settings | None = None, log: JsonLog | None = None) -> 
     app.add_exception_handler(StarletteHTTPException, http_exception_handler)
     app.add_exception_handler(RequestValidationError, validation_exception_handler)
     app.add_exception_handler(Exception, _internal_error)
+    app.state.anonymous_read = settings.api.anonymous_read
     app.include_router(gateway.router)
     app.include_router(alerts.router)
     app.include_router(stream.router)
+    app.include_router(operator.router)
 
     @app.get("/health", tags=["health"], summary="Liveness: the process serves requests")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    if settings.api.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.api.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["X-API-Key", "Content-Type"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+            max_age=600,
+        )
     app.add_middleware(RequestLog, log=log)
     return app
 

@@ -2,8 +2,8 @@
 same check for the WebSocket stream (whose key may come in a query parameter or a first message,
 since browsers cannot set headers on a WebSocket).
 
-`OT_API_ANONYMOUS_READ=true` lets requests that need no more than `read` through without a key
-(a wall display on a trusted network); a key that is presented is still checked.
+With `OT_API_ANONYMOUS_READ=true` a request *without* a key may still do what the `read` role
+allows (a wall display on a trusted network); a key that is presented is always checked.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ api_key_header = APIKeyHeader(
     description="An API key from `ot api keys new NAME --role ROLE`, configured in OT_API_KEYS.",
 )
 _CHALLENGE = {"WWW-Authenticate": f'ApiKey header="{HEADER}"'}
+# Who an anonymous read is (logs show this name); never in a key ring, so it matches no key.
 ANONYMOUS = ApiKey("anonymous", Role.READ, b"")
 
 

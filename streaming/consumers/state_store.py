@@ -55,6 +55,8 @@ class StateStore:
     # -- reads --------------------------------------------------------------------------------
     def applied(self, partitions: list[int]) -> dict[int, int]:
         """Last applied offset per partition (-1: none yet)."""
+        if not partitions:
+            return {}
         stored = self.redis.hmget(self.keys.offsets, [str(p) for p in partitions])
         return {
             p: int(raw) if raw is not None else -1
@@ -100,11 +102,9 @@ class StateStore:
                     pipe.expire(k.machine(machine), self.expire_after_s)
                 if feed is not None:
                     self._feed(pipe, feed)
-                pipe.zadd(
-                    k.machines,
-                    dict(batch.machines.select("machine_id", "last_seen").iter_rows()),
-                    gt=True,
-                )
+                seen = dict(batch.machines.select("machine_id", "last_seen").iter_rows())
+                if seen:  # a batch of invalid messages only still moves the offsets
+                    pipe.zadd(k.machines, seen, gt=True)
                 for day, count in batch.days.iter_rows():
                     pipe.incrby(k.day(day), count)
                     pipe.expire(k.day(day), COUNTER_TTL_S)

@@ -21,7 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from streaming.consumers.alerting import (
     DEFAULT_RULES,
@@ -47,12 +50,36 @@ from streaming.consumers.alerting import (
 from streaming.consumers.live_state import machine_changes, machine_fields, summarise
 from streaming.consumers.state_store import StateStore
 from streaming.kafka.lifecycle import JsonLog, consumer_parser, serve
-from streaming.kafka.runtime import Batch, ConsumerRuntime, Membership
+from streaming.kafka.runtime import Batch, ConsumerRuntime, Membership, SinkUnavailable
 from streaming.redis_keys import STATE_WRITER_GROUP, RedisKeys
 from streaming.settings import Settings
 
 GROUP = STATE_WRITER_GROUP
 MEMBERSHIP = Membership(GROUP, poll_timeout=0.1)  # `ot state` defaults
+# A Redis that does not answer within this long counts as down (a paused server accepts
+# connections and never replies). The runtime's breaker does the retrying, so the client does
+# not retry on its own.
+REDIS_TIMEOUT_S = 5.0
+REDIS_CONNECT_TIMEOUT_S = 2.0
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)  # LOADING after a restart is one too
+
+
+def redis_client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=REDIS_TIMEOUT_S,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+@contextmanager
+def redis_reachable() -> Iterator[None]:
+    """Redis timed out or refused: the runtime waits behind its breaker and asks again."""
+    try:
+        yield
+    except REDIS_DOWN as exc:
+        raise SinkUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
 
 
 @dataclass
@@ -86,7 +113,7 @@ class StateWriter:
         self.alerts_topic = settings.topics.alerts
         self.keys = RedisKeys(settings.redis_prefix, membership.group)
         self.store = StateStore(
-            redis.Redis.from_url(settings.redis_url),
+            redis_client(settings.redis_url),
             self.keys,
             expire_after_s,
             feed_maxlen=settings.change_feed_maxlen,
@@ -110,10 +137,11 @@ class StateWriter:
 
     # -- assignment: Redis, not the group, says where each partition resumes -------------------
     def resume(self, partitions: list[int]) -> dict[int, int | None]:
-        applied = self.store.applied(partitions)
-        self.state = self.store.alert_state()
-        for p in partitions:
-            self._publish_outbox(p)
+        with redis_reachable():
+            applied = self.store.applied(partitions)
+            self.state = self.store.alert_state()
+            for p in partitions:
+                self._publish_outbox(p)
         return {p: last + 1 if last >= 0 else None for p, last in applied.items()}
 
     def revoke(self, partitions: list[int]) -> None:
@@ -129,6 +157,12 @@ class StateWriter:
 
     # -- one batch -----------------------------------------------------------------------------
     def write(self, batch: Batch) -> None:
+        """One transaction for the batch. If Redis is down the batch is not applied (or, when
+        the reply of EXEC was lost, applied and found stale when read again)."""
+        with redis_reachable():
+            self._write(batch)
+
+    def _write(self, batch: Batch) -> None:
         now_ms = batch.ingest_ms
         parts, offsets = batch.partitions, batch.offsets
         stamps = np.fromiter(
@@ -196,6 +230,7 @@ class StateWriter:
         self.state = back.state
         for p, o in last.items():
             self.runtime.advance(p, o + 1)
+            self.runtime.commit(p, o + 1)  # only reports lag: the offsets hash holds the truth
         self.stats.applied += readings.height
         self.stats.invalid += invalid
         self.stats.batches += 1
@@ -236,10 +271,11 @@ class StateWriter:
         if now - self._last_sweep >= self.sweep_every_s:
             self._last_sweep = now
             now_ms = int(self.clock() * 1000)
-            self.sweep(now_ms)
-            self.escalate(now_ms)
-            for p in sorted(self.runtime.positions):  # events of `ot api` and of escalation
-                self._publish_outbox(p)
+            with redis_reachable():
+                self.sweep(now_ms)
+                self.escalate(now_ms)
+                for p in sorted(self.runtime.positions):  # events of `ot api` and of escalation
+                    self._publish_outbox(p)
 
     def escalate(self, now_ms: int) -> int:
         """Raise one severity every unacknowledged active alert of the assigned partitions that
@@ -287,7 +323,8 @@ class StateWriter:
         rate = (consumed - window_count) / max(now - window_start, 1e-9)
         self._window = (now, consumed)
         behind = self.runtime.lag()
-        self.store.publish_metrics(rate, behind, self.stats.batch_ms)
+        with redis_reachable():
+            self.store.publish_metrics(rate, behind, self.stats.batch_ms)
         return {
             "applied": self.stats.applied,
             "invalid": self.stats.invalid,
@@ -300,7 +337,10 @@ class StateWriter:
         """Every batch is applied before the next consume call: nothing is held."""
 
     def finish(self, rate: float, lag: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        self.store.publish_metrics(rate, lag, self.stats.batch_ms)
+        try:
+            self.store.publish_metrics(rate, lag, self.stats.batch_ms)
+        except REDIS_DOWN as exc:  # stopping while Redis is down: the gauges wait for next time
+            self.log("metrics_not_published", error=str(exc))
         ms = sorted(self.stats.batch_ms)
         counts = {
             "applied": self.stats.applied,

@@ -11,7 +11,12 @@ from streaming.events.codec import (
     encode_json,
 )
 from streaming.events.columnar import HEADER
-from streaming.events.deadletter import DeadLetter, dlq_headers, parse_dlq_headers
+from streaming.events.deadletter import (
+    DeadLetter,
+    dlq_headers,
+    fit_dead_letter,
+    parse_dlq_headers,
+)
 from streaming.events.model import (
     FIELDS,
     MACHINE_ID_PATTERN,
@@ -59,6 +64,7 @@ __all__ = [
     "encode_avro_table",
     "encode_json",
     "event_id_for",
+    "fit_dead_letter",
     "load_schema",
     "parse_dlq_headers",
 ]

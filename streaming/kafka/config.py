@@ -15,6 +15,15 @@ from confluent_kafka import Consumer, TopicPartition
 
 from streaming.settings import Settings
 
+# The one size limit, end to end: the brokers accept records of up to this many bytes
+# (`message.max.bytes` of the local stack's brokers and of docker-compose.yml), every producer may
+# send that much (librdkafka's default is 1,000,000) and a consumer fetches that much from one
+# partition at once.
+MESSAGE_MAX_BYTES = 10 * 2**20
+# A dead letter is the consumed message plus its headers: it must leave room for the record and
+# batch overhead, and is cut to fit when it does not (`streaming.events.fit_dead_letter`).
+DEAD_LETTER_MAX_BYTES = MESSAGE_MAX_BYTES - 16 * 1024
+
 
 def consumer_config(
     settings: Settings,
@@ -41,7 +50,7 @@ def consumer_config(
         "fetch.wait.max.ms": 100,
         "queued.min.messages": 200_000,
         "queued.max.messages.kbytes": 262_144,
-        "max.partition.fetch.bytes": 8 * 2**20,
+        "max.partition.fetch.bytes": MESSAGE_MAX_BYTES,
         "fetch.max.bytes": 64 * 2**20,
     }
     if instance_id:
@@ -58,13 +67,24 @@ def reader_config(bootstrap: str, purpose: str) -> dict[str, Any]:
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
         "enable.partition.eof": False,
+        "max.partition.fetch.bytes": MESSAGE_MAX_BYTES,
     }
+
+
+def admin_config(bootstrap: str) -> dict[str, Any]:
+    """An admin client (topics, group descriptions)."""
+    return {"bootstrap.servers": bootstrap}
 
 
 def _idempotent(bootstrap: str) -> dict[str, Any]:
     # No duplicates or reordering from retries, and a delivery is confirmed only once every
     # in-sync replica has it.
-    return {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all"}
+    return {
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "message.max.bytes": MESSAGE_MAX_BYTES,
+    }
 
 
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:

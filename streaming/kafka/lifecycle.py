@@ -14,6 +14,14 @@ from types import FrameType
 from typing import Any, TextIO
 
 
+class ConsumerFailed(RuntimeError):
+    """The Kafka client kept failing fatally (fenced or otherwise) although fresh clients
+    rejoined: the process exits non-zero (EXIT_FAILED) and says why in one line."""
+
+
+EXIT_FAILED = 3
+
+
 class StopFlag:
     """Set by SIGTERM/SIGINT: the loop finishes its batch, flushes, commits and closes."""
 
@@ -74,7 +82,11 @@ def serve(
     stop = StopFlag().install()
     consumer = build(log)
     log("started", topic=topic, group=args.group, **started)
-    return run_bounded(consumer, args, stop, log)
+    try:
+        return run_bounded(consumer, args, stop, log)
+    except ConsumerFailed as exc:
+        log("failed", error=str(exc))  # one clear line; a supervisor restarts the process
+        return EXIT_FAILED
 
 
 @dataclass

@@ -13,23 +13,91 @@ A sink implements `Sink`; the lander (Parquet lake) and the state writer (Redis)
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import random
+import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_STORED,
+    Consumer,
+    KafkaError,
+    Message,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
 
-from streaming.events import DecodedBatch, decode_batch, dlq_headers
-from streaming.kafka.config import consumer_config, lag
-from streaming.kafka.lifecycle import Bounds, JsonLog, Progress, StopFlag
+from streaming.events import DecodedBatch, decode_batch, dlq_headers, fit_dead_letter
+from streaming.kafka.config import DEAD_LETTER_MAX_BYTES, admin_config, consumer_config, lag
+from streaming.kafka.lifecycle import Bounds, ConsumerFailed, JsonLog, Progress, StopFlag
 from streaming.kafka.producer import ConfirmedProducer
+from streaming.kafka.rebalance import ClientLog, describe_group, group_changes
 from streaming.settings import Settings
 
 
 class DeadLettersNotConfirmed(RuntimeError):
     """The DLQ did not confirm every dead letter: making the covering data durable would lose
     them."""
+
+
+class SinkUnavailable(RuntimeError):
+    """The sink's store cannot be reached now (Redis timed out or refused, ...). A sink raises it
+    from `resume`, `write`, `tick` or `progress`; a batch whose `write` raised it counts as not
+    taken. The runtime then stops consuming (partitions paused), retries behind a `Breaker`, and
+    once `resume` answers again seeks every partition to what the sink says: a sink that raises
+    it must hold nothing beyond what its `resume` will report (the state writer holds nothing)."""
+
+
+@dataclass
+class Breaker:
+    """A circuit breaker with exponential backoff and jitter: open after a failure, one probe
+    when the delay is over, closed after a success. The delay doubles per failure from `base_s`
+    up to `cap_s`, and is drawn from its upper half, so retries never spin and processes that
+    failed together do not retry together."""
+
+    base_s: float = 0.25
+    cap_s: float = 10.0
+    failures: int = 0
+    opened_at: float | None = None
+    retry_at: float = 0.0
+    rng: random.Random = field(default_factory=random.Random)
+
+    @property
+    def open(self) -> bool:
+        return self.opened_at is not None
+
+    def trip(self, now: float) -> float:
+        """A failure at `now`: open (or stay open); returns the delay before the next probe."""
+        self.failures += 1
+        if self.opened_at is None:
+            self.opened_at = now
+        ceiling = min(self.cap_s, self.base_s * 2 ** (self.failures - 1))
+        delay = ceiling / 2 + self.rng.uniform(0, ceiling / 2)
+        self.retry_at = now + delay
+        return delay
+
+    def reset(self, now: float) -> float:
+        """A success: closed again; returns how long it was open."""
+        down = now - self.opened_at if self.opened_at is not None else 0.0
+        self.failures, self.opened_at, self.retry_at = 0, None, 0.0
+        return down
+
+
+# A fenced static member reports `_FATAL` (wrapping FENCED_INSTANCE_ID) while `err.fatal()` says
+# False: the client is dead all the same (no callbacks, no messages), so it is known by its code.
+FATAL_CODES = frozenset({KafkaError._FATAL, KafkaError.FENCED_INSTANCE_ID})
+REJOIN_BUDGET = 3  # fresh clients within REJOIN_WINDOW_S; one more failure exits the process
+REJOIN_WINDOW_S = 300.0
+
+
+def is_fatal(err: KafkaError) -> bool:
+    """The client is unusable: a new one must be made (fenced static member, fatal error)."""
+    return bool(err.fatal()) or err.code() in FATAL_CODES
 
 
 @dataclass
@@ -128,7 +196,8 @@ class ConsumerRuntime:
     """One consumer group member that subscribes `settings.topics.readings` for `sink`.
 
     With `dead_letter_stage` the runtime sends every invalid message to the dead-letter topic
-    (unchanged, with the contract's `dlq_headers`) and the sink must `confirm_dead_letters()`
+    (unchanged, with the contract's `dlq_headers`; cut to fit by `fit_dead_letter` if too big to
+    forward whole) and the sink must `confirm_dead_letters()`
     before it makes data covering their offsets durable.
     """
 
@@ -152,47 +221,120 @@ class ConsumerRuntime:
         # Next offset the sink wants per assigned partition (-1: it holds nothing, take any).
         self.positions: dict[int, int] = {}
         self.backlog = False  # the last consume call filled its batch: catching up
+        self.membership = membership
+        self.failed: KafkaError | None = None  # a fatal error: the client must be replaced
+        self.rejoins: list[float] = []  # monotonic times of the fresh clients made
+        self.breaker = Breaker()  # open while the sink's store cannot be reached
+        # Rebalances in the logs: this client's name, librdkafka's reasons, the group's view.
+        self.client_id = f"ot-{sink.command}-{os.getpid()}@{socket.gethostname()}"
+        self.client_log = ClientLog(log)
+        self.admin = AdminClient(admin_config(settings.kafka_bootstrap_servers))
+        self.view: dict[str, list[int]] = {}  # member -> partitions, as last described
+        self.previously: list[int] = []  # the partitions held before the last release
+        self.describe_due: tuple[float, int] | None = None  # when, tries left
+        self.me = membership.instance_id or self.client_id  # the member id once joined
+        self.leaving = False
         self.producer = ConfirmedProducer(settings)
-        self.consumer = Consumer(
-            consumer_config(
-                settings,
-                membership.group,
-                instance_id=membership.instance_id,
-                session_timeout_ms=membership.session_timeout_ms,
-            )
+        self.consumer = self._join()
+
+    def _join(self) -> Consumer:
+        """A fresh client in the group, subscribed with the rebalance callbacks."""
+        m = self.membership
+        config = consumer_config(
+            self.settings,
+            m.group,
+            instance_id=m.instance_id,
+            session_timeout_ms=m.session_timeout_ms,
         )
-        self.consumer.subscribe(
+        consumer = Consumer(
+            {
+                **config,
+                "client.id": self.client_id,
+                "error_cb": self._client_error,
+                "logger": self.client_log.logger(self.client_id),
+            }
+        )
+        consumer.subscribe(
             [self.topic],
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
+        return consumer
 
     # -- rebalance callbacks: the sink, not the group, says where each partition resumes ------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        resume = self.sink.resume([tp.partition for tp in partitions])
+        try:
+            resume: dict[int, int | None] | None = self.sink.resume(
+                [tp.partition for tp in partitions]
+            )
+        except SinkUnavailable as exc:
+            # The sink cannot say now: take the partitions paused (from the group's committed
+            # offset, never ahead of the sink) and ask it again once it is back.
+            resume = None
+            self._unavailable(exc, time.monotonic())
         for tp in partitions:
+            if resume is None:
+                tp.offset, self.positions[tp.partition] = OFFSET_STORED, -1
+                continue
             nxt = resume[tp.partition]
             tp.offset = OFFSET_BEGINNING if nxt is None else nxt
             self.positions[tp.partition] = -1 if nxt is None else nxt
         consumer.assign(partitions)
-        self.log("assigned", partitions={tp.partition: tp.offset for tp in partitions})
+        if self.breaker.open:
+            consumer.pause(partitions)
+        mine = sorted(tp.partition for tp in partitions)
+        self.log(
+            "assigned",
+            partitions={tp.partition: tp.offset for tp in partitions},
+            member=self._member(consumer),
+            gained=sorted(set(mine) - set(self.previously)),
+            gave_up=sorted(set(self.previously) - set(mine)),
+        )
+        self.describe_due = (time.monotonic() + 0.2, 20)  # then: who else, and what moved
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         released = [tp.partition for tp in partitions]
         self.sink.revoke(released)  # durable before anyone else can get them (eager rebalance)
-        self._release(consumer, released, "revoked")
+        # Eager protocol: every member gives everything back whenever the group changes.
+        why = "leaving the group" if self.leaving else "group rebalance (a member joined or left)"
+        self._release(consumer, released, "revoked", why)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         released = [tp.partition for tp in partitions]
         self.sink.lose(released)  # the sink's record tells the next owner where to go on
-        self._release(consumer, released, "lost")
+        why = self.client_log.reason() or (str(self.failed) if self.failed else None)
+        self._release(consumer, released, "lost", why or "session lost (timed out or fenced)")
 
-    def _release(self, consumer: Consumer, released: list[int], event: str) -> None:
+    def _release(self, consumer: Consumer, released: list[int], event: str, why: str) -> None:
         for p in released:
             self.positions.pop(p, None)
+        self.previously = sorted(released)
         consumer.unassign()
-        self.log(event, partitions=released)
+        self.log(event, partitions=released, reason=why, member=self.me)
+
+    def _member(self, consumer: Consumer) -> str:
+        """This member as the group knows it (`rebalance` events use the same names)."""
+        if self.membership.instance_id:
+            return self.membership.instance_id
+        with contextlib.suppress(Exception):  # no member id while not joined
+            self.me = str(consumer.memberid() or self.me)
+        return self.me
+
+    def _describe(self, now: float) -> None:
+        """After an assignment, once the group is stable: log every member's partitions and
+        what changed since the last view (who joined, who left, which partitions moved)."""
+        if self.describe_due is None or now < self.describe_due[0]:
+            return
+        _, tries = self.describe_due
+        view = describe_group(self.admin, self.membership.group, self.topic, timeout=2.0)
+        if view is None:
+            self.describe_due = (now + 0.5, tries - 1) if tries > 1 else None
+            return
+        self.describe_due = None
+        changes = group_changes(self.view, view)
+        self.view = view
+        self.log("rebalance", member=self._member(self.consumer), members=view, **changes)
 
     # -- what a sink may ask of the runtime -----------------------------------------------------
     def advance(self, partition: int, next_offset: int) -> None:
@@ -237,6 +379,8 @@ class ConsumerRuntime:
                 err = m.error()
                 if err is not None:
                     self._kafka_error(err)
+            if self.failed is not None:
+                return None  # the partitions may be someone else's already: leave them be
         n = len(good)
         if not n:
             return None
@@ -288,14 +432,53 @@ class ConsumerRuntime:
                 int(offsets[r.index]),
                 r.detail,
             )
-            self.producer.send(self.settings.topics.dlq, m.value(), m.key(), headers)
+            value, key, headers = fit_dead_letter(
+                m.value(), m.key(), headers, DEAD_LETTER_MAX_BYTES
+            )
+            self.producer.send(self.settings.topics.dlq, value, key, headers)
         self.stats.dead_lettered += len(decoded.rejected)
         self.producer.poll()
 
     def _kafka_error(self, err: KafkaError) -> None:
-        if err.fatal():
-            raise RuntimeError(f"fatal Kafka error: {err}")
-        self.log("kafka_error", error=str(err))
+        if is_fatal(err):
+            self.failed = self.failed or err
+            self.log("kafka_fatal", code=err.name(), error=str(err))
+            return
+        self.log("kafka_error", code=err.name(), error=str(err))
+
+    def _client_error(self, err: KafkaError) -> None:
+        """librdkafka's error callback (global errors, e.g. all brokers down): same handling."""
+        self._kafka_error(err)
+
+    def rejoin(self) -> None:
+        """The client failed fatally (e.g. fenced when the group coordinator was lost): drop it,
+        tell the sink its partitions are lost, and join again with a fresh client; whoever owns a
+        partition next resumes where the sink's record says, so this is exact. A client that
+        keeps failing (REJOIN_BUDGET fresh clients within REJOIN_WINDOW_S: another live process
+        with the same --instance-id, a broken configuration) raises ConsumerFailed instead."""
+        err, self.failed = self.failed, None
+        now = time.monotonic()
+        self.rejoins = [t for t in self.rejoins if now - t < REJOIN_WINDOW_S]
+        lost = sorted(self.positions)
+        self.sink.lose(lost)
+        self.positions.clear()
+        try:
+            self.consumer.close()
+        except Exception as exc:  # a fatally failed client may refuse to close cleanly
+            self.log("close_failed", error=str(exc))
+        reason = f"{err.name()}: {err.str()}" if err is not None else "unknown"
+        if len(self.rejoins) >= REJOIN_BUDGET:
+            why = (
+                f"Kafka client failed fatally {len(self.rejoins) + 1} times within "
+                f"{REJOIN_WINDOW_S:.0f} s (last: {reason})"
+            )
+            if self.membership.instance_id:
+                why += f"; does another process use --instance-id {self.membership.instance_id}?"
+            raise ConsumerFailed(why)
+        time.sleep(0.5 * len(self.rejoins))  # a little more patience after each failure
+        self.rejoins.append(now)
+        self.log("rejoining", reason=reason, lost=lost, attempt=len(self.rejoins))
+        self.consumer = self._join()
 
     # -- running ----------------------------------------------------------------------------
     def run(
@@ -308,28 +491,40 @@ class ConsumerRuntime:
         try:
             while True:
                 now = time.monotonic()
-                if not self.positions:
-                    # Waiting for partitions (e.g. for a dead member's session to expire) is
-                    # not idle: idle time counts only while partitions are assigned.
+                if not self.positions or self.breaker.open:
+                    # Waiting for partitions (e.g. for a dead member's session to expire) or
+                    # for the sink's store is not idle: idle time counts only while partitions
+                    # are assigned and the sink takes batches.
                     bounds.hold_idle(now)
                 reason = stop.signal or bounds.reached(self.stats.consumed, now)
                 if reason:
                     break
+                if self.breaker.open:
+                    self._wait_for_sink(now)
+                    bounds.hold_idle(time.monotonic())  # a probe may have waited for a reply
+                    continue
                 want = bounds.remaining(self.stats.consumed, self.batch_size)
                 messages = self.consumer.consume(num_messages=want, timeout=self.poll_timeout)
                 now = time.monotonic()
                 self.backlog = len(messages) >= want
-                if messages:
-                    bounds.saw_messages(now)
-                    if self.stats.first_batch_at is None:
-                        self.stats.first_batch_at = now
-                    batch = self.decode(messages)
-                    if batch is not None:
-                        self.sink.write(batch)
-                self.sink.tick(now)
-                if progress and progress.due(now):
-                    figures = self.sink.progress(now, max(now - started, 1e-9))
-                    progress.show(now, consumed=self.stats.consumed, **figures)
+                try:
+                    if messages:
+                        bounds.saw_messages(now)
+                        if self.stats.first_batch_at is None:
+                            self.stats.first_batch_at = now
+                        batch = self.decode(messages)
+                        if batch is not None:
+                            self._write(batch)
+                    if self.failed is not None:
+                        self.rejoin()
+                        continue
+                    self.sink.tick(now)
+                    self._describe(now)
+                    if progress and progress.due(now):
+                        figures = self.sink.progress(now, max(now - started, 1e-9))
+                        progress.show(now, consumed=self.stats.consumed, **figures)
+                except SinkUnavailable as exc:
+                    self._unavailable(exc, now)
             self.sink.drain()
             self.stats.finished_at = time.monotonic()
         finally:
@@ -351,10 +546,96 @@ class ConsumerRuntime:
             "stopped_by": reason,
         }
 
+    # -- when the sink's store cannot be reached ---------------------------------------------
+    def _write(self, batch: Batch) -> None:
+        try:
+            self.sink.write(batch)
+        except SinkUnavailable:
+            self.stats.consumed -= len(batch.messages)  # not taken: consumed again later
+            raise
+
+    def _unavailable(self, exc: SinkUnavailable, now: float) -> None:
+        """Stop consuming (pause every partition) and wait for the breaker's next probe."""
+        first = not self.breaker.open
+        delay = self.breaker.trip(now)
+        if first:
+            self.consumer.pause(self.consumer.assignment())
+        self.log(
+            "sink_unavailable" if first else "sink_still_unavailable",
+            error=str(exc),
+            failures=self.breaker.failures,
+            retry_in_s=round(delay, 2),
+        )
+
+    def _wait_for_sink(self, now: float) -> None:
+        """While the breaker is open: probe the sink when due, else keep serving the group
+        (heartbeats, rebalances; paused partitions deliver nothing). Waiting is not idle."""
+        if now >= self.breaker.retry_at:
+            self._probe(now)
+            if not self.breaker.open:
+                return
+        wait = max(0.0, min(self.poll_timeout, self.breaker.retry_at - now))
+        for m in self.consumer.consume(num_messages=self.batch_size, timeout=wait):
+            err = m.error()
+            if err is not None:
+                self._kafka_error(err)
+            # A message fetched before its partition was paused is dropped: once the sink is
+            # back, every partition seeks to where the sink says.
+        if self.failed is not None:
+            self.rejoin()
+
+    def _probe(self, now: float) -> None:
+        """Ask the sink where every assigned partition resumes: if it answers, it is back; seek
+        each partition there (its store may have moved back, e.g. Redis restarted from its
+        append-only file) and consume again."""
+        assigned = self.consumer.assignment()
+        try:
+            resume = self.sink.resume(sorted(tp.partition for tp in assigned))
+        except SinkUnavailable as exc:
+            self._unavailable(exc, now)
+            return
+        for tp in assigned:
+            nxt = resume.get(tp.partition)
+            self.positions[tp.partition] = -1 if nxt is None else nxt
+            tp.offset = OFFSET_BEGINNING if nxt is None else nxt
+        try:
+            for tp in assigned:
+                self.consumer.seek(tp)
+            self.consumer.resume(assigned)
+        except Exception as exc:  # not fetching yet: a fresh assignment takes the offsets too
+            self.log("seek_failed", error=str(exc))
+            self.consumer.assign(assigned)
+        down = self.breaker.reset(now)
+        self.log(
+            "sink_recovered",
+            down_s=round(down, 2),
+            partitions={tp.partition: tp.offset for tp in assigned},
+        )
+
     def close(self) -> None:
         self.sink.close()
         if self.dead_letter_stage:
             self.confirm_dead_letters()
         else:
             self.producer.flush(30.0)
+        self._commit_positions()
+        self.leaving = True
+        self.log(
+            "leaving",
+            member=self.me,
+            partitions=sorted(self.positions),
+            # A static member's partitions wait for its session to time out (or for it).
+            static=bool(self.membership.instance_id),
+        )
         self.consumer.close()
+
+    def _commit_positions(self) -> None:
+        """Last report to the group before leaving, synchronously: the asynchronous commits of
+        the last batches may still be in flight."""
+        held = [TopicPartition(self.topic, p, o) for p, o in self.positions.items() if o >= 0]
+        if not held:
+            return
+        try:
+            self.consumer.commit(offsets=held, asynchronous=False)
+        except Exception as exc:
+            self.log("commit_failed", partitions=[tp.partition for tp in held], error=str(exc))

@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from streaming.stack.local import LocalStack, StackError
+from streaming.stack.local import LocalStack, PortTaken, StackError
 
 
 def main(argv: list[str]) -> int:
@@ -38,10 +38,17 @@ def main(argv: list[str]) -> int:
         if args.action == "status":
             state = stack.status()
             print(stack.to_json() if args.json else stack.describe())
-            return 0 if all(state.values()) else 1
+            taken = stack.conflicts()
+            for error in taken.values():
+                print(f"ot stack status: {error}", file=sys.stderr)
+            return 0 if all(state.values()) and not taken else 1
         for key, value in stack.env().items():
             print(f"export {key}={value}")
         return 0
+    except PortTaken as exc:  # one line per port held by something else
+        for line in str(exc).splitlines():
+            print(f"ot stack {args.action}: {line}", file=sys.stderr)
+        return 1
     except StackError as exc:
         print(f"ot stack {args.action}: {exc}", file=sys.stderr)
         return 1

@@ -25,11 +25,11 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from ot_tools import drills
 from streaming.api.keys import Role, new_key
-from streaming.consumers import drills
-from streaming.consumers.state_writer import RedisKeys
 from streaming.events import decode_avro, parse_dlq_headers
 from streaming.lake import Lake
+from streaming.redis_keys import RedisKeys
 from streaming.settings import Settings
 
 pytestmark = pytest.mark.stack

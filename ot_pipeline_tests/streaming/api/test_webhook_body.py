@@ -7,6 +7,7 @@ import json
 import orjson
 import pytest
 
+from ot_pipeline_tests.support import samples
 from streaming.api.webhook_body import (
     BodyForm,
     NotReadings,
@@ -17,7 +18,7 @@ from streaming.api.webhook_body import (
     parse_body,
 )
 from streaming.api.webhook_checks import check_requests
-from streaming.events import decode_avro, samples
+from streaming.events import decode_avro
 
 
 @pytest.mark.parametrize(

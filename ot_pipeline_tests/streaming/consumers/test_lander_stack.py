@@ -118,3 +118,59 @@ def test_lander_resumes_from_the_lake_not_the_consumer_group(isolated: Settings)
     assert landed_before <= {f.path.name for f in Lake(isolated.lake_dir).landed_files()}
     marks = drills.watermarks(isolated, isolated.topics.readings)
     assert all(c.exact for c in lake_coverage(Lake(isolated.lake_dir), marks).values())
+
+
+def _dead_letters(settings: Settings, expected: int) -> list[Any]:
+    from confluent_kafka import Consumer, TopicPartition
+
+    from streaming.kafka.config import reader_config
+
+    consumer = Consumer(reader_config(settings.kafka_bootstrap_servers, "t-dlq-big"))
+    consumer.assign([TopicPartition(settings.topics.dlq, 0, 0)])
+    got: list[Any] = []
+    for _ in range(60):
+        got += [m for m in consumer.consume(10, timeout=0.5) if m.error() is None]
+        if len(got) >= expected:
+            break
+    consumer.close()
+    return got
+
+
+def test_lander_dead_letters_oversized_messages_and_lands_every_other_offset(
+    isolated: Settings,
+) -> None:
+    from confluent_kafka import Producer
+
+    from streaming.kafka.config import producer_config
+
+    mib = 2**20
+    near_limit = 10 * mib - 1024  # still fits the brokers' 10 MiB, not with dead-letter headers
+    big = {offset: bytes([offset]) * size for offset, size in [(30, mib), (61, mib + mib // 2)]}
+    big[92] = b"{" + b"x" * (near_limit - 1)
+    valid = iter(drills.readings(120, machines=1))
+    messages = [(b"m000", big[o]) if o in big else next(valid)[:2] for o in range(120)]
+    producer = Producer(producer_config(isolated, **{"message.max.bytes": 10 * mib}))
+    for key, value in messages:  # one key: one partition, in this order
+        producer.produce(isolated.topics.readings, value=value, key=key)
+        producer.poll(0)
+    assert producer.flush(60) == 0
+
+    summary = Lander(isolated, _joining(_group(isolated))).run(Bounds(until_idle=3.0), StopFlag())
+
+    marks = drills.watermarks(isolated, isolated.topics.readings)
+    coverage = lake_coverage(Lake(isolated.lake_dir), marks)
+    assert all(c.exact for c in coverage.values()), coverage
+    assert summary["landed"] == 117 and summary["dead_lettered"] == 3
+    (partition,) = [p for p, (_, high) in marks.items() if high]
+    assert sorted(_footer_dead(isolated, partition)) == sorted(big)
+    letters = {}
+    for m in _dead_letters(isolated, 3):
+        letter = parse_dlq_headers(m.headers())
+        letters[letter.offset] = (letter, m.value())
+    assert sorted(letters) == sorted(big)
+    for offset in (30, 61):  # forwarded whole
+        letter, body = letters[offset]
+        assert body == big[offset] and not letter.truncated and letter.reason == "TOO_LARGE"
+    letter, body = letters[92]  # too big to forward whole: cut, and the headers say so
+    assert letter.truncated and letter.original_size == near_limit and letter.reason == "TOO_LARGE"
+    assert 0 < len(body) < near_limit and big[92].startswith(body)

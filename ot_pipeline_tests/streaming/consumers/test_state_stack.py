@@ -10,10 +10,13 @@ from pathlib import Path
 
 import pytest
 import redis
+from confluent_kafka import Consumer, TopicPartition
 
+from ot_pipeline_tests.support.redis_server import RedisServer
 from ot_tools import drills
 from streaming.consumers.state_writer import MEMBERSHIP, StateWriter
 from streaming.events import decode_batch, encode_avro_many, event_id_for
+from streaming.kafka.config import reader_config
 from streaming.kafka.lifecycle import Bounds, StopFlag
 from streaming.redis_keys import RedisKeys
 from streaming.settings import Settings
@@ -143,3 +146,100 @@ def test_state_writer_survives_repeated_sigkill_with_exact_counters(
     assert int(rdb.hget(keys.metrics, "applied") or 0) == valid
     assert int(rdb.hget(keys.metrics, "invalid") or 0) == len(messages) - valid
     assert int(rdb.hget(keys.metrics, "batches") or 0) > 10
+
+
+def test_state_writer_counts_a_batch_without_any_valid_reading_and_goes_on(
+    isolated: Settings, rdb: redis.Redis
+) -> None:
+    garbage = [(b"m000", drills.GARBAGE[i % len(drills.GARBAGE)]) for i in range(40)]
+    drills.produce(isolated, isolated.topics.readings, garbage)
+    group = f"state-{isolated.topics.readings}"
+
+    writer = StateWriter(isolated, replace(MEMBERSHIP, group=group))
+    summary = writer.run(Bounds(until_idle=2.0), StopFlag())
+
+    keys = RedisKeys(isolated.redis_prefix, group)
+    assert summary["applied"] == 0 and summary["invalid"] == 40
+    assert int(rdb.hget(keys.metrics, "invalid") or 0) == 40
+    marks = drills.watermarks(isolated, isolated.topics.readings)
+    stored = {int(p): int(o) for p, o in rdb.hgetall(keys.offsets).items()}
+    assert stored == {p: high - 1 for p, (_, high) in marks.items() if high > 0}
+
+
+def test_state_writer_commits_what_it_applied_so_group_lag_is_visible(
+    isolated: Settings, rdb: redis.Redis
+) -> None:
+    drills.produce(isolated, isolated.topics.readings, drills.readings(5000, garbage_every=40))
+    group = f"state-{isolated.topics.readings}"
+
+    writer = StateWriter(isolated, replace(MEMBERSHIP, group=group, batch_size=700))
+    writer.run(Bounds(until_idle=2.0), StopFlag())
+
+    keys = RedisKeys(isolated.redis_prefix, group)
+    applied = {int(p): int(o) + 1 for p, o in rdb.hgetall(keys.offsets).items()}
+    reader = Consumer(
+        {**reader_config(isolated.kafka_bootstrap_servers, "committed"), "group.id": group}
+    )
+    try:
+        marks = drills.watermarks(isolated, isolated.topics.readings)
+        asked = [TopicPartition(isolated.topics.readings, p) for p in marks]
+        committed = {tp.partition: tp.offset for tp in reader.committed(asked, timeout=10)}
+    finally:
+        reader.close()
+    assert applied == {p: high for p, (_, high) in marks.items() if high > 0}
+    assert {p: o for p, o in committed.items() if o >= 0} == applied
+
+
+def _log_events(log: Path, name: str) -> list[dict]:
+    lines = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
+    return [e for e in lines if e["event"] == name]
+
+
+@pytest.mark.slow
+def test_state_writer_waits_out_a_paused_then_restarted_redis_and_ends_exact(
+    isolated: Settings, tmp_path: Path
+) -> None:
+    server = RedisServer(tmp_path / "redis")  # our own: the shared Redis is never paused
+    server.start()
+    settings = replace(isolated, redis_url=server.url)
+    messages = drills.readings(60_000, machines=60, garbage_every=97)
+    group = f"state-outage-{settings.topics.readings}"
+    log = tmp_path / "state.log"
+    try:
+        producer = drills.produce_paced(settings, settings.topics.readings, messages, seconds=24)
+        args = ["--group", group, "--batch-size", "2000", "--until-idle", "5"]
+        writer = drills.spawn("state", settings, args, log)
+        deadline = time.monotonic() + 30
+        while not (log.exists() and _log_events(log, "assigned")):
+            assert time.monotonic() < deadline and writer.poll() is None
+            time.sleep(0.1)
+        time.sleep(2)
+        server.pause()  # hung: connections are accepted, nothing answers
+        time.sleep(10)
+        server.resume()
+        time.sleep(4)
+        server.kill()  # gone: connections refused; it comes back from its append-only file
+        time.sleep(2)
+        server.start()
+        producer.join()
+        summary = drills.summary_of(writer, timeout=180)
+
+        client = redis.Redis.from_url(server.url)
+        keys = RedisKeys(settings.redis_prefix, group)
+        valid = _valid_count(messages)
+        assert summary["lag"] == 0
+        assert _counted(client, keys) == valid
+        assert int(client.hget(keys.metrics, "applied") or 0) == valid
+        assert int(client.hget(keys.metrics, "invalid") or 0) == len(messages) - valid
+        marks = drills.watermarks(settings, settings.topics.readings)
+        stored = {int(p): int(o) for p, o in client.hgetall(keys.offsets).items()}
+        assert stored == {p: high - 1 for p, (_, high) in marks.items() if high > 0}
+        down = _log_events(log, "sink_unavailable")
+        back = _log_events(log, "sink_recovered")
+        assert len(down) >= 2 and len(back) == len(down)
+        assert any("Timeout" in e["error"] for e in down)  # the pause
+        assert any("Connection" in e["error"] for e in down)  # the restart
+        # Backoff, not a hot loop: a handful of probes over about 15 s of outage.
+        assert len(_log_events(log, "sink_still_unavailable")) <= 20
+    finally:
+        server.kill()

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from ot_pipeline_tests.support.samples import MAX_AGE_MS, MAX_FUTURE_MS, NOW_MS, reading
-from streaming.events import Reason, decode_batch, dlq_headers, encode_avro, parse_dlq_headers
+from streaming.events import (
+    Reason,
+    decode_batch,
+    dlq_headers,
+    encode_avro,
+    fit_dead_letter,
+    parse_dlq_headers,
+)
 
 
 def test_dlq_headers_name_reason_stage_and_source_position() -> None:
@@ -45,3 +52,16 @@ def test_long_or_non_ascii_details_are_cut_to_valid_utf8() -> None:
     detail = headers["ot.detail"]
     assert len(detail) <= 512
     assert detail.decode("utf-8") == "ü" * 256
+
+
+def test_dead_letter_too_big_to_forward_whole_is_cut_to_fit_and_says_so() -> None:
+    headers = dlq_headers(Reason.TOO_LARGE, "lander", "sensor-readings", 1, 7, "big")
+    small = fit_dead_letter(b"x" * 100, b"m1", headers, limit=1000)
+    assert small == (b"x" * 100, b"m1", headers)
+    assert not parse_dlq_headers(small[2]).truncated
+
+    value, key, cut = fit_dead_letter(b"x" * 5000, b"k" * 3000, headers, limit=2000)
+    letter = parse_dlq_headers(cut)
+    assert letter.truncated and letter.original_size == 5000 and letter.offset == 7
+    assert key == b"k" * 1024 and value and set(value) == {ord("x")}
+    assert len(value) + len(key) + sum(len(k) + len(v) for k, v in cut) == 2000

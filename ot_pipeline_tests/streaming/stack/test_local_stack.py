@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -18,10 +20,25 @@ from confluent_kafka.admin import AdminClient
 from streaming.events import decode_batch, encode_avro_many, event_id_for
 from streaming.redis_keys import RedisKeys
 from streaming.settings import Settings, Topics
+from streaming.stack.kafka import storage_format_command
 from streaming.stack.local import LocalStack
+from streaming.stack.processes import port_taken
 from streaming.stack.topics import create_topics
 
 pytestmark = pytest.mark.stack
+
+
+def _free_base_port() -> int:
+    """A base port whose three broker ports and three controller ports (+100) are free, so
+    parallel runs of the failover drill do not meet."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = int(s.getsockname()[1])
+        ports = [base + i for i in range(3)] + [base + 100 + i for i in range(3)]
+        if max(ports) < 65536 and not any(port_taken(p) for p in ports):
+            return base
+    raise AssertionError("no free port range for a three-broker cluster")
 
 
 def _readings(n: int, machine: str = "m-1") -> list[dict]:
@@ -152,8 +169,10 @@ def test_stack_status_exits_nonzero_when_a_service_does_not_answer(tmp_path: Pat
         capture_output=True,
         text=True,
     )
-    # The default ports may be up (the shared stack); the exit code must agree with the text.
-    assert (result.returncode == 0) == ("DOWN" not in result.stdout)
+    # The default ports may be up (another folder's stack: TAKEN, not this one's); the exit code
+    # must agree with the text.
+    states = {line.split()[0] for line in result.stdout.splitlines()}
+    assert (result.returncode == 0) == (states == {"up"})
 
 
 @pytest.mark.slow
@@ -164,7 +183,7 @@ def test_three_broker_cluster_replicates_topics_and_survives_a_killed_broker(
     root = tmp_path / "stack3"
     root.mkdir()
     (root / "kafka-libs").symlink_to(shared.ensure_kafka_jars(), target_is_directory=True)
-    cluster = LocalStack(root=root, brokers=3, kafka_port=29092, services=("kafka",))
+    cluster = LocalStack(root=root, brokers=3, kafka_port=_free_base_port(), services=("kafka",))
     try:
         assert cluster.up() == ["kafka-1", "kafka-2", "kafka-3"]
         bootstrap = cluster.bootstrap
@@ -216,3 +235,20 @@ def test_three_broker_cluster_replicates_topics_and_survives_a_killed_broker(
         assert new_leader != victim
     finally:
         cluster.down()
+
+
+def test_stack_formats_kafka_storage_with_a_cluster_id_that_starts_with_a_dash(tmp_path: Path):
+    # About one fresh cluster id in 64 starts with '-': the storage tool must still take it.
+    cluster_id = "-" + uuid.uuid4().hex[:21]
+    jars = LocalStack.from_env().ensure_kafka_jars()
+    node = LocalStack(root=tmp_path / "stack", kafka_port=39092, services=("kafka",))
+    props = tmp_path / "server.properties"
+    props.write_text(node.kafka.properties(1))
+    command = storage_format_command(
+        shutil.which("java") or "java", node.kafka.log4j_config(), f"{jars}/*", cluster_id, props
+    )
+    assert f"--cluster-id={cluster_id}" in command
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    meta = node.kafka.folder / "node-1" / "data" / "meta.properties"
+    assert f"cluster.id={cluster_id}" in meta.read_text().splitlines()

@@ -1,5 +1,10 @@
-"""The warehouse tables: columns, key, time column and partitioning of each, and the hourly rollup
-view over `readings_1m`. The DDL creates them from these specs; a load casts its frame to them."""
+"""The warehouse contract: the PostgreSQL tables of schema `settings.pg_schema` (columns, key, time
+column and partitioning of each) and the hourly rollup view over `readings_1m`.
+
+The pipeline's DDL creates them from these specs and its loads cast frames to them
+(`ot_pipeline.warehouse`); the operator API (`streaming.api.operator`) reads them. Both import the
+names from here, so a column is spelt once.
+"""
 
 from __future__ import annotations
 
@@ -115,6 +120,8 @@ TABLES: dict[str, TableSpec] = {
     ),
 }
 HOURLY_VIEW = "readings_hourly"
+# The hourly view's columns: an hour `bucket` per machine and metric, rolled up from readings_1m.
+HOURLY_VIEW_COLUMNS = ("bucket", "machine_id", "metric", "count", "min", "max", "mean")
 
 
 def qualified(schema: str, name: str) -> sql.Composed:

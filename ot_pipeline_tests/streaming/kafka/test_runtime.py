@@ -1,0 +1,50 @@
+"""The consumer runtime's pure parts: the breaker's backoff, what counts as a dead client, and
+what a rebalance changed."""
+
+from __future__ import annotations
+
+import random
+
+from confluent_kafka import KafkaError
+
+from streaming.kafka.rebalance import group_changes
+from streaming.kafka.runtime import Breaker, is_fatal
+
+
+def test_breaker_backs_off_exponentially_with_jitter_up_to_its_cap_and_closes_on_success() -> None:
+    breaker = Breaker(base_s=0.25, cap_s=10.0, rng=random.Random(1))
+    assert not breaker.open
+    delays = [breaker.trip(now=100.0 + i) for i in range(10)]
+    assert breaker.open and breaker.failures == 10
+    for i, delay in enumerate(delays):
+        ceiling = min(10.0, 0.25 * 2**i)
+        assert ceiling / 2 <= delay <= ceiling  # never a hot loop, never beyond the cap
+    assert breaker.retry_at == 109.0 + delays[-1]
+    assert len({round(d, 6) for d in delays[6:]}) > 1  # jitter: capped delays still differ
+    assert breaker.reset(now=130.0) == 30.0
+    assert not breaker.open and breaker.failures == 0
+
+
+def test_a_fenced_static_member_is_fatal_although_librdkafka_says_not() -> None:
+    fenced = KafkaError(KafkaError._FATAL, "Static consumer fenced", fatal=False)
+    assert not fenced.fatal() and is_fatal(fenced)
+    assert is_fatal(KafkaError(KafkaError.FENCED_INSTANCE_ID))
+    assert is_fatal(KafkaError(KafkaError._FAIL, fatal=True))
+    assert not is_fatal(KafkaError(KafkaError._TRANSPORT))
+    assert not is_fatal(KafkaError(KafkaError._ALL_BROKERS_DOWN))
+
+
+def test_group_changes_name_who_joined_who_left_and_where_partitions_went() -> None:
+    before = {"a": [0, 1, 2, 3], "b": [4, 5]}
+    after = {"a": [0, 1], "c": [2, 3, 4, 5]}
+    assert group_changes(before, after) == {
+        "joined": ["c"],
+        "left": ["b"],
+        "moved": {
+            2: {"from": "a", "to": "c"},
+            3: {"from": "a", "to": "c"},
+            4: {"from": "b", "to": "c"},
+            5: {"from": "b", "to": "c"},
+        },
+    }
+    assert group_changes(after, after) == {"joined": [], "left": [], "moved": {}}
