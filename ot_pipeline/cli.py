@@ -2,7 +2,9 @@
 
 `ot pipeline run --from HOUR --to HOUR` materializes every hourly asset for a range of hours and
 the daily assets of the days it covers, headless, in the Dagster instance the UI shows. It ends
-with one JSON line: per asset its partitions and rows, per check passed or failed.
+with one JSON line: per asset its partitions and rows, per check passed or failed, and when a run
+failed, the assets that failed (with the error's first line), the checks that failed and the retries
+(the PostgreSQL loads retry transient errors: `PG_RETRY` in ot_pipeline/assets/rollups.py).
 
 `ot pipeline home` prepares DAGSTER_HOME (the instance the UI and `ot pipeline run` share) and
 prints its path; `make run` starts `dagster dev` in it.
@@ -39,6 +41,8 @@ class RunSummary:
     assets: dict[str, dict[str, int]] = field(default_factory=dict)
     checks: dict[str, str] = field(default_factory=dict)
     runs: list[dict[str, Any]] = field(default_factory=list)
+    failed_assets: dict[str, str] = field(default_factory=dict)  # step -> first line of its error
+    retries: dict[str, int] = field(default_factory=dict)  # step -> retries it took
 
     def add_run(self, name: str, result: Any) -> None:
         partitions: dict[str, set[str]] = {}
@@ -55,6 +59,10 @@ class RunSummary:
             elif kind == "ASSET_CHECK_EVALUATION":
                 evaluation = event.event_specific_data
                 self.checks[evaluation.check_name] = "passed" if evaluation.passed else "failed"
+            elif kind == "STEP_UP_FOR_RETRY" and event.step_key:
+                self.retries[event.step_key] = self.retries.get(event.step_key, 0) + 1
+            elif kind == "STEP_FAILURE" and event.step_key:
+                self.failed_assets[event.step_key] = _error_line(event.event_specific_data.error)
         for asset, keys in partitions.items():
             self.assets[asset] = {"partitions": len(keys), "rows": rows.get(asset, 0)}
         self.runs.append({"job": name, "run_id": result.run_id, "success": bool(result.success)})
@@ -70,9 +78,27 @@ class RunSummary:
                 "runs": self.runs,
                 "assets": self.assets,
                 "checks": self.checks,
+                "failed_assets": self.failed_assets,
+                "failed_checks": sorted(k for k, v in self.checks.items() if v != "passed"),
+                "retries": self.retries,
             },
             sort_keys=False,
         )
+
+
+def _error_line(error: Any) -> str:
+    """`first line of the error: first line of its root cause` (Dagster wraps what the asset
+    raised, and a retried step's failure says only that it exceeded its retries)."""
+    if error is None:
+        return "failed"
+    root = error
+    while root.cause is not None:
+        root = root.cause
+    lines = [
+        (e.message.strip().splitlines() or [""])[0]
+        for e in {id(error): error, id(root): root}.values()
+    ]
+    return ": ".join(line.rstrip(":") for line in lines if line) or "failed"
 
 
 def run_range(

@@ -7,6 +7,10 @@ Each child writes its log under `.stack/logs/run-*.log`; this process prints one
 few seconds. Ctrl-C (or SIGTERM) stops every process it started, the stack services it started
 included (services that were already running, e.g. after `make up`, stay up).
 
+Supervision: a child that exits is restarted with backoff (1 s doubling to 30 s, back to 1 s after
+a minute of health), with one line saying so; one that keeps crashing (5 exits within 2 minutes)
+stops the run with a clear message (`supervise`).
+
 `make start` runs the same in the background (`--detach`: output in `.stack/logs/run.log`, pid in
 `.stack/run.pid`), `make stop` stops it (`--stop`) and `make logs` follows its logs (`--logs`).
 """
@@ -19,7 +23,8 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from streaming.api.keys import Role, new_key
@@ -31,13 +36,45 @@ from streaming.stack.processes import pid_alive, process_is
 
 
 @dataclass
+class Restarts:
+    """The restart policy of one supervised child: backoff from `first` doubling to `longest`,
+    reset after `healthy` seconds of life; `crash_limit` exits within `window` seconds give up."""
+
+    first: float = 1.0
+    longest: float = 30.0
+    healthy: float = 60.0
+    crash_limit: int = 5
+    window: float = 120.0
+    delay: float = 0.0  # the backoff of the next restart (0: the first one is `first`)
+    exits: deque[float] = field(default_factory=deque)
+
+    def exited(self, now: float, lived: float) -> float | None:
+        """Record an exit after `lived` seconds of life; return the delay before the next start,
+        or None when the child has crashed `crash_limit` times within `window` seconds."""
+        if lived >= self.healthy:
+            self.delay = 0.0
+        self.exits.append(now)
+        while self.exits and now - self.exits[0] > self.window:
+            self.exits.popleft()
+        if len(self.exits) >= self.crash_limit:
+            return None
+        self.delay = self.first if not self.delay else min(self.delay * 2, self.longest)
+        return self.delay
+
+
+@dataclass
 class Child:
     name: str
     cmd: list[str]
     log: Path
     proc: subprocess.Popen[bytes] | None = None
+    restarts: Restarts = field(default_factory=Restarts)
+    started_at: float = 0.0
+    restart_at: float | None = None  # when it is down: the time of its next start
 
     def start(self, env: dict[str, str]) -> None:
+        self.started_at = time.monotonic()
+        self.restart_at = None
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
@@ -167,8 +204,9 @@ def run(
     stack: LocalStack, args: argparse.Namespace, started: list[str], children: list[Child]
 ) -> int:
     """Start the stack (what is not running yet; `started` records it as it goes) and the
-    platform's processes, supervise them until Ctrl-C, SIGTERM, `--duration` or a child's exit,
-    then stop the children in order. The caller stops `started`, whatever happens."""
+    platform's processes, supervise them (`supervise`: restart with backoff) until Ctrl-C,
+    SIGTERM, `--duration` or a child that keeps crashing, then stop the children in order. The
+    caller stops `started`, whatever happens."""
     try:
         stack.up(started)
     except PortTaken as exc:  # one line per port held by something that is not this stack's
@@ -268,11 +306,9 @@ def run(
     last_status = 0.0
     while not stopping:
         time.sleep(0.5)
-        for child in children:
-            if not child.alive():
-                failed = child
-                stopping = True
-                break
+        failed = supervise(children, env)
+        if failed is not None:
+            stopping = True
         if args.duration and time.monotonic() - started_at >= args.duration:
             stopping = True
         if time.monotonic() - last_status >= 5 and not stopping:
@@ -281,12 +317,48 @@ def run(
 
     if failed is not None:
         code = failed.proc.returncode if failed.proc else "?"
-        print(f"\n{failed.name} exited (code {code}); last lines of {failed.log}:", file=sys.stderr)
+        policy = failed.restarts
+        print(
+            f"\nmake run: {failed.name} keeps crashing ({policy.crash_limit} exits within "
+            f"{policy.window:.0f} s, the last with code {code}); stopping the run. "
+            f"Last lines of {failed.log}:",
+            file=sys.stderr,
+        )
         print(failed.tail(), file=sys.stderr)
     print("\nstopping: " + ", ".join(c.name for c in children), flush=True)
     for child in children:  # the producer first, so the consumers flush what it sent last
         child.stop()
     return 1 if failed is not None else 0
+
+
+def supervise(children: list[Child], env: dict[str, str]) -> Child | None:
+    """One pass of supervision: restart the children whose backoff is over, note those that
+    exited (one line each: name, exit code, last log lines, next attempt). Returns the child that
+    keeps crashing, when one does (the run then stops)."""
+    now = time.monotonic()
+    for child in children:
+        if child.restart_at is not None:
+            if now >= child.restart_at:
+                child.start(env)
+                pid = child.proc.pid if child.proc else "?"
+                now_text = time.strftime("%H:%M:%S")
+                print(f"[{now_text}] {child.name} restarted (pid {pid})", flush=True)
+            continue
+        if child.alive():
+            continue
+        code = child.proc.returncode if child.proc else "?"
+        delay = child.restarts.exited(now, now - child.started_at)
+        if delay is None:
+            return child
+        child.restart_at = now + delay
+        last = " | ".join(line.strip()[:160] for line in child.tail(3).splitlines())
+        print(
+            f"[{time.strftime('%H:%M:%S')}] {child.name} exited (code {code}); restarting in "
+            f"{delay:.0f} s (exit {len(child.restarts.exits)} within {child.restarts.window:.0f} s,"
+            f" stop at {child.restarts.crash_limit}); last log: {last}",
+            flush=True,
+        )
+    return None
 
 
 # -- make start / make stop / make logs ----------------------------------------------------------

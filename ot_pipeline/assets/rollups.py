@@ -13,6 +13,12 @@ from ot_pipeline.resources import LakeResource, PostgresResource
 from streaming.lake.files import read_hours
 from streaming.lake.hours import range_bounds
 
+# A PostgreSQL restart or a dropped connection is transient: each load retries 3 times, 2 s then
+# 4 s then 8 s apart (+- jitter), before its run fails. A missing lake input is not retried.
+PG_RETRY = dg.RetryPolicy(
+    max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+
 # warehouse table -> (lake asset it is loaded from, that asset)
 ROLLUPS: dict[str, tuple[str, dg.AssetsDefinition]] = {
     "readings_1m": ("windows_1m", windows_1m),
@@ -30,6 +36,7 @@ def _rollup_asset(table: str, source: str, upstream: dg.AssetsDefinition) -> dg.
         group_name="warehouse",
         kinds={"postgres"},
         pool="postgres",
+        retry_policy=PG_RETRY,
         description=f"`{source}` loaded into PostgreSQL table `{table}` (COPY; the run's time "
         "range is replaced in one transaction).",
     )
@@ -39,7 +46,10 @@ def _rollup_asset(table: str, source: str, upstream: dg.AssetsDefinition) -> dg.
         keys = context.partition_keys
         frame = read_hours(lake.lake(), source, keys)
         if frame is None:
-            raise dg.Failure(f"{source} has none of {keys[0]}..{keys[-1]}: materialize it first")
+            raise dg.Failure(
+                f"{source} has none of {keys[0]}..{keys[-1]}: materialize it first",
+                allow_retries=False,
+            )
         warehouse = postgres.warehouse()
         started = time.perf_counter()
         capabilities = warehouse.ensure_schema()

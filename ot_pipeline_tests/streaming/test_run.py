@@ -217,3 +217,59 @@ def test_make_start_runs_in_the_background_and_make_stop_stops_everything(tmp_pa
     assert not (root / "run.pid").exists()
     nothing = subprocess.run([*MAKE, "stop"], env=env, capture_output=True, text=True)
     assert nothing.returncode == 0 and "no background run" in nothing.stdout
+
+
+def _child_pid(parent: int, word: str) -> int | None:
+    """The live child process of `parent` whose command line has `word` as an argument."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            args = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and word in args and pid_alive(int(proc.name)):
+            return int(proc.name)
+    return None
+
+
+def _landed_offsets(lake: Lake) -> int:
+    return sum(f.count for f in lake.landed_files())
+
+
+def test_make_run_restarts_a_child_that_dies_and_says_so(tmp_path: Path):
+    env, root = _private_stack(tmp_path)
+    lake = Lake(tmp_path / "lake")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streaming.run", *env["RUN_ARGS"].split(), "--rate", "50"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out = _wait_for(proc, "Press Ctrl-C to stop everything started here.")
+        lander = _child_pid(proc.pid, "land")
+        assert lander is not None, out
+        deadline = time.monotonic() + 90
+        while not _landed_offsets(lake) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert _landed_offsets(lake), "the lander landed nothing before the kill"
+        os.kill(lander, signal.SIGKILL)
+        out += _wait_for(proc, "lander restarted", timeout=60)
+        assert "lander exited (code -9); restarting in 1 s" in out, out
+        again = _child_pid(proc.pid, "land")
+        assert again is not None and again != lander
+        before = _landed_offsets(lake)
+        deadline = time.monotonic() + 120
+        while _landed_offsets(lake) <= before and time.monotonic() < deadline:
+            time.sleep(1)
+        assert _landed_offsets(lake) > before, "the restarted lander does not land"
+        assert proc.poll() is None, "one crash must not stop the run"
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        rest, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 0, rest
+    assert _processes_of(root) == [], "Ctrl-C must leave no process of the run"

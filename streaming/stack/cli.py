@@ -1,4 +1,5 @@
-"""`ot stack up | down | status | env`: start/stop/inspect Kafka, Redis, PostgreSQL, Mosquitto."""
+"""`ot stack up | down | status | env | start | stop | restart | kill`: start/stop/inspect Kafka,
+Redis, PostgreSQL, Mosquitto, or one service or Kafka node (`kafka-2`)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,15 @@ def main(argv: list[str]) -> int:
     sub.add_parser("down", help="stop what `up` started")
     status = sub.add_parser("status", help="exit 0 only when every service answers")
     status.add_argument("--json", action="store_true")
-    sub.add_parser("env", help="print export lines for the shell")
+    sub.add_parser("env", help="print export lines for the shell (every broker)")
+    for verb, what in (
+        ("start", "start one service or Kafka node (e.g. kafka-2) if it is not running"),
+        ("stop", "stop one service or Kafka node (SIGTERM)"),
+        ("restart", "stop, then start one service or Kafka node"),
+        ("kill", "SIGKILL one service or Kafka node (drills)"),
+    ):
+        one = sub.add_parser(verb, help=what)
+        one.add_argument("name", help="kafka, kafka-N, redis, postgres or mosquitto")
     args = parser.parse_args(argv)
 
     stack = LocalStack.from_env(brokers=getattr(args, "brokers", None))
@@ -30,6 +39,17 @@ def main(argv: list[str]) -> int:
             what = ", ".join(started) if started else "nothing (all running)"
             print(f"started: {what} in {took:.1f} s")
             print('next: eval "$(.venv/bin/ot stack env)"')
+            return 0
+        if args.action in {"start", "stop", "restart", "kill"}:
+            if args.action == "kill":
+                stack.kill(args.name)
+                print(f"killed: {args.name}")
+                return 0
+            done = getattr(stack, args.action)(args.name)
+            verb = "stopped" if args.action == "stop" else "started"
+            print(f"{verb}: {', '.join(done) if done else 'nothing (already so)'}")
+            if args.action != "stop":
+                print(stack.describe())
             return 0
         if args.action == "down":
             stopped = stack.down()

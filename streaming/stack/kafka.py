@@ -100,7 +100,9 @@ class KafkaCluster:
 
     @property
     def marker(self) -> Path:
-        """How many brokers the running cluster has (switching needs `down` first)."""
+        """How many brokers this stack's cluster has: written by `up`, removed by `down` once no
+        node runs. It is the stack's size while it exists, even with nodes down (switching
+        layouts needs `down` first)."""
         return self.root / "kafka" / "running-brokers"
 
     def node_names(self) -> list[str]:
@@ -119,25 +121,43 @@ class KafkaCluster:
                 found[name] = pid
         return found
 
-    def conflict(self, pids: Pids) -> PortTaken | None:
-        """The first broker or controller port of a node this stack does not run that something
-        else holds."""
+    def conflict(self, pids: Pids, nodes: list[int] | None = None) -> PortTaken | None:
+        """The first broker or controller port of a node this stack does not run (of all, or of
+        `nodes`) that something else holds."""
         own = self.owned_pids(pids)
         for node, name in enumerate(self.node_names(), start=1):
-            if name in own:
+            if name in own or (nodes is not None and node not in nodes):
                 continue
             for port in (self.port + node - 1, self.port + CONTROLLER_PORT_OFFSET + node - 1):
                 if port_taken(port):
                     return refuse_foreign(name, port, VARIABLE, self.root)
         return None
 
-    def running_brokers(self, pids: Pids) -> int:
+    def recorded_brokers(self) -> int:
+        """The size `up` recorded for this stack's cluster (0: none recorded)."""
         try:
-            count = int(self.marker.read_text())
+            return int(self.marker.read_text())
         except (OSError, ValueError):
             return 0
+
+    def running_brokers(self, pids: Pids) -> int:
+        """The recorded size when any node of that layout runs (one dead broker, node 1
+        included, does not make a 3-broker cluster a 1-broker one), else 0."""
+        count = self.recorded_brokers()
+        if not count:
+            return 0
         layout = KafkaCluster(self.root, count, self.port, self.readings_partitions)
-        return count if layout.node_pid(pids, 1) else 0
+        return count if layout.owned_pids(pids) else 0
+
+    def state(self, pids: Pids) -> str:
+        """`up` (every node runs, the cluster answers), `DEGRADED` (some nodes down, the
+        cluster still answers) or `DOWN`."""
+        own = self.owned_pids(pids)
+        if len(own) == self.brokers and self.answers(timeout=5):
+            return "up"
+        if own and self.answers(expected_brokers=1, timeout=5):
+            return "DEGRADED"
+        return "DOWN"
 
     def answers(self, expected_brokers: int | None = None, timeout: float = 5) -> bool:
         from confluent_kafka.admin import AdminClient
@@ -212,21 +232,26 @@ class KafkaCluster:
             cluster_file.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode()[:22])
         return cluster_file.read_text().strip()
 
-    def up(self, pids: Pids) -> list[str]:
-        """Start the nodes that are not running unless the cluster answers; return the names of
-        the nodes started now."""
+    def up(self, pids: Pids, nodes: list[int] | None = None) -> list[str]:
+        """Start the nodes (all, or those numbered in `nodes`) that are not running; return the
+        names of the nodes started now."""
         running = self.running_brokers(pids)
         if running and running != self.brokers:
             raise StackError(
                 f"kafka: a {running}-broker cluster is running; `ot stack down` first to switch "
                 f"to {self.brokers}"
             )
+        wanted = list(range(1, self.brokers + 1)) if nodes is None else nodes
+        for node in wanted:
+            if not 1 <= node <= self.brokers:
+                raise StackError(f"kafka-{node}: this stack has {self.brokers} broker(s)")
         own = self.owned_pids(pids)
-        if len(own) == self.brokers:
+        if all(f"kafka-{node}" in own for node in wanted):
+            first = next(iter(own.values()))
             log = self.logs / "kafka-1.log"
-            reuse("kafka", own["kafka-1"], lambda: self.answers(timeout=3), 90, log)
+            reuse("kafka", first, lambda: self.answers(len(own), timeout=3), 90, log)
             return []
-        conflict = self.conflict(pids)
+        conflict = self.conflict(pids, wanted)
         if conflict is not None:
             raise conflict
         libs = ensure_jars(self.libs, self.logs)
@@ -255,7 +280,7 @@ class KafkaCluster:
         started = []
         procs = []
         for node, name in enumerate(self.node_names(), start=1):
-            if name in own:
+            if name in own or node not in wanted:
                 continue
             ndir = base / f"node-{node}"
             cmd = [
@@ -269,8 +294,11 @@ class KafkaCluster:
             procs.append((name, cmd, log, pids.spawn(name, cmd, log)))
             started.append(name)
         self.marker.write_text(str(self.brokers))
+        expected = len(own) + len(procs)
         ok = wait(
-            lambda: self.answers(timeout=2) or any(not pid_alive(pid) for *_, pid in procs),
+            lambda: (
+                self.answers(expected, timeout=2) or any(not pid_alive(pid) for *_, pid in procs)
+            ),
             90,
             interval=0.5,
         )

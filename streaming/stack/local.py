@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from streaming.settings import (
@@ -37,7 +38,14 @@ from streaming.settings import (
 from streaming.stack.kafka import CONTROLLER_PORT_OFFSET, KafkaCluster, ensure_jars
 from streaming.stack.mosquitto import Mosquitto
 from streaming.stack.postgres import Postgres
-from streaming.stack.processes import Pids, PortTaken, StackError, port_from_env
+from streaming.stack.processes import (
+    Pids,
+    PortTaken,
+    StackError,
+    pid_alive,
+    port_from_env,
+    wait,
+)
 from streaming.stack.redis import RedisServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -76,7 +84,9 @@ class LocalStack:
             pg_port=port_from_env("OT_STACK_PG_PORT", DEFAULT_PG_PORT),
             mqtt_port=port_from_env("OT_STACK_MQTT_PORT", DEFAULT_MQTT_PORT),
         )
-        stack.brokers = brokers or stack.kafka.running_brokers(stack.pids) or 1
+        # The size `up` recorded is authoritative: with a broker down, node 1 included, the stack
+        # is still a 3-broker one (never a fresh single node on broker 1's port).
+        stack.brokers = brokers or stack.kafka.recorded_brokers() or 1
         return stack
 
     # -- the services ------------------------------------------------------------------------------
@@ -187,7 +197,50 @@ class LocalStack:
                 continue
             self.pids.stop(name, pid)
             stopped.append(name)
+        if not self.kafka.owned_pids(self.pids):
+            self.kafka.marker.unlink(missing_ok=True)  # no node left: the size is free again
         return stopped
+
+    # -- one service or broker node (drills, operators) ------------------------------------------
+    def _check_name(self, name: str) -> None:
+        nodes = self.kafka.node_names()
+        if name not in nodes and name not in self.services:
+            raise StackError(
+                f"{name}: not a service of this stack ({', '.join([*nodes, *self.services])})"
+            )
+
+    def start(self, name: str) -> list[str]:
+        """Start one service or Kafka node (`kafka-2`) if it is not running; `kafka` starts the
+        cluster's missing nodes. Returns what was started."""
+        self._check_name(name)
+        if name.startswith("kafka-"):
+            return self.kafka.up(self.pids, [int(name[6:])])
+        if name == "kafka":
+            return self.kafka.up(self.pids)
+        return replace(self, services=(name,)).up()
+
+    def stop(self, name: str) -> list[str]:
+        """Stop one service or Kafka node (SIGTERM, then SIGKILL after 30 s)."""
+        self._check_name(name)
+        return self.down(only=self.kafka.node_names() if name == "kafka" else [name])
+
+    def restart(self, name: str) -> list[str]:
+        self.stop(name)
+        return self.start(name)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one service or Kafka node (drills)."""
+        self._check_name(name)
+        if name.startswith("kafka-"):
+            self.kill_broker(int(name[6:]))
+            return
+        names = self.kafka.node_names() if name == "kafka" else [name]
+        for each in names:
+            pid = self.postgres.owned_pid() if each == "postgres" else self._own_pid(each)
+            if pid is None:
+                raise StackError(f"{each}: not running")
+            os.kill(pid, signal.SIGKILL)
+            wait(lambda pid=pid: not pid_alive(pid), 10)  # type: ignore[misc]
 
     def status(self) -> dict[str, bool]:
         """Per service: True when this stack's own process runs and answers (something else
@@ -195,8 +248,7 @@ class LocalStack:
         pids = self.pids
         result = {}
         if "kafka" in self.services:
-            own = self.kafka.owned_pids(pids)
-            result["kafka"] = len(own) == self.brokers and self.kafka.answers(timeout=5)
+            result["kafka"] = self.kafka.state(pids) == "up"
         if "redis" in self.services:
             result["redis"] = bool(self.redis.owned_pid(pids)) and self.redis.answers()
         if "postgres" in self.services:
@@ -243,11 +295,19 @@ class LocalStack:
     def describe(self) -> str:
         """One line per service: `up`, `DOWN`, or `TAKEN` (its port is held by something that
         is not this stack's; `conflicts` says what)."""
-        state = self.status()
+        state: dict[str, bool | str] = {**self.status()}
         taken = self.conflicts()
         lines = []
         if "kafka" in self.services:
-            lines.append(f"kafka     {self.bootstrap}  ({self.brokers} broker(s), KRaft)")
+            kafka = self.kafka.state(self.pids)
+            state["kafka"] = kafka
+            down = [n for n in self.kafka.node_names() if n not in self.kafka.owned_pids(self.pids)]
+            why = (
+                f"; {', '.join(down)} down: `ot stack start {down[0]}`"
+                if kafka == "DEGRADED"
+                else ""
+            )
+            lines.append(f"kafka     {self.bootstrap}  ({self.brokers} broker(s), KRaft{why})")
         if "redis" in self.services:
             lines.append(f"redis     {self.redis_url}")
         if "postgres" in self.services:
@@ -256,12 +316,26 @@ class LocalStack:
             lines.append(f"mosquitto {self.mqtt_url}  (MQTT 5, persistent sessions)")
 
         def mark(service: str) -> str:
-            return "TAKEN" if service in taken else "up" if state.get(service) else "DOWN"
+            value = state.get(service)
+            if service in taken:
+                return "TAKEN"
+            if isinstance(value, str):
+                return value
+            return "up" if value else "DOWN"
 
         return "\n".join(f"{mark(line.split()[0]):<5} {line}" for line in lines)
 
     def to_json(self) -> str:
         taken = {name: str(error) for name, error in self.conflicts().items()}
+        kafka = self.kafka.state(self.pids) if "kafka" in self.services else None
         return json.dumps(
-            {"status": self.status(), "taken": taken, **self.env(), "root": str(self.root)}
+            {
+                "status": self.status(),
+                "kafka": kafka,
+                "brokers": self.brokers,
+                "brokers_up": sorted(self.kafka.owned_pids(self.pids)),
+                "taken": taken,
+                **self.env(),
+                "root": str(self.root),
+            }
         )

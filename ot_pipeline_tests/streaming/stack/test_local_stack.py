@@ -252,3 +252,54 @@ def test_stack_formats_kafka_storage_with_a_cluster_id_that_starts_with_a_dash(t
     assert done.returncode == 0, done.stdout + done.stderr
     meta = node.kafka.folder / "node-1" / "data" / "meta.properties"
     assert f"cluster.id={cluster_id}" in meta.read_text().splitlines()
+
+
+def _ot_stack(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streaming.cli", "stack", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+@pytest.mark.slow
+def test_with_one_broker_down_the_stack_stays_three_brokers_degraded_and_restarts_the_node(
+    tmp_path: Path,
+):
+    shared = LocalStack.from_env()
+    root = tmp_path / "stack3"
+    root.mkdir()
+    (root / "kafka-libs").symlink_to(shared.ensure_kafka_jars(), target_is_directory=True)
+    base = _free_base_port()
+    cluster = LocalStack(root=root, brokers=3, kafka_port=base, services=("kafka",))
+    env = {**os.environ, "OT_STACK_DIR": str(root), "OT_STACK_KAFKA_PORT": str(base)}
+    try:
+        assert cluster.up() == ["kafka-1", "kafka-2", "kafka-3"]
+        cluster.kill_broker(1)  # node 1: the one a forgetful stack mistakes for the whole cluster
+
+        listed = _ot_stack(env, "env")
+        assert f"KAFKA_BOOTSTRAP_SERVERS={cluster.bootstrap}" in listed.stdout, listed.stdout
+        status = _ot_stack(env, "status")
+        kafka_line = next(line for line in status.stdout.splitlines() if "kafka" in line)
+        assert kafka_line.startswith("DEGRADED"), status.stdout
+        assert "kafka-1 down" in kafka_line and status.returncode == 1
+
+        started = _ot_stack(env, "start", "kafka")  # like `up`, the Kafka part only
+        assert started.returncode == 0, started.stderr
+        assert not (root / "kafka" / "1-node").exists(), "a second, empty cluster was created"
+        assert "started: kafka-1" in started.stdout
+        status = _ot_stack(env, "status")
+        assert next(line for line in status.stdout.splitlines() if "kafka" in line).startswith(
+            "up"
+        ), status.stdout
+
+        restarted = _ot_stack(env, "restart", "kafka-2")
+        assert restarted.returncode == 0, restarted.stderr
+        assert "started: kafka-2" in restarted.stdout
+        meta = AdminClient({"bootstrap.servers": cluster.bootstrap}).list_topics(timeout=10)
+        assert sorted(meta.brokers) == [1, 2, 3]
+    finally:
+        cluster.down()
+    assert not (root / "kafka" / "running-brokers").exists()
