@@ -52,8 +52,9 @@ class PipelineConfig(dg.ConfigurableResource):
 
     # A row landed more than this after its hour closed counts as late (metadata only).
     late_grace_seconds: float = 300.0
-    # Readings of earlier hours handed to the detectors to warm their baselines.
-    detection_history_minutes: int = 30
+    # Readings of earlier hours handed to the detectors to warm their baselines: an hour gives
+    # drift its usual trend and change (120 blocks at 1 s) by the partition's first reading.
+    detection_history_minutes: int = 60
     # Landing files older than this are removed once their days are archived and checked.
     landing_retention_days: int = 7
     # Landing freshness check: the newest landing file must be younger than this.

@@ -17,7 +17,7 @@ import tokenize
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
-from streaming.settings import SettingsError
+from streaming.settings import ServiceUnavailable, SettingsError
 
 GROUP = "ot.commands"
 _USAGE_PREFIX = re.compile(r"^`ot [^`]*`:\s*")  # "`ot land`: land ..." -> "land ..."
@@ -88,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"ot {name}: configuration error: {exc}", file=sys.stderr)
         return 2
+    except ServiceUnavailable as exc:
+        print(f"ot {name}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -28,6 +28,12 @@ class SettingsError(ValueError):
     """Bad configuration; the message is one line meant for the operator."""
 
 
+class ServiceUnavailable(RuntimeError):
+    """A server or folder a command needs cannot be reached or used at start-up (no Kafka broker
+    answers, Redis refuses, the lake is not writable). The message is one line meant for the
+    operator, naming the service, the setting and what to do; `ot` prints it and exits 1."""
+
+
 _HOSTPORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
 
 

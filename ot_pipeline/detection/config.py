@@ -86,8 +86,10 @@ class DetectorSettings:
     drift_threshold: float = 2.0
     drift_usual_quantile: float = 0.99
     drift_noise_threshold: float = 6.0
-    # No drift verdict before the usual trend is known from this many blocks of history (30 min
-    # at 1 s; the `anomalies` asset warms each hour with 30 minutes of the previous one).
+    # No drift verdict before the usual trend (and the usual net change) is known from this many
+    # blocks where it was known itself: the trend needs drift_blocks // 2 blocks, the net change
+    # drift_blocks, so verdicts start 90 / 120 blocks (45 / 60 min at 1 s) into a series; the
+    # `anomalies` asset warms each hour with 60 minutes of the previous one.
     drift_min_history_blocks: int = 60
     drift_direction_share: float = 0.9
     drift_change_noise: float = 16.0

@@ -51,7 +51,11 @@ def trend_columns(s: DetectorSettings) -> dict[str, pl.Expr]:
     # Direction over a few blocks (a slow drift is buried in the noise of consecutive blocks).
     rising = (pl.col("_bmed_r").diff(DRIFT_LAG_BLOCKS) > 0).cast(pl.Float64)
     return {
-        "_trend": pl.when(pl.col("_rise") > 0)
+        # unknown (null) until the window has its minimum of changes: an unknown trend counted
+        # as 0 would make the usual trend look like 0 in the first hour of a series
+        "_trend": pl.when(pl.col("_rise").is_null() | pl.col("_fall").is_null())
+        .then(None)
+        .when(pl.col("_rise") > 0)
         .then(pl.col("_rise"))
         .when(pl.col("_fall") < 0)
         .then(pl.col("_fall"))
@@ -68,10 +72,16 @@ def trend_columns(s: DetectorSettings) -> dict[str, pl.Expr]:
 
 def with_change(blocks2: pl.DataFrame, s: DetectorSettings) -> pl.DataFrame:
     """`_change`: the net change when most changes go its way and it is evenly spread, else 0."""
+    unknown = pl.col("_net").is_null() | pl.col("_up_share").is_null() | pl.col("_spread").is_null()
     return blocks2.with_columns(
         _even=(pl.col("_spread") / pl.col("_net")) >= 0.5,
     ).with_columns(
-        _change=pl.when(
+        # Unknown (null) before a full window exists: counted as 0, the first drift_blocks blocks
+        # made the usual change 0 and the first real changes were judged against the noise bound
+        # alone (a burst of false drift verdicts ~1,800 readings into a fresh series).
+        _change=pl.when(unknown)
+        .then(None)
+        .when(
             (pl.col("_up_share") >= s.drift_direction_share)
             & (pl.col("_net") > 0)
             & pl.col("_even")
@@ -126,6 +136,9 @@ def scores(
         change_score = np.abs(change) / np.fmax(
             s.drift_threshold * usual_change, s.drift_change_noise * block_noise
         )
+        # no change verdict before the usual change is known either (fmax would drop the NaN
+        # and leave the noise bound alone)
+        change_score[np.isnan(usual_change)] = np.nan
         # no verdict before the usual trend is known (a null would leave only the noise bound)
         drift_b = np.where(np.isnan(usual), 0.0, np.fmax(trend_score, change_score))
         drift_b[np.isnan(drift_b)] = 0.0

@@ -13,11 +13,13 @@ from __future__ import annotations
 import argparse
 import fcntl
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,10 +28,11 @@ import pyarrow.parquet as pq
 
 from streaming.consumers.landing import FlushPolicy, PartitionBuffer, slices
 from streaming.kafka.lifecycle import JsonLog, consumer_parser, serve
+from streaming.kafka.probe import require_kafka
 from streaming.kafka.runtime import Batch, ConsumerRuntime, Membership
 from streaming.lake import Lake, write_atomically
 from streaming.lake.footer import footer
-from streaming.settings import Settings
+from streaming.settings import ServiceUnavailable, Settings
 
 GROUP = "lake-lander"
 STAGE = "lander"
@@ -270,6 +273,20 @@ def _write_parquet(table: pa.Table, path: Any) -> None:
     pq.write_table(table, path, compression="zstd", compression_level=1)
 
 
+def require_writable_lake(root: Path) -> None:
+    """Refuse to start on a lake folder that cannot be created or written: the first flush would
+    fail after consuming, and the files would never land."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".ot-write-check-"):
+            pass
+    except OSError as exc:
+        raise ServiceUnavailable(
+            f"lake: cannot write to {root} ({exc.strerror or exc}); set OT_LAKE_DIR to a "
+            "writable folder"
+        ) from None
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = consumer_parser("ot land", __doc__, GROUP, poll_timeout=MEMBERSHIP.poll_timeout)
     p.add_argument("--flush-rows", type=int, default=FlushPolicy.max_rows)
@@ -282,6 +299,8 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     settings = Settings.from_env()
     policy = FlushPolicy(args.flush_rows, args.flush_bytes, args.flush_age)
+    require_writable_lake(settings.lake_dir)
+    require_kafka(settings.kafka_bootstrap_servers)
 
     def build(log: JsonLog) -> Lander:
         return Lander(settings, Membership.from_args(args), policy=policy, log=log)

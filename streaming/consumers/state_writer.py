@@ -50,9 +50,10 @@ from streaming.consumers.alerting import (
 from streaming.consumers.live_state import machine_changes, machine_fields, summarise
 from streaming.consumers.state_store import StateStore
 from streaming.kafka.lifecycle import JsonLog, consumer_parser, serve
+from streaming.kafka.probe import require_kafka
 from streaming.kafka.runtime import Batch, ConsumerRuntime, Membership, SinkUnavailable
 from streaming.redis_keys import STATE_WRITER_GROUP, RedisKeys
-from streaming.settings import Settings
+from streaming.settings import ServiceUnavailable, Settings
 
 GROUP = STATE_WRITER_GROUP
 MEMBERSHIP = Membership(GROUP, poll_timeout=0.1)  # `ot state` defaults
@@ -71,6 +72,23 @@ def redis_client(url: str) -> redis.Redis:
         socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
         retry=Retry(NoBackoff(), 0),
     )
+
+
+def require_redis(url: str) -> None:
+    """Refuse to start when Redis does not answer PING: one line naming the server (never its
+    password) and what to do. Once running, an outage is the runtime's to wait out."""
+    client = redis_client(url)
+    kwargs = client.connection_pool.connection_kwargs
+    where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
+    try:
+        client.ping()
+    except (*REDIS_DOWN, redis.ResponseError) as exc:
+        raise ServiceUnavailable(
+            f"redis: no answer at {where} ({type(exc).__name__}: {exc}); start the local stack "
+            "with `ot stack up` (or `make up`), or set REDIS_URL to a running server"
+        ) from None
+    finally:
+        client.close()
 
 
 @contextmanager
@@ -369,6 +387,8 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     settings = Settings.from_env()
     rules = load_rules(args.rules) if args.rules else DEFAULT_RULES
+    require_kafka(settings.kafka_bootstrap_servers)
+    require_redis(settings.redis_url)
 
     def build(log: JsonLog) -> StateWriter:
         return StateWriter(

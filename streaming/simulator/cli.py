@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 from datetime import UTC, datetime
 
+from streaming.kafka.probe import require_kafka
 from streaming.settings import Settings
 from streaming.simulator.chaos import FAULT_TYPES, PROFILES
 from streaming.simulator.runner import Options, Simulation
@@ -111,6 +113,12 @@ def parse_args(argv: list[str]) -> Options:
 def main(argv: list[str]) -> int:
     options = parse_args(argv)
     settings = Settings.from_env()
+    # SIGTERM (a supervisor, `make stop`) ends the run as Ctrl-C does: what is generated is
+    # flushed and the summary printed.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # One short metadata request first: no broker means one line and exit 1 within seconds, not
+    # a 30 s wait and a flood of client log lines.
+    require_kafka(settings.kafka_bootstrap_servers)
     # Missing topics are created (idempotent); a topic that cannot be reached still shows up as
     # counted delivery failures in the summary, never as silently lost readings.
     create_topics(

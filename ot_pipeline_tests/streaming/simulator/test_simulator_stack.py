@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
@@ -128,3 +131,49 @@ def test_real_time_run_is_paced_by_rate_with_event_time_now(isolated: Settings) 
     last = datetime.fromisoformat(summary["last_event_ts"]).timestamp() * 1000
     assert before - 1000 <= first and last <= after + 1000
     assert len(_read_all(isolated, isolated.topics.readings)) == summary["produced"]
+
+
+def test_sigterm_ends_a_real_time_run_like_ctrl_c_with_flush_and_summary(
+    isolated: Settings,
+) -> None:
+    """A supervisor's SIGTERM (make run, make stop) stops an open-ended run cleanly: what was
+    generated is delivered and the summary line says so, as on Ctrl-C."""
+    from ot_tools import drills
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streaming.cli",
+            "simulate",
+            "--machines",
+            "3",
+            "--rate",
+            "200",
+            "--duration",
+            "0",
+            "--chaos",
+            "none",
+        ],
+        env=drills.child_env(isolated),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(4)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "Traceback" not in err, err
+    assert proc.returncode == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["interrupted"] is True
+    assert summary["readings"] > 0
+    assert summary["delivered"] == summary["messages_sent"]
+    assert summary["undelivered_at_exit"] == 0
+    readings = _read_all(isolated, isolated.topics.readings)
+    assert len(readings) == summary["produced"]
