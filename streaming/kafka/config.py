@@ -71,9 +71,9 @@ def reader_config(bootstrap: str, purpose: str) -> dict[str, Any]:
     }
 
 
-def admin_config(bootstrap: str) -> dict[str, Any]:
-    """An admin client (topics, group descriptions)."""
-    return {"bootstrap.servers": bootstrap}
+def admin_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
+    """An admin client (topics, group descriptions, probes)."""
+    return {"bootstrap.servers": bootstrap, **extra}
 
 
 def _idempotent(bootstrap: str) -> dict[str, Any]:

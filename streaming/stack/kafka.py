@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from streaming.kafka.config import MESSAGE_MAX_BYTES
+from streaming.kafka.config import MESSAGE_MAX_BYTES, admin_config
 from streaming.stack.processes import (
     Pids,
     PortTaken,
@@ -163,7 +163,7 @@ class KafkaCluster:
         from confluent_kafka.admin import AdminClient
 
         try:
-            admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+            admin = AdminClient(admin_config(self.bootstrap, log_level=0))
             meta = admin.list_topics(timeout=timeout)
         except Exception:
             return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from streaming.kafka.config import admin_config
 from streaming.settings import Topics
 
 
@@ -23,7 +24,7 @@ def create_topics(
     timeout: float = 30.0,
 ) -> list[str]:
     """Create the missing topics; return the names created now. Existing topics are left alone."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
+    admin = AdminClient(admin_config(bootstrap, log_level=3))
     existing = set(admin.list_topics(timeout=timeout).topics)
     config = {"min.insync.replicas": "2"} if replication_factor >= 3 else {}
     wanted = [
@@ -45,7 +46,7 @@ def create_topics(
 
 
 def delete_topics(bootstrap: str, names: list[str], timeout: float = 30.0) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
+    admin = AdminClient(admin_config(bootstrap, log_level=3))
     for future in admin.delete_topics(names, operation_timeout=timeout).values():
         try:
             future.result(timeout)
