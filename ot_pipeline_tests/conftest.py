@@ -40,6 +40,14 @@ def stack() -> Iterator[Settings]:
 def isolated(stack: Settings, tmp_path: Path) -> Iterator[Settings]:
     """Settings with fresh, uniquely named topics, a Redis key prefix, a PostgreSQL schema and a
     lake of its own; all removed again after the test."""
+    settings = isolated_settings(stack, tmp_path / "lake")
+    yield settings
+    clean_up(settings)
+
+
+def isolated_settings(stack: Settings, lake_dir: Path) -> Settings:
+    """`stack` with fresh, uniquely named topics (created), a Redis key prefix, a PostgreSQL schema
+    and a lake of its own; `clean_up` removes them again."""
     from streaming.stack.topics import create_topics
 
     suffix = uuid.uuid4().hex[:10]
@@ -55,15 +63,13 @@ def isolated(stack: Settings, tmp_path: Path) -> Iterator[Settings]:
         readings_partitions=stack.readings_partitions,
         replication_factor=1,
     )
-    settings = replace(
+    return replace(
         stack,
         topics=topics,
-        lake_dir=tmp_path / "lake",
+        lake_dir=lake_dir,
         redis_prefix=f"ot-test-{suffix}:",
         pg_schema=f"ot_test_{suffix}",
     )
-    yield settings
-    _clean_up(settings)
 
 
 @pytest.fixture
@@ -88,7 +94,7 @@ def mqtt_sessions(stack: Settings) -> Iterator[list[str]]:
             end_session(MqttAddress.from_url(stack.mqtt_url), client_id)
 
 
-def _clean_up(settings: Settings) -> None:
+def clean_up(settings: Settings) -> None:
     import psycopg
     import redis
 
