@@ -200,6 +200,11 @@ def run_server(settings: Settings, workers: int, quick: bool, log: Path) -> dict
         if in_kafka != accepted:
             raise RuntimeError(f"{workers} worker(s): {accepted} accepted but {in_kafka} in Kafka")
         out[f"w{workers}_single_errors"] = sum(s["errors"] for s in steps if s["batch"] == 1)
+        out[f"w{workers}_non_2xx"] = sum(
+            n for s in steps for code, n in s["statuses"].items() if not code.startswith("2")
+        )
+        out[f"w{workers}_connection_errors"] = sum(s["connection_errors"] for s in steps)
+        out[f"w{workers}_timeouts"] = sum(s["timeouts"] for s in steps)
     finally:
         delete_topics(settings.kafka_bootstrap_servers, topics.all())
     return out

@@ -148,19 +148,31 @@ class Tally:
         }
 
 
+# uvicorn closes a keep-alive connection idle for 5 s: one idle this long is not reused (a
+# request written into a connection the server is closing would fail without the server's fault).
+MAX_IDLE_S = 3.0
+
+Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
 class Pool:
-    """Idle keep-alive connections; a new one is opened when none is idle (up to `limit`)."""
+    """Idle keep-alive connections, most recently used first; a new one is opened when none is
+    idle (up to `limit`)."""
 
     def __init__(self, port: int, limit: int, tally: Tally) -> None:
         self.port = port
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.idle: list[tuple[Conn, float]] = []
         self.free = asyncio.Semaphore(limit)
         self.tally = tally
 
-    async def get(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def get(self) -> Conn:
         await self.free.acquire()
-        if self.idle:
-            return self.idle.pop()
+        now = time.monotonic()
+        while self.idle:
+            conn, since = self.idle.pop()
+            if now - since < MAX_IDLE_S and not conn[0].at_eof():
+                return conn
+            conn[1].close()
         try:
             conn = await asyncio.open_connection("127.0.0.1", self.port)
         except BaseException:
@@ -169,9 +181,9 @@ class Pool:
         self.tally.connections += 1
         return conn
 
-    def put(self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None) -> None:
+    def put(self, conn: Conn | None) -> None:
         if conn is not None:
-            self.idle.append(conn)
+            self.idle.append((conn, time.monotonic()))
         self.free.release()
 
 
@@ -202,7 +214,7 @@ async def _one(pool: Pool, payload: bytes, due: float, timeout: float, tally: Ta
     pool.put(conn)
 
 
-def _drop(pool: Pool, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None) -> None:
+def _drop(pool: Pool, conn: Conn | None) -> None:
     if conn is not None:
         conn[1].close()
         pool.put(None)
@@ -243,7 +255,7 @@ async def run(
     wall = time.perf_counter() - started
     summary = tally.summary(rate, duration, batch, total, started)
     summary["generator_cpu_pct"] = round(100 * (_cpu_seconds() - cpu0) / wall, 1)
-    for _, writer in pool.idle:
+    for (_, writer), _since in pool.idle:
         writer.close()
     return summary
 
