@@ -24,6 +24,7 @@ import yaml
 
 import streaming.stack.topics as topics_module
 from ot_pipeline_tests.support.paths import REPO_ROOT
+from streaming.api.cli import DEFAULT_PORT as DEFAULT_API_PORT
 from streaming.kafka.config import (
     MESSAGE_MAX_BYTES,
     consumer_config,
@@ -45,6 +46,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 PROJECT_IMAGE = "ot-pipeline:local"
 KAFKA_SERVICES = ("kafka-1", "kafka-2", "kafka-3")
 WORKERS = ("simulator", "lander", "state-writer", "mqtt-bridge")
+API = "api"
 DAGSTER_SERVICES = ("dagster-webserver", "dagster-daemon")
 DAGSTER_PORT = 3000
 GRAFANA_PORT = 3001
@@ -55,6 +57,7 @@ NEEDS = {
     "lander": {"KAFKA_BOOTSTRAP_SERVERS", "OT_LAKE_DIR"},
     "state-writer": {"KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL"},
     "mqtt-bridge": {"KAFKA_BOOTSTRAP_SERVERS", "MQTT_URL"},
+    "api": {"KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "OT_API_KEYS"},
     "dagster-webserver": {"OT_PG_DSN", "OT_LAKE_DIR", "DAGSTER_HOME", "OT_DAGSTER_PG_URL"},
     "dagster-daemon": {"OT_PG_DSN", "OT_LAKE_DIR", "DAGSTER_HOME", "OT_DAGSTER_PG_URL"},
 }
@@ -79,11 +82,20 @@ def _project_services(services: dict[str, dict[str, Any]]) -> dict[str, dict[str
     return {name: svc for name, svc in services.items() if svc.get("image") == PROJECT_IMAGE}
 
 
-def _env(service: dict[str, Any]) -> dict[str, str]:
+_INTERPOLATION = re.compile(r"\$\{([A-Z][A-Z0-9_]*)(?::?-([^}]*))?\}")
+
+
+def _env(service: dict[str, Any], host: dict[str, str] | None = None) -> dict[str, str]:
+    """The service's environment as the container sees it: `${VAR:-default}` interpolated from
+    `host` (the environment of `docker compose up`; default: none of them set)."""
     env = service.get("environment") or {}
     if isinstance(env, list):  # the KEY=VALUE list form
         env = dict(item.split("=", 1) for item in env)
-    return {str(k): str(v) for k, v in env.items()}
+    host = host or {}
+    return {
+        str(k): _INTERPOLATION.sub(lambda m: host.get(m[1]) or m[2] or "", str(v))
+        for k, v in env.items()
+    }
 
 
 def _published(service: dict[str, Any]) -> list[tuple[str, int, int]]:
@@ -161,6 +173,7 @@ def test_compose_defines_every_service_of_the_platform(services: dict[str, dict[
         "grafana",
         "topics-init",
         *WORKERS,
+        API,
         *DAGSTER_SERVICES,
     }
     assert required <= set(services), f"missing: {sorted(required - set(services))}"
@@ -719,7 +732,7 @@ def test_every_option_the_compose_commands_pass_is_one_the_command_accepts(
 ) -> None:
     from streaming.cli import main as ot
 
-    for name in WORKERS:
+    for name in (*WORKERS, API):
         command = services[name]["command"]
         assert command[0] == "ot", name
         words = command[1:3] if command[1] == "bridge" else command[1:2]  # `ot bridge mqtt`
@@ -729,3 +742,28 @@ def test_every_option_the_compose_commands_pass_is_one_the_command_accepts(
         usage = capsys.readouterr().out
         for option in (arg for arg in command[1 + len(words) :] if arg.startswith("--")):
             assert re.search(rf"(^|\s|\[){re.escape(option)}\b", usage), f"{name}: {option}?"
+
+
+# ---------------------------------------------------------------------------------------------
+# The HTTP API
+
+
+def test_api_serves_the_local_port_with_keys_from_the_environment_and_a_health_probe(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    from streaming.api.keys import Role, new_key
+
+    api = services[API]
+    command = api["command"]
+    assert command[:2] == ["ot", "api"]
+    port = int(command[command.index("--port") + 1])
+    assert command[command.index("--host") + 1] == "0.0.0.0"  # reachable from the port mapping
+    assert _published(api) == [("127.0.0.1", DEFAULT_API_PORT, port)]  # as `make run` serves
+    # The entries come from the environment of `compose up`, never from this file.
+    assert api["environment"]["OT_API_KEYS"] == "${OT_API_KEYS:-}"
+    assert Settings.from_env(_env(api)).api_keys == ()  # unset: no key, every webhook a 401
+    _, key = new_key("plant-a", Role.INGEST)
+    assert Settings.from_env(_env(api, {"OT_API_KEYS": key.entry})).api_keys == (key,)
+    probe = api["healthcheck"]["test"]
+    assert probe[:2] == ["CMD", "python"] and f"http://127.0.0.1:{port}/health" in probe[-1]
+    assert {"topics-init", "redis"} <= set(api["depends_on"])

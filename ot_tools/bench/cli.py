@@ -20,7 +20,16 @@ from streaming.settings import Settings
 # `ot bench` with no names runs these first, in this order (the stack's cold start before anything
 # warms a cache, the cheap micro-benchmarks before the long ones), then any other registered one.
 # Installed entry points come back sorted by name, so the order has to be spelled somewhere.
-RUN_ORDER = ("stack", "events", "simulator", "consumers", "mqtt", "detection", "pipeline")
+RUN_ORDER = (
+    "stack",
+    "events",
+    "simulator",
+    "consumers",
+    "mqtt",
+    "gateway",
+    "detection",
+    "pipeline",
+)
 
 
 def benchmarks() -> dict[str, EntryPoint]:

@@ -2,10 +2,13 @@
 Avro wire format the lander reads (the same bytes the simulator produces).
 
 `check_requests` is pure: the payloads of several requests in, one `Checked` per request out.
-`CoalescingChecker` feeds it: every request whose body is complete within the same turn of the
-event loop is validated in one `decode_batch` call. The validator and the encoder cost about a
-millisecond per call whatever the batch size and microseconds per reading, so under load many
-single-reading requests share that fixed cost instead of each paying it.
+`CoalescingChecker` feeds it: the requests that arrive within `WINDOW_S` of each other (at most
+that long after the first) are validated in one `decode_batch` call. The validator and the
+encoder cost about 1.5 ms per call whatever the batch size and microseconds per reading, so many
+single-reading requests share that fixed cost instead of each paying it: without the window,
+one process spent a whole core on 500 single-reading requests/s (docs/benchmarks.md). A request
+that brings `ENOUGH_READINGS` or more (or completes such a group) is checked in the next turn,
+without waiting: its fixed cost is already shared.
 """
 
 from __future__ import annotations
@@ -58,26 +61,54 @@ def check_requests(
     return out
 
 
-class CoalescingChecker:
-    """Validates the requests that are ready in the same event-loop turn together."""
+WINDOW_S = 0.002
+ENOUGH_READINGS = 100
 
-    def __init__(self, max_future_ms: int, max_age_ms: int) -> None:
+
+class CoalescingChecker:
+    """Validates together the requests that arrive within `window_s` of the first waiting one,
+    or as soon as they hold `enough_readings`."""
+
+    def __init__(
+        self,
+        max_future_ms: int,
+        max_age_ms: int,
+        window_s: float = WINDOW_S,
+        enough_readings: int = ENOUGH_READINGS,
+    ) -> None:
         self.max_future_ms = max_future_ms
         self.max_age_ms = max_age_ms
+        self.window_s = window_s
+        self.enough_readings = enough_readings
         self._waiting: list[tuple[Sequence[bytes], asyncio.Future[Checked]]] = []
+        self._readings = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._soon = False
         self.calls = 0
         self.requests = 0
 
     async def check(self, payloads: Sequence[bytes]) -> Checked:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Checked] = loop.create_future()
-        if not self._waiting:
-            loop.call_soon(self._run)
+        first = not self._waiting
         self._waiting.append((payloads, future))
+        self._readings += len(payloads)
+        if self._readings >= self.enough_readings or self.window_s <= 0:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if not self._soon:
+                self._soon = True
+                loop.call_soon(self._run)
+        elif first:
+            self._timer = loop.call_later(self.window_s, self._run)
         return await future
 
     def _run(self) -> None:
         waiting, self._waiting = self._waiting, []
+        self._readings, self._timer, self._soon = 0, None, False
+        if not waiting:
+            return
         self.calls += 1
         self.requests += len(waiting)
         try:

@@ -395,3 +395,48 @@ def test_rate_limit_buckets_live_in_redis_and_are_shared_by_every_process(isolat
     assert alternating[:10] == [0.0] * 10 and 0 < alternating[10] <= 0.1
     assert other[:2] == [0.0, 0.0] and 0.18 <= other[2] <= 0.2  # 20 of 100 left, 40 needed
     assert again > 0
+
+
+def test_rate_limit_leases_spare_round_trips_but_never_exceed_the_shared_bucket(
+    isolated: Settings,
+):
+    """Two "processes" ask as fast as they can for 1 request + 1 reading at a time from one key
+    limited to 1,000 requests/s (a bucket of 1,000): far from the limit they serve most requests
+    from leases, without a round trip to Redis; together they admit no more than the bucket plus
+    its refill (and, near the limit, nearly all of it: leased tokens are not lost)."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from streaming.api.ratelimit import Limits, RateLimiter
+
+    limits = Limits(
+        requests_per_second=1_000, readings_per_second=100_000, burst_seconds=1, max_readings=10
+    )
+    assert (limits.request_lease, limits.reading_lease) == (10, 1_000) and limits.leases
+
+    async def scenario() -> tuple[int, int, float, int, int]:
+        clients = [aioredis.Redis.from_url(isolated.redis_url) for _ in range(2)]
+        a, b = (RateLimiter(c, isolated.redis_prefix, limits) for c in clients)
+        try:
+            # Far from the limit: 400 takes, two fifths of the bucket.
+            started = time.monotonic()
+            first = [await (a if i % 2 else b).take("plant-a", 1, 1) for i in range(400)]
+            assert first == [0.0] * 400
+            spared = 400 - (a.round_trips + b.round_trips)
+            # Then past it, for a second and a half: the bucket empties and refills.
+            admitted, i = 400, 0
+            while time.monotonic() - started < 1.5:
+                admitted += await (a if i % 2 else b).take("plant-a", 1, 1) == 0
+                i += 1
+            elapsed = time.monotonic() - started
+            return spared, admitted, elapsed, a.round_trips, b.round_trips
+        finally:
+            for c in clients:
+                await c.aclose()
+
+    spared, admitted, elapsed, *_ = asyncio.run(scenario())
+    assert spared >= 300, f"only {spared} of 400 takes served from a lease"
+    allowed = 1_000 + 1_000 * elapsed  # the bucket and its refill
+    assert admitted <= allowed + 50, (admitted, allowed)  # + clock slack (50 ms of refill)
+    assert admitted >= 0.9 * allowed, (admitted, allowed)  # leases do not starve the key
