@@ -40,15 +40,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def api_server(settings: Settings, log: Path, **env: str) -> Iterator[httpx.Client]:
-    """`ot api` on a free port with these settings and the three keys above."""
+def running_api(
+    settings: Settings, log: Path, keys: str, **env: str
+) -> Iterator[tuple[httpx.Client, subprocess.Popen[bytes]]]:
+    """`ot api` as a real process on a free port with these settings and `OT_API_KEYS` entries;
+    yields a client bound to it (once `/health` answers) and the process; SIGTERM at the end."""
     port = free_port()
-    child_env = {
-        **drills.child_env(settings),
-        "OT_API_KEYS": KEY_ENTRIES,
-        "OT_ALERT_ESCALATE_AFTER_SECONDS": str(settings.alert_escalate_after_seconds),
-        **env,
-    }
+    child_env = {**drills.child_env(settings), "OT_API_KEYS": keys, **env}
     with open(log, "ab") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streaming.cli", "api", "--port", str(port)],
@@ -68,12 +66,22 @@ def api_server(settings: Settings, log: Path, **env: str) -> Iterator[httpx.Clie
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"ot api did not start: {log.read_text()[-2000:]}")
             time.sleep(0.1)
-        yield client
+        yield client, proc
     finally:
         client.close()
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
+
+
+@contextmanager
+def api_server(settings: Settings, log: Path, **env: str) -> Iterator[httpx.Client]:
+    """`ot api` on a free port with these settings and the three keys above."""
+    escalate = str(settings.alert_escalate_after_seconds)
+    with running_api(
+        settings, log, KEY_ENTRIES, OT_ALERT_ESCALATE_AFTER_SECONDS=escalate, **env
+    ) as (client, _):
+        yield client
 
 
 class MovableClock:

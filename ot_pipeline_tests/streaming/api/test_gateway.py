@@ -6,9 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +23,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from ot_pipeline_tests.support.operator_stack import free_port, running_api
 from ot_tools import drills
 from streaming.api.keys import Role, new_key
 from streaming.events import decode_avro, parse_dlq_headers
@@ -57,48 +56,13 @@ def reading(machine: str = "press-07", seq: int = 1, **overrides: Any) -> dict[s
     return record
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def api_server(
     settings: Settings, log: Path, **env: str
 ) -> Iterator[tuple[httpx.Client, subprocess.Popen[bytes]]]:
-    """`ot api` on a free port with these settings; yields a client bound to it."""
-    port = free_port()
-    child_env = {
-        **drills.child_env(settings),
-        "OT_API_KEYS": f"{INGEST.entry},{READER.entry}",
-        **env,
-    }
-    with open(log, "ab") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streaming.cli", "api", "--port", str(port)],
-            env=child_env,
-            stdout=err,
-            stderr=err,
-        )
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if client.get("/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"ot api did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.1)
-        yield client, proc
-    finally:
-        client.close()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
+    """`ot api` on a free port with these settings and the ingest and read keys."""
+    with running_api(settings, log, f"{INGEST.entry},{READER.entry}", **env) as server:
+        yield server
 
 
 def post(client: httpx.Client, body: Any, key: str | None = INGEST_SECRET, **kw: Any) -> Any:
