@@ -145,12 +145,15 @@ def dead_lettered_sources(settings: Settings) -> list[tuple[int, int]]:
 
 
 def child_env(settings: Settings) -> dict[str, str]:
-    """Environment that makes `ot land` / `ot state` in a child process use these settings."""
+    """Environment that makes an `ot` command in a child process use these settings."""
     return {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
         "REDIS_URL": settings.redis_url,
+        "OT_PG_DSN": settings.pg_dsn,
+        "OT_PG_SCHEMA": settings.pg_schema,
         "OT_LAKE_DIR": str(settings.lake_dir),
+        "DAGSTER_HOME": str(settings.dagster_home),
         "OT_TOPIC_READINGS": settings.topics.readings,
         "OT_TOPIC_DLQ": settings.topics.dlq,
         "OT_TOPIC_ALERTS": settings.topics.alerts,

@@ -4,7 +4,6 @@ run` -> lake and PostgreSQL; and late data re-running an old hour through sensor
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -24,6 +23,7 @@ from ot_pipeline.jobs import HOURLY_JOB
 from ot_pipeline.resources import LakeResource
 from ot_pipeline.sensors import landing_sensor
 from ot_pipeline.warehouse import TABLES, Warehouse
+from ot_tools import drills
 from ot_tools.synthetic_landing import land, synthetic_readings, write_landing_file
 from streaming.lake import Lake
 from streaming.lake.hours import day_hours, day_of, hour_key, hour_keys
@@ -33,25 +33,10 @@ pytestmark = [pytest.mark.stack, pytest.mark.slow]
 BIN = Path(sys.executable).parent
 
 
-def _env(settings: Settings) -> dict[str, str]:
-    return {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "OT_PG_DSN": settings.pg_dsn,
-        "OT_PG_SCHEMA": settings.pg_schema,
-        "OT_LAKE_DIR": str(settings.lake_dir),
-        "DAGSTER_HOME": str(settings.dagster_home),
-        "OT_TOPIC_READINGS": settings.topics.readings,
-        "OT_TOPIC_DLQ": settings.topics.dlq,
-        "OT_TOPIC_ALERTS": settings.topics.alerts,
-        "OT_TOPIC_FAULTS": settings.topics.faults,
-    }
-
-
 def _ot(settings: Settings, *args: str, timeout: float = 240) -> dict[str, Any]:
     done = subprocess.run(
         [str(BIN / "ot"), *args],
-        env=_env(settings),
+        env=drills.child_env(settings),
         capture_output=True,
         text=True,
         timeout=timeout,

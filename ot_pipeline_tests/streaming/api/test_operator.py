@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from ot_pipeline_tests.streaming.api.test_gateway import (
     api_server,
     assert_problem,
 )
+from ot_tools import drills
 from streaming.api.operator.params import MAX_LIMIT
 from streaming.lake import Lake
 from streaming.lake.hours import hour_key
@@ -44,27 +44,10 @@ HOUR_MS = 3_600_000
 H = {"X-API-Key": READ_SECRET}
 
 
-def _env(settings: Settings) -> dict[str, str]:
-    return {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "REDIS_URL": settings.redis_url,
-        "OT_PG_DSN": settings.pg_dsn,
-        "OT_PG_SCHEMA": settings.pg_schema,
-        "OT_LAKE_DIR": str(settings.lake_dir),
-        "OT_REDIS_PREFIX": settings.redis_prefix,
-        "DAGSTER_HOME": str(settings.dagster_home),
-        "OT_TOPIC_READINGS": settings.topics.readings,
-        "OT_TOPIC_DLQ": settings.topics.dlq,
-        "OT_TOPIC_ALERTS": settings.topics.alerts,
-        "OT_TOPIC_FAULTS": settings.topics.faults,
-    }
-
-
 def _ot(settings: Settings, *args: str, timeout: float = 300) -> dict[str, Any]:
     done = subprocess.run(
         [str(BIN / "ot"), *args],
-        env=_env(settings),
+        env=drills.child_env(settings),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -85,9 +68,6 @@ class Plant:
     @property
     def start_ms(self) -> int:
         return int(self.start.timestamp() * 1000)
-
-    def api_env(self) -> dict[str, str]:
-        return {"OT_PG_DSN": self.settings.pg_dsn, "OT_PG_SCHEMA": self.settings.pg_schema}
 
     def landed(self) -> pl.DataFrame:
         """Every landed row (duplicates included)."""
@@ -139,7 +119,7 @@ def plant(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 @pytest.fixture(scope="module")
 def api(plant: Plant, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     log = tmp_path_factory.mktemp("api") / "api.log"
-    with api_server(plant.settings, log, **plant.api_env()) as (client, _):
+    with api_server(plant.settings, log) as (client, _):
         yield client
 
 
@@ -253,7 +233,9 @@ def test_a_machine_silent_longer_than_the_offline_limit_is_offline(
     plant: Plant, tmp_path: Path
 ) -> None:
     with api_server(
-        plant.settings, tmp_path / "api.log", OT_OFFLINE_AFTER_SECONDS="1", **plant.api_env()
+        plant.settings,
+        tmp_path / "api.log",
+        OT_OFFLINE_AFTER_SECONDS="1",
     ) as (client, _):
         import time
 
@@ -508,7 +490,7 @@ def test_readiness_is_503_when_a_dependency_is_down(plant: Plant, tmp_path: Path
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = s.getsockname()[1]
-    env = {**plant.api_env(), "REDIS_URL": f"redis://127.0.0.1:{dead}/0"}
+    env = {"REDIS_URL": f"redis://127.0.0.1:{dead}/0"}
     env["OT_PG_DSN"] = f"postgresql://ot:ot@127.0.0.1:{dead}/ot"
     with api_server(plant.settings, tmp_path / "api.log", **env) as (client, _):
         r = client.get("/api/v1/health", headers=H)
@@ -564,7 +546,6 @@ def test_anonymous_read_and_cors(plant: Plant, tmp_path: Path) -> None:
         tmp_path / "api.log",
         OT_API_ANONYMOUS_READ="true",
         OT_API_CORS_ORIGINS="http://wall.example:3000",
-        **plant.api_env(),
     ) as (client, _):
         assert client.get("/api/v1/machines").status_code == 200  # no key needed to read
         assert_problem(
