@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from ot_pipeline_tests.support.ports import free_base_port, free_port
 from streaming.lake import Lake
 from streaming.redis_keys import RedisKeys
 from streaming.settings import Settings
@@ -102,15 +102,6 @@ def test_make_run_streams_into_the_lake_and_redis_and_serves_the_dagster_ui(
 MAKE = ["make", "-s", "-C", str(REPO_ROOT), "-o", ".venv/.installed-stamp"]  # never reinstall
 
 
-def _free_port(span: int = 1) -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port + span < 65536:
-            return port
-
-
 def _private_stack(tmp_path: Path) -> tuple[dict[str, str], Path]:
     """Environment for a stack in a folder of its own, on free ports (the broker jars shared)."""
     root = tmp_path / "stack"
@@ -119,14 +110,14 @@ def _private_stack(tmp_path: Path) -> tuple[dict[str, str], Path]:
     env = {
         **os.environ,
         "OT_STACK_DIR": str(root),
-        "OT_STACK_KAFKA_PORT": str(_free_port(101)),
-        "OT_STACK_REDIS_PORT": str(_free_port()),
-        "OT_STACK_PG_PORT": str(_free_port()),
-        "OT_STACK_MQTT_PORT": str(_free_port()),
+        "OT_STACK_KAFKA_PORT": str(free_base_port((0, 100))),
+        "OT_STACK_REDIS_PORT": str(free_port()),
+        "OT_STACK_PG_PORT": str(free_port()),
+        "OT_STACK_MQTT_PORT": str(free_port()),
         "OT_LAKE_DIR": str(tmp_path / "lake"),
         "DAGSTER_HOME": str(tmp_path / "dagster"),
         "OT_API_KEYS": "",
-        "RUN_ARGS": f"--no-dagster --machines 2 --rate 20 --api-port {_free_port()}",
+        "RUN_ARGS": f"--no-dagster --machines 2 --rate 20 --api-port {free_port()}",
     }
     for name in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "OT_PG_DSN", "MQTT_URL"):
         env.pop(name, None)  # the run must find its own stack, not the session's

@@ -5,7 +5,6 @@ Redis prefix; readings produced to Kafka the way devices do."""
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ from typing import Any
 import httpx
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
+from ot_pipeline_tests.support.ports import free_port
 from ot_tools import drills
 from streaming.api.keys import Role, new_key
 from streaming.consumers.state_writer import MEMBERSHIP, StateWriter
@@ -31,12 +31,6 @@ READ_SECRET, READER = new_key("wall-display", Role.READ)
 OPERATE_SECRET, OPERATOR = new_key("alice-shift-a", Role.OPERATE)
 INGEST_SECRET, INGESTER = new_key("plant-a", Role.INGEST)
 KEY_ENTRIES = f"{READER.entry},{OPERATOR.entry},{INGESTER.entry}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

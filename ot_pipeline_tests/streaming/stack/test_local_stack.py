@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,28 +16,19 @@ import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from ot_pipeline_tests.support.ports import free_base_port
 from streaming.events import decode_batch, encode_avro_many, event_id_for
 from streaming.redis_keys import RedisKeys
 from streaming.settings import Settings, Topics
 from streaming.stack.kafka import storage_format_command
 from streaming.stack.local import LocalStack
-from streaming.stack.processes import port_taken
 from streaming.stack.topics import create_topics
 
 pytestmark = pytest.mark.stack
 
 
-def _free_base_port() -> int:
-    """A base port whose three broker ports and three controller ports (+100) are free, so
-    parallel runs of the failover drill do not meet."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1])
-        ports = [base + i for i in range(3)] + [base + 100 + i for i in range(3)]
-        if max(ports) < 65536 and not any(port_taken(p) for p in ports):
-            return base
-    raise AssertionError("no free port range for a three-broker cluster")
+# Three brokers and their controllers (+100).
+THREE_BROKERS = (0, 1, 2, 100, 101, 102)
 
 
 def _readings(n: int, machine: str = "m-1") -> list[dict]:
@@ -183,7 +173,9 @@ def test_three_broker_cluster_replicates_topics_and_survives_a_killed_broker(
     root = tmp_path / "stack3"
     root.mkdir()
     (root / "kafka-libs").symlink_to(shared.ensure_kafka_jars(), target_is_directory=True)
-    cluster = LocalStack(root=root, brokers=3, kafka_port=_free_base_port(), services=("kafka",))
+    cluster = LocalStack(
+        root=root, brokers=3, kafka_port=free_base_port(THREE_BROKERS), services=("kafka",)
+    )
     try:
         assert cluster.up() == ["kafka-1", "kafka-2", "kafka-3"]
         bootstrap = cluster.bootstrap
@@ -272,7 +264,7 @@ def test_with_one_broker_down_the_stack_stays_three_brokers_degraded_and_restart
     root = tmp_path / "stack3"
     root.mkdir()
     (root / "kafka-libs").symlink_to(shared.ensure_kafka_jars(), target_is_directory=True)
-    base = _free_base_port()
+    base = free_base_port(THREE_BROKERS)
     cluster = LocalStack(root=root, brokers=3, kafka_port=base, services=("kafka",))
     env = {**os.environ, "OT_STACK_DIR": str(root), "OT_STACK_KAFKA_PORT": str(base)}
     try:

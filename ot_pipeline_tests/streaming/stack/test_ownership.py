@@ -4,7 +4,6 @@ in one line, a port that something else holds: never adopted, never stopped."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from ot_pipeline_tests.support.ports import free_port
 from streaming.stack.local import LocalStack, PortTaken
 
 SERVER = (
@@ -21,12 +21,6 @@ SERVER = (
     "while True:\n"
     "    c, _ = s.accept(); c.close()\n"
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -48,9 +42,9 @@ def _env(root: Path, redis_port: int) -> dict[str, str]:
         **os.environ,
         "OT_STACK_DIR": str(root),
         "OT_STACK_REDIS_PORT": str(redis_port),
-        "OT_STACK_KAFKA_PORT": str(_free_port()),
-        "OT_STACK_PG_PORT": str(_free_port()),
-        "OT_STACK_MQTT_PORT": str(_free_port()),
+        "OT_STACK_KAFKA_PORT": str(free_port()),
+        "OT_STACK_PG_PORT": str(free_port()),
+        "OT_STACK_MQTT_PORT": str(free_port()),
     }
 
 
