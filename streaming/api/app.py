@@ -1,7 +1,7 @@
 """The ASGI app of `ot api`: one FastAPI app, a router per concern (the webhook gateway, the
 operator API under `/api/v1`: machines, history, anomalies, production, readiness, alerts and
-the live stream), errors as problem+json, one JSON log line per request, CORS for the origins
-configured in `OT_API_CORS_ORIGINS`.
+the live stream), the operator dashboard's static files at `/`, errors as problem+json, one JSON
+log line per request, CORS for the origins configured in `OT_API_CORS_ORIGINS`.
 
 The clients the routers share (Kafka producer, Redis, the key ring, the change-feed reader) are
 built in the lifespan from one `Settings` and closed there: on shutdown the server first stops
@@ -25,7 +25,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from streaming.api import alerts, gateway, operator, stream
+from streaming.api import alerts, dashboard, gateway, operator, stream
 from streaming.api.alerts import AlertService
 from streaming.api.delivery import AckedProducer
 from streaming.api.fanout import ChangeFeed
@@ -140,6 +140,8 @@ def create_app(settings: Settings | None = None, log: JsonLog | None = None) -> 
     @app.get("/health", tags=["health"], summary="Liveness: the process serves requests")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
+
+    dashboard.mount(app, settings.api.dashboard_dir)  # last: every API route goes first
 
     if settings.api.cors_origins:
         app.add_middleware(

@@ -122,16 +122,38 @@ class Operator:
         return await asyncio.to_thread(run)
 
     # -- Kafka -----------------------------------------------------------------------------------
+    def _probe(self) -> Consumer:
+        """The one Kafka client of the health reads (call under `_kafka_lock`)."""
+        if self._kafka is None:
+            config = reader_config(self.settings.kafka_bootstrap_servers, "api-health")
+            config["group.id"] = LANDER_GROUP  # read its commits; never subscribes or commits
+            self._kafka = Consumer(config)
+        return self._kafka
+
+    def dead_letters(self) -> int | None:
+        """Blocking (run it in a thread): messages in the dead-letter topic (high - low watermark,
+        summed over its partitions); None when the topic does not exist."""
+        topic = self.settings.topics.dlq
+        with self._kafka_lock:
+            consumer = self._probe()
+            meta = consumer.list_topics(topic, timeout=KAFKA_TIMEOUT_S)
+            found = meta.topics.get(topic)
+            if found is None or found.error is not None:
+                return None
+            total = 0
+            for p in sorted(found.partitions):
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, p), timeout=KAFKA_TIMEOUT_S, cached=False
+                )
+                total += max(0, high - low)
+            return total
+
     def lander_lag(self) -> dict[str, Any]:
         """Blocking (run it in a thread): the broker's topic metadata, then the lander group's
         committed offsets against the high watermarks of the readings topic."""
         topic = self.settings.topics.readings
         with self._kafka_lock:
-            if self._kafka is None:
-                config = reader_config(self.settings.kafka_bootstrap_servers, "api-health")
-                config["group.id"] = LANDER_GROUP  # read its commits; never subscribes or commits
-                self._kafka = Consumer(config)
-            consumer = self._kafka
+            consumer = self._probe()
             meta = consumer.list_topics(topic, timeout=KAFKA_TIMEOUT_S)
             found = meta.topics.get(topic)
             if found is None or found.error is not None:
