@@ -32,6 +32,8 @@ type Series = { ts: number[]; values: number[] };
 
 export interface ChartData {
   range: Range;
+  from: number;
+  to: number;
   series: Record<string, Series>;
   anomalies: Anomaly[];
 }
@@ -62,7 +64,7 @@ async function fetchRange(id: string, metric: string, range: Range, now: number)
     ),
   ]);
   SERIES[range].forEach((s, i) => (series[s.res] = toSeries(histories[i])));
-  return { range, series, anomalies: anomalies.items };
+  return { range, from, to: now, series, anomalies: anomalies.items };
 }
 
 function aligned(data: ChartData): uPlot.AlignedData {
@@ -152,7 +154,8 @@ export function MetricChart({
             stroke: s.color,
             width: i === 0 ? 1.25 : 2,
             spanGaps: true,
-            points: { show: false },
+            // Raw readings are a line; means show their points while they are few.
+            ...(s.res === "raw" ? { points: { show: false } } : {}),
           })),
         ],
       },

@@ -35,7 +35,7 @@ function Gauge({ metric, value, limits }: { metric: string; value: number; limit
   const arc = (f0: number, f1: number, r: number) => {
     const [x0, y0] = point(f0, r);
     const [x1, y1] = point(f1, r);
-    return `M ${x0} ${y0} A ${r} ${r} 0 ${f1 - f0 > 0.5 ? 1 : 0} 1 ${x1} ${y1}`;
+    return `M ${x0} ${y0} A ${r} ${r} 0 0 1 ${x1} ${y1}`; // at most half a turn: never the large arc
   };
   const breached = (limits?.limits ?? []).find(
     (l) => (l.high !== null && value > l.high) || (l.low !== null && value < l.low),
