@@ -108,7 +108,18 @@ export function apiKey(): string | null {
 export function setApiKey(key: string | null): void {
   if (key) sessionStorage.setItem(KEY, key);
   else sessionStorage.removeItem(KEY);
+  if (key) allowReads();
   window.dispatchEvent(new Event("ot-key"));
+}
+
+// REST reads wait until reading is known to be allowed: a key was typed, or the live stream
+// accepted us without one (anonymous reads). Without this, a first visit without a key would
+// fire a burst of 401s before the stream's own refusal asks for the key.
+let allow: () => void = () => undefined;
+const readsAllowed = new Promise<void>((resolve) => (allow = resolve));
+
+export function allowReads(): void {
+  allow();
 }
 
 export class ApiError extends Error {
@@ -123,6 +134,7 @@ export class ApiError extends Error {
 
 /** GET or POST under /api/v1; problem+json answers become an ApiError with their detail. */
 export async function api<T>(path: string, init: RequestInit = {}, okStatuses: number[] = []): Promise<T> {
+  if (!apiKey()) await readsAllowed;
   const headers = new Headers(init.headers);
   const key = apiKey();
   if (key) headers.set("X-API-Key", key);

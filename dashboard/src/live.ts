@@ -7,7 +7,7 @@
 // tiles, never the whole page.
 
 import { useSyncExternalStore } from "react";
-import { type Alert, type Machine, type Page, type Status, api, apiKey } from "./api";
+import { type Alert, type Machine, type Page, type Status, allowReads, api, apiKey } from "./api";
 
 export type Connection = "connecting" | "live" | "polling" | "offline";
 
@@ -54,6 +54,7 @@ export class Plant {
   private pollTimer = 0;
   private retryTimer = 0;
   private stopped = false;
+  private refused = false;
 
   // -- subscriptions ------------------------------------------------------------------------
   subscribe = (listener: Listener): (() => void) => {
@@ -153,6 +154,8 @@ export class Plant {
 
   /** A new key (or none): start over with it. */
   restart(): void {
+    this.refused = false;
+    this.error = null;
     this.ws?.close();
     this.ws = null;
     this.lastId = null;
@@ -201,6 +204,7 @@ export class Plant {
       switch (frame.type) {
         case "subscribed":
           opened = true;
+          allowReads();
           this.failures = 0;
           clearTimeout(this.pollTimer);
           this.pollingMode = false;
@@ -219,7 +223,11 @@ export class Plant {
           break;
         case "error":
           this.error = frame.problem?.detail ?? "the stream refused the subscription";
-          if (frame.problem?.status === 401) window.dispatchEvent(new Event("ot-need-key"));
+          if (frame.problem?.status === 401 || frame.problem?.status === 403) {
+            // Refused: wait for a (new) key instead of retrying or polling with the same one.
+            this.refused = true;
+            window.dispatchEvent(new Event("ot-need-key"));
+          }
           this.touchAll();
           break;
       }
@@ -227,6 +235,10 @@ export class Plant {
     ws.onclose = () => {
       if (this.ws !== ws) return; // replaced by a restart
       this.ws = null;
+      if (this.refused) {
+        this.setConnection("offline");
+        return;
+      }
       if (!opened) this.failures++;
       this.socketFailed();
     };
@@ -237,6 +249,7 @@ export class Plant {
     // After two failed attempts in a row, read by polling until the socket comes back.
     if (this.failures >= 2 && !this.pollingMode) {
       this.pollingMode = true;
+      allowReads(); // no stream to tell: let REST answer (a 401 there asks for the key)
       this.setConnection("polling");
       void this.poll();
     } else if (!this.pollingMode) {

@@ -142,7 +142,17 @@ export function MetricChart({
         plugins: [draws],
         legend: { live: false },
         cursor: { drag: { x: true, y: false } },
-        scales: { x: { time: true } },
+        scales: {
+          x: {
+            time: true,
+            // The whole range asked for, not just where data is: a fresh machine's few minutes
+            // sit at the right end of its 15 minutes.
+            range: (_u, min, max) => {
+              const d = data.current;
+              return d ? [d.from, Math.max(d.to, max)] : [min, max];
+            },
+          },
+        },
         axes: [
           { stroke: "#aab", grid: { stroke: "#2a2f3a" }, ticks: { stroke: "#2a2f3a" } },
           { stroke: "#aab", grid: { stroke: "#2a2f3a" }, ticks: { stroke: "#2a2f3a" }, size: 60 },

@@ -32,12 +32,16 @@ router = APIRouter(tags=["health"])
 MINUTE_MS = 60_000
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 async def _writer_metrics(op: Operator) -> dict[str, Any]:
     try:
         raw = await op.redis.hgetall(op.keys.metrics)
     except Exception as exc:  # a figure the strip shows as unknown, never an error of the route
         return {"error": f"redis: {type(exc).__name__}"}
-    metrics = {k.decode(): v.decode() for k, v in raw.items()}
+    metrics = {_text(k): _text(v) for k, v in raw.items()}
     updated = int(metrics["updated_ms"]) if "updated_ms" in metrics else None
     return {
         "readings_per_s": float(metrics["rate"]) if "rate" in metrics else None,
