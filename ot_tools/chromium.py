@@ -24,5 +24,5 @@ def ensure_chromium(log_dir: Path = REPO_ROOT / ".stack" / "logs") -> Path:
         apt_install(["chromium"], "chromium", log_dir / "apt.log")
     found = CHROMIUM if CHROMIUM.exists() else shutil.which("chromium")
     if not found:
-        raise RuntimeError("chromium: apt-get install chromium ran, yet /usr/bin/chromium is missing")
+        raise RuntimeError("chromium: installed with apt, yet /usr/bin/chromium is missing")
     return Path(found)
