@@ -29,6 +29,7 @@ RUN_ORDER = (
     "gateway",
     "detection",
     "pipeline",
+    "dashboard",
 )
 
 
