@@ -292,6 +292,21 @@ def test_layouts_fit_a_phone_and_a_wide_screen(
         context.close()
 
 
+def test_the_keyboard_reaches_a_machine_and_opens_it(plant: Plant, page: Page) -> None:
+    page.goto(plant.url + "/")
+    page.get_by_test_id("machine-tile").first.wait_for()
+    for _ in range(20):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement?.dataset?.testid") == "machine-tile":
+            break
+    else:
+        raise AssertionError("20 Tab presses never reached a machine tile")
+    machine = page.evaluate("document.activeElement.dataset.machine")
+    page.keyboard.press("Enter")
+    expect(page.get_by_test_id("machine-view")).to_be_visible()
+    assert page.url.endswith(f"/machines/{machine}")
+
+
 def test_no_console_errors(plant: Plant, page: Page) -> None:
     page.goto(plant.url + "/")
     page.get_by_test_id("machine-tile").first.wait_for()
