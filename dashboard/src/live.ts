@@ -6,7 +6,7 @@
 // subscribe to their own machine, so 500 machines changing every second re-render 500 small
 // tiles, never the whole page.
 
-import { useSyncExternalStore } from "react";
+import { useCallback, useSyncExternalStore } from "react";
 import { type Alert, type Machine, type Page, type Status, allowReads, api, apiKey } from "./api";
 
 export type Connection = "connecting" | "live" | "polling" | "offline";
@@ -291,10 +291,11 @@ export function usePlant(): number {
   return useSyncExternalStore(plant.subscribe, () => plant.version);
 }
 
-/** One machine: re-renders when a change names it. */
-export function useMachine(id: string): Machine | undefined {
-  return useSyncExternalStore(
-    (l) => plant.subscribeMachine(id, l),
-    () => plant.machines.get(id),
-  );
+const ignore = () => () => undefined;
+
+/** One machine: re-renders when a change names it (while `follow`; otherwise it shows the
+ * machine as it was when it last rendered, and catches up as soon as `follow` is true again). */
+export function useMachine(id: string, follow = true): Machine | undefined {
+  const subscribe = useCallback((l: Listener) => plant.subscribeMachine(id, l), [id]);
+  return useSyncExternalStore(follow ? subscribe : ignore, () => plant.machines.get(id));
 }

@@ -155,7 +155,7 @@ class LivePlant:
     """500 machines through the real streaming side: `ot simulate` (real time, every metric at
     1 Hz), `ot state` and `ot api` (anonymous reads), on topics and a Redis prefix of its own."""
 
-    def __init__(self, settings: Settings, machines: int, logs: Path) -> None:
+    def __init__(self, settings: Settings, machines: int, logs: Path, chaos: str = "none") -> None:
         suffix = uuid.uuid4().hex[:8]
         self.topics = Topics(
             readings=f"bench-dash-{suffix}",
@@ -165,6 +165,7 @@ class LivePlant:
         )
         self.settings = replace(settings, topics=self.topics, redis_prefix=f"bench-dash-{suffix}:")
         self.machines = machines
+        self.chaos = chaos
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.logs = logs
@@ -176,7 +177,7 @@ class LivePlant:
         self.logs.mkdir(parents=True, exist_ok=True)
         for name, args in (
             ("simulate", ["simulate", "--machines", str(self.machines), "--interval", "1",
-                          "--duration", "0", "--chaos", "none"]),
+                          "--duration", "0", "--chaos", self.chaos]),
             ("state", ["state"]),
             ("api", ["api", "--port", str(self.port)]),
         ):  # fmt: skip

@@ -164,8 +164,8 @@ export function MetricChart({
             stroke: s.color,
             width: i === 0 ? 1.25 : 2,
             spanGaps: true,
-            // Raw readings are a line; means show their points while they are few.
-            ...(s.res === "raw" ? { points: { show: false } } : {}),
+            // Raw readings are a line; in the live range the means are few: show their points.
+            points: { show: range === "15m" && s.res !== "raw", size: 6 },
           })),
         ],
       },

@@ -1,20 +1,47 @@
 // The fleet: every machine as a tile (status as colour, icon and word), filtered by line, type and
 // status, searched by id. The list re-renders only when machines come, go or change status; each
 // tile re-renders alone when its machine changes.
-import { memo, useMemo, useState } from "react";
+import { memo, useEffect, useMemo, useRef, useState } from "react";
 import { STATUSES, type Status } from "../api";
 import { STATUS_ICON, ago, num } from "../format";
 import { plant, useMachine, usePlant } from "../live";
 import { sortMetrics, useLimits } from "../limits";
 import { onLink } from "../router";
 
+// One observer for every tile: a tile follows its machine's changes only while it is on screen
+// (or near it), so 500 machines changing every second re-render the few dozen tiles in view.
+const watchers = new Map<Element, (visible: boolean) => void>();
+const observer =
+  typeof IntersectionObserver === "undefined"
+    ? null
+    : new IntersectionObserver(
+        (entries) => entries.forEach((e) => watchers.get(e.target)?.(e.isIntersecting)),
+        { rootMargin: "200px" },
+      );
+
+function useOnScreen(ref: React.RefObject<Element | null>): boolean {
+  const [visible, setVisible] = useState(true); // until the observer says otherwise
+  useEffect(() => {
+    const el = ref.current;
+    if (!el || !observer) return;
+    watchers.set(el, setVisible);
+    observer.observe(el);
+    return () => {
+      observer.unobserve(el);
+      watchers.delete(el);
+    };
+  }, [ref]);
+  return visible;
+}
+
 const Tile = memo(function Tile({ id, units }: { id: string; units: Record<string, string> }) {
-  const m = useMachine(id);
-  if (!m) return null;
+  const box = useRef<HTMLLIElement>(null);
+  const m = useMachine(id, useOnScreen(box));
+  if (!m) return <li ref={box} />;
   const metrics = sortMetrics(Object.keys(m.values)).slice(0, 3);
   const alerts = plant.alertCount(id);
   return (
-    <li>
+    <li ref={box}>
       <a
         className={`tile status-${m.status}`}
         href={`/machines/${encodeURIComponent(id)}`}
