@@ -141,7 +141,7 @@ def create_app(settings: Settings | None = None, log: JsonLog | None = None) -> 
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    dashboard.mount(app, settings.api.dashboard_dir)  # last: every API route goes first
+    dashboard.mount(app, settings.api.dashboard_dir)
 
     if settings.api.cors_origins:
         app.add_middleware(

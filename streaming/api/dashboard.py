@@ -1,21 +1,22 @@
 """The operator dashboard at `/`: the static files of its production build (`dashboard/dist`,
-made by `make setup` with `npm ci && npm run build`), with a fallback to `index.html` for every
-other path that is not the API's, so a browser may open or reload any of the app's own URLs
-(`/machines/press-07`, `/alarms`). Without a build, `/` says how to make one."""
+made by `make setup` with `npm ci && npm run build`). The app's own paths (`/`, `/alarms`,
+`/machines/{id}`: `dashboard/src/router.ts`) all answer its `index.html`, so a browser may open or
+reload any of them; its hashed files are under `/assets/`. Every other path stays the API's (an
+unknown one is still a 404 problem). Without a build, the app's paths say how to make one."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from starlette.exceptions import HTTPException
 
 from streaming.stack.local import REPO_ROOT
 
 DEFAULT_DIR = REPO_ROOT / "dashboard" / "dist"
-# Paths that belong to the API: never answered with the app's page.
-API_PATHS = ("/api/", "/webhook/", "/docs", "/redoc", "/openapi.json", "/health")
+APP_PATHS = ("/", "/alarms", "/machines/{machine_id}")
+IMMUTABLE = "public, max-age=31536000, immutable"
 
 MISSING = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>OT dashboard: not built</title></head>
@@ -31,24 +32,23 @@ MISSING = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 
 
 def mount(app: FastAPI, folder: Path | None) -> None:
-    """Add the dashboard's routes (after every API route, so those win)."""
+    """Add the dashboard's routes to the app."""
     root = (folder or DEFAULT_DIR).resolve()
+    assets = root / "assets"
 
-    @app.get("/{path:path}", include_in_schema=False)
-    async def dashboard(path: str, request: Request) -> Response:
-        url_path = request.url.path
-        if url_path.startswith(API_PATHS):
-            raise HTTPException(404, f"no route {url_path}")
+    async def page() -> Response:
         index = root / "index.html"
         if not index.is_file():
             return HTMLResponse(MISSING.format(folder=root), status_code=503)
-        if path:
-            wanted = (root / path).resolve()
-            if wanted.is_relative_to(root) and wanted.is_file():
-                # Vite's hashed assets never change under the same name.
-                immutable = path.startswith("assets/")
-                cache = "public, max-age=31536000, immutable" if immutable else "no-cache"
-                return FileResponse(wanted, headers={"Cache-Control": cache})
-            if path.startswith("assets/"):
-                raise HTTPException(404, f"no dashboard file {path}")
         return FileResponse(index, headers={"Cache-Control": "no-cache"})
+
+    for path in APP_PATHS:
+        app.add_api_route(path, page, methods=["GET"], include_in_schema=False)
+
+    @app.get("/assets/{name:path}", include_in_schema=False)
+    async def asset(name: str) -> Response:
+        wanted = (assets / name).resolve()
+        if not (wanted.is_relative_to(assets) and wanted.is_file()):
+            raise HTTPException(404, f"no dashboard file assets/{name}")
+        # Vite's hashed file names never change content under the same name.
+        return FileResponse(wanted, headers={"Cache-Control": IMMUTABLE})

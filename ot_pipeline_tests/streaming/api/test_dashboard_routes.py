@@ -42,10 +42,12 @@ def test_the_build_is_served_with_the_app_page_for_its_own_paths(
         assert asset.text == "console.log('app')"
         assert "immutable" in asset.headers["cache-control"]
         assert api.get("/assets/missing.js").status_code == 404
-        assert api.get("/../../etc/passwd").text == page.text  # never outside the build
-        unknown = api.get("/api/v1/no-such-route", headers=READ)
-        assert unknown.status_code == 404
-        assert unknown.headers["content-type"] == "application/problem+json"
+        assert api.get("/assets/..%2Findex.html").status_code == 404  # never outside assets/
+        for unknown in ("/api/v1/no-such-route", "/nope", "/machines/a/b"):
+            answer = api.get(unknown, headers=READ)
+            assert answer.status_code == 404, unknown
+            assert answer.headers["content-type"] == "application/problem+json"
+        assert api.get("/webhook/sensor-data").status_code == 405  # still the API's
         assert api.get("/api/v1/machines", headers=READ).status_code == 200
 
 
