@@ -292,6 +292,25 @@ def test_layouts_fit_a_phone_and_a_wide_screen(
         context.close()
 
 
+def test_without_the_websocket_it_polls_and_says_so(plant: Plant, browser: Browser) -> None:
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    context.add_init_script(f"sessionStorage.setItem('ot.apiKey', {json.dumps(OPERATE_SECRET)})")
+    context.route_web_socket("**/api/v1/stream", lambda ws: ws.close())  # no live stream
+    tab = context.new_page()
+    try:
+        tab.goto(plant.url + "/")
+        state = tab.get_by_test_id("connection")
+        expect(state).to_have_attribute("data-state", "polling", timeout=15_000)
+        expect(state).to_contain_text("Polling")
+        tiles = tab.get_by_test_id("machine-tile")
+        expect(tiles).to_have_count(plant.redis.zcard(plant.keys.machines), timeout=10_000)
+        seen = tab.locator("[data-machine=motor-0000] dd").first
+        before = seen.inner_text()
+        wait_for(lambda: seen.inner_text() != before, 15, "a value to change by polling")
+    finally:
+        context.close()
+
+
 def test_the_keyboard_reaches_a_machine_and_opens_it(plant: Plant, page: Page) -> None:
     page.goto(plant.url + "/")
     page.get_by_test_id("machine-tile").first.wait_for()
