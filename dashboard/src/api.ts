@@ -96,7 +96,25 @@ export interface DataHealth {
   metrics_age_s: number | null;
   dead_letters: number | null;
   last_materialization_ms: number | null;
+  asset_checks: AssetChecks;
   dagster_url: string;
+}
+
+export interface FailingCheck {
+  asset: string;
+  check: string;
+  status: string;
+  severity: string | null;
+  partition: string | null;
+  description: string | null;
+}
+
+/** The pipeline's asset checks on their assets' latest materializations (or why unknown). */
+export interface AssetChecks {
+  total?: number;
+  executed?: number;
+  failing?: FailingCheck[];
+  error?: string;
 }
 
 const KEY = "ot.apiKey";

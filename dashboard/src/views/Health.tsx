@@ -1,7 +1,7 @@
 // The header figures and the data-health strip: the fleet's counts from the live plant, the
 // pipeline's figures from `GET /api/v1/health/data` and readiness from `GET /api/v1/health`.
 import { useRef } from "react";
-import { type DataHealth, type Readiness, SEVERITIES, STATUSES, api } from "../api";
+import { type AssetChecks, type DataHealth, type Readiness, SEVERITIES, STATUSES, api } from "../api";
 import { ago, num } from "../format";
 import { STATUS_ICON, SEVERITY_ICON } from "../format";
 import { plant, usePlant } from "../live";
@@ -107,12 +107,12 @@ export function HealthStrip({ polled }: { polled: Polled<HealthFigures> }) {
       <span title="end of the newest minute loaded into the readings_1m rollup">
         Last load <b>{h.data.last_materialization_ms ? ago(h.data.last_materialization_ms) : "none yet"}</b>
       </span>
-      <span data-testid="failing-checks" className={failing.length ? "bad" : "good"}>
+      <span data-testid="readiness" className={failing.length ? "bad" : "good"}>
         {failing.length === 0 ? (
-          <>✔ all checks ok</>
+          <>✔ services ok</>
         ) : (
           <>
-            ✖ failing:{" "}
+            ✖ services failing:{" "}
             {failing.map(([name, c]) => (
               <b key={name} title={c.detail ?? c.status}>
                 {name} ({c.status}){" "}
@@ -121,10 +121,39 @@ export function HealthStrip({ polled }: { polled: Polled<HealthFigures> }) {
           </>
         )}
       </span>
+      <AssetChecksFigure checks={h.data.asset_checks} />
       {polled.error && <span className="bad">stale: {polled.error}</span>}
       <a href={h.data.dagster_url} target="_blank" rel="noreferrer">
         Dagster UI ↗
       </a>
     </section>
+  );
+}
+
+function AssetChecksFigure({ checks }: { checks: AssetChecks | undefined }) {
+  if (!checks || checks.error !== undefined) {
+    return (
+      <span data-testid="asset-checks" title={checks?.error ?? "not reported"}>
+        Asset checks <b>unknown</b>
+      </span>
+    );
+  }
+  const failing = checks.failing ?? [];
+  if (failing.length === 0) {
+    return (
+      <span data-testid="asset-checks" className="good" title={`${checks.executed ?? 0} of ${checks.total ?? 0} checks ran on the latest materializations`}>
+        ✔ asset checks <b>{checks.executed ?? 0}/{checks.total ?? 0}</b> passing
+      </span>
+    );
+  }
+  return (
+    <span data-testid="asset-checks" className="bad">
+      ✖ asset checks failing:{" "}
+      {failing.map((f) => (
+        <b key={`${f.asset}:${f.check}`} title={[f.partition, f.description].filter(Boolean).join(" · ")}>
+          {f.asset} {f.check}{" "}
+        </b>
+      ))}
+    </span>
   );
 }

@@ -7,6 +7,9 @@ answer a browser can poll every few seconds.
   the difference of two answers over their `at_ms`);
 - `last_materialization_ms`: the end of the newest minute the pipeline has loaded into the
   `readings_1m` rollup (null: nothing loaded yet);
+- `asset_checks`: how many asset checks the pipeline has, how many ran on their asset's latest
+  materialization and which of those failed (from the Dagster webserver, cached 15 s; `error`
+  when it cannot be asked);
 - `dagster_url`: where the pipeline's UI is (`OT_DAGSTER_URL`), for the strip's link.
 
 Readiness (which dependency fails) stays `GET /api/v1/health`.
@@ -81,8 +84,8 @@ async def data_health(
     key: Annotated[ApiKey, Depends(READ)],
     op: Annotated[Operator, Depends(operator)],
 ) -> Json:
-    writer, loaded, dead = await asyncio.gather(
-        _writer_metrics(op), _last_materialization(op), _dead_letters(op)
+    writer, loaded, dead, checks = await asyncio.gather(
+        _writer_metrics(op), _last_materialization(op), _dead_letters(op), op.asset_checks.get()
     )
     return Json(
         {
@@ -90,6 +93,7 @@ async def data_health(
             **writer,
             "dead_letters": dead,
             "last_materialization_ms": loaded,
+            "asset_checks": checks,
             "dagster_url": op.settings.api.dagster_url,
         }
     )

@@ -25,6 +25,7 @@ from confluent_kafka import Consumer, TopicPartition
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
+from streaming.api.operator.asset_checks import AssetChecks
 from streaming.api.problems import Problem
 from streaming.kafka.config import reader_config
 from streaming.lake import Lake
@@ -55,9 +56,11 @@ class Operator:
     _kafka_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     # Reads in flight that concurrent requests share (see machines.fleet).
     shared: dict[str, Any] = field(default_factory=dict, init=False)
+    asset_checks: AssetChecks = field(init=False)
 
     def __post_init__(self) -> None:
         self.keys = RedisKeys(self.settings.redis_prefix)
+        self.asset_checks = AssetChecks(self.settings.api.dagster_url)
         self._duck = duckdb.connect(config={"threads": DUCKDB_THREADS})
 
     @classmethod
