@@ -108,6 +108,7 @@ def create_app(settings: Settings | None = None, log: JsonLog | None = None) -> 
             CoalescingChecker(settings.max_future_ms, settings.max_age_ms),
         )
         app.state.operator = await operator.Operator.open(settings)
+        app.state.operator.feed = app.state.feed
         log("started", keys=len(settings.api_keys), topic=settings.topics.readings)
         try:
             yield

@@ -80,19 +80,24 @@ class Selection:
 
 @dataclass(slots=True)
 class Item:
-    """One change waiting for a client: the feed entry id, kind, coalescing key, payload."""
+    """One change waiting for clients: the feed entry id, kind, coalescing key, payload. Never
+    changed once made: every subscriber the change matches shares it (and its JSON, encoded
+    once); a merge makes a new one."""
 
     id: str
     kind: str
     key: str
     payload: bytes
+    encoded: bytes | None = None
 
     def json(self) -> bytes:
-        return b'{"id":"%s","type":"%s","data":%s}' % (
-            self.id.encode(),
-            self.kind.encode(),
-            self.payload,
-        )
+        if self.encoded is None:
+            self.encoded = b'{"id":"%s","type":"%s","data":%s}' % (
+                self.id.encode(),
+                self.kind.encode(),
+                self.payload,
+            )
+        return self.encoded
 
 
 def items_of(entry_id: str, fields: dict[bytes, bytes]) -> list[tuple[Item, str, str]]:
@@ -133,11 +138,10 @@ class Waiting:
             self.items[key] = item
             self.alerts += item.kind == ALERT
             return False
+        payload = item.payload
         if item.kind == MACHINE:
-            waiting.payload = merge_machine(waiting.payload, item.payload)
-        else:
-            waiting.payload = item.payload
-        waiting.id = item.id
+            payload = merge_machine(waiting.payload, item.payload)
+        self.items[key] = Item(item.id, item.kind, item.key, payload)  # keeps its place
         return True
 
 
@@ -254,7 +258,7 @@ class ChangeFeed:
             for item, machine, line in items_of(last, fields):
                 for sub in subscribers:
                     if sub.selection.matches(item.kind, machine, line):
-                        sub.offer(Item(item.id, item.kind, item.key, item.payload))
+                        sub.offer(item)
         self.position = last
         for sub in subscribers:
             if sub.held is None:

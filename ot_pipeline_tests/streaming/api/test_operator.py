@@ -78,7 +78,13 @@ class Plant:
 @pytest.fixture(scope="module")
 def plant(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plant]:
     tmp = tmp_path_factory.mktemp("plant")
-    settings = replace(isolated_settings(stack, tmp / "lake"), dagster_home=tmp / "dagster")
+    # Silence never turns a machine OFFLINE here (the setup outlasts the default 30 s on a busy
+    # machine); the test of that limit starts its own server with a short one.
+    settings = replace(
+        isolated_settings(stack, tmp / "lake"),
+        dagster_home=tmp / "dagster",
+        offline_after_seconds=86_400,
+    )
     hours, loaded = 3, 2
     start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours)
     try:
