@@ -30,6 +30,7 @@ from streaming.api.alerts import AlertService
 from streaming.api.delivery import AckedProducer
 from streaming.api.fanout import ChangeFeed
 from streaming.api.keys import KeyRing
+from streaming.api.operator.fast import FastReads
 from streaming.api.problems import (
     Problem,
     http_exception_handler,
@@ -142,6 +143,7 @@ def create_app(settings: Settings | None = None, log: JsonLog | None = None) -> 
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    app.add_middleware(FastReads)  # innermost: CORS and the request log wrap its answers
     if settings.api.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -110,29 +110,34 @@ class Snapshot:
     alerts: dict[str, list[dict[str, Any]]]
     tag: tuple[int, int]  # the change feed's last entry when read
     fresh_until_ms: int  # wall clock: the first OFFLINE flip, or MAX_AGE_S after the read
+    fields: dict[str, dict[str, str]]  # each machine's hash as read (the stream's snapshot)
+    alert_docs: list[str]  # the open alerts' records as read
     encoded: dict[Any, bytes] = field(default_factory=dict)
 
 
 def build(raw: bytes, now: int, offline_ms: int, max_age_ms: int) -> Snapshot:
     machines, alert_docs, tag = orjson.loads(raw)
     views = []
+    hashes = {}
     fresh_until = now + max_age_ms
     for machine, pairs in machines or ():
         if not pairs:  # an empty table: the hash expired, the index entry not yet swept
             continue
-        view = machine_view(
-            machine, dict(zip(pairs[::2], pairs[1::2], strict=True)), now, offline_ms
-        )
+        hashes[machine] = dict(zip(pairs[::2], pairs[1::2], strict=True))
+        view = machine_view(machine, hashes[machine], now, offline_ms)
         views.append(view)
         if view["status"] != "OFFLINE" and view["last_seen"] is not None:
             fresh_until = min(fresh_until, view["last_seen"] + offline_ms + 1)
     views.sort(key=lambda v: v["machine_id"])
+    docs = list(alert_docs or ())
     return Snapshot(
         views=views,
         by_id={v["machine_id"]: v for v in views},
-        alerts=alerts_by_machine(list(alert_docs or ())),
+        alerts=alerts_by_machine(docs),
         tag=parse_id(tag),
         fresh_until_ms=fresh_until,
+        fields=hashes,
+        alert_docs=docs,
     )
 
 

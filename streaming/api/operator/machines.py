@@ -96,14 +96,27 @@ async def list_machines(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> Response:
+    body = await list_body(op, sort, type, line, status, limit, cursor)
+    return Response(body, media_type="application/json")
+
+
+async def list_body(
+    op: Operator,
+    sort: MachineSort,
+    type: list[MachineType] | None,
+    line: list[str] | None,
+    status: list[Status] | None,
+    limit: int,
+    cursor: str | None,
+) -> bytes:
+    """The encoded answer of the list (also served by fast.py); Problem 400 for a bad cursor."""
     kind = _cursor_kind(sort, type, line, status)
     after = decode_cursor(cursor, kind)["after"] if cursor else None
     snap = await fleet_of(op).snapshot()
     page_key = (kind, limit, orjson.dumps(after))
-    body = fleet_of(op).encoded(
+    return fleet_of(op).encoded(
         snap, page_key, lambda: _page(snap, sort, type, line, status, limit, after, kind)
     )
-    return Response(body, media_type="application/json")
 
 
 def _page(
@@ -164,11 +177,14 @@ async def get_machine(
         alerts = snap.alerts.get(machine_id, [])
     else:  # not in the snapshot: a machine newer than it, or one the index does not list
         view, alerts = await _read_machine(op, machine_id)
-    now = now_ms()
+    return Json(detail(view, alerts))
+
+
+def detail(view: dict[str, Any], alerts: list[Any]) -> dict[str, Any]:
+    """One machine's answer: its view, how long it has been silent, its open alerts."""
     last_seen = view["last_seen"]
-    return Json(
-        {**view, "silent_ms": now - last_seen if last_seen is not None else None, "alerts": alerts}
-    )
+    silent = now_ms() - last_seen if last_seen is not None else None
+    return {**view, "silent_ms": silent, "alerts": alerts}
 
 
 async def _read_machine(op: Operator, machine_id: str) -> tuple[dict[str, Any], list[Any]]:
