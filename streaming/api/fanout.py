@@ -89,6 +89,23 @@ class Item:
     key: str
     payload: bytes
     encoded: bytes | None = None
+    # The merges of this change into older ones, by the older one's identity: subscribers that
+    # fell behind alike hold the same older Item, and the merge is made once for all of them.
+    merges: dict[int, tuple[Item, Item]] | None = None
+
+    def merged_into(self, older: Item) -> Item:
+        """This change on top of `older` (same coalescing key), as a new Item."""
+        if self.merges is None:
+            self.merges = {}
+        found = self.merges.get(id(older))
+        if found is not None and found[0] is older:
+            return found[1]
+        payload = self.payload
+        if self.kind == MACHINE:
+            payload = merge_machine(older.payload, self.payload)
+        merged = Item(self.id, self.kind, self.key, payload)
+        self.merges[id(older)] = (older, merged)  # keeps `older` alive: its id stays unique
+        return merged
 
     def json(self) -> bytes:
         if self.encoded is None:
@@ -138,10 +155,7 @@ class Waiting:
             self.items[key] = item
             self.alerts += item.kind == ALERT
             return False
-        payload = item.payload
-        if item.kind == MACHINE:
-            payload = merge_machine(waiting.payload, item.payload)
-        self.items[key] = Item(item.id, item.kind, item.key, payload)  # keeps its place
+        self.items[key] = item.merged_into(waiting)  # keeps its place
         return True
 
 

@@ -228,6 +228,51 @@ def test_acks_racing_for_one_alert_make_one_transition(isolated: Settings, tmp_p
     assert [e["event"] for e in log] == ["acknowledged", "opened"]
 
 
+def test_replayed_readings_neither_reopen_an_alert_nor_undo_its_lifecycle(
+    isolated: Settings, tmp_path: Path
+) -> None:
+    """A device resending its breaching reading (the same event_id) and more breaching readings,
+    then a restarted state writer (resuming from the offsets committed with the state), leave the
+    acknowledged alert as it is: one alert, its acknowledgement kept, no new event in the log, on
+    the change feed or on the alerts topic."""
+    devices = Devices(isolated)
+    keys = RedisKeys(isolated.redis_prefix)
+    rdb = redis.Redis.from_url(isolated.redis_url)
+    hot = record("press-07", 1, "pressure", "bar", 45.0)  # pressure_hard: HIGH, opens at once
+    with api_server(isolated, tmp_path / "api.log") as client:
+        with state_writer(isolated, tmp_path / "state.log") as writer:
+            devices.send(hot)
+            alert = wait_for(lambda: alerts(client, state="active"), what="an alert")[0]
+            assert act(client, alert["alert_id"], "ack", {"note": "seen"}).json()["changed"]
+            devices.send(hot)  # the same reading again: a device's resend
+            devices.send(record("press-07", 2, "pressure", "bar", 46.0))  # still breaching
+            wait_for(lambda: writer.stats.applied >= 3, what="the resend applied")
+        log_before = rdb.lrange(keys.alerts_log, 0, -1)
+        with state_writer(isolated, tmp_path / "state.log") as again:
+            devices.send(record("press-07", 3, "pressure", "bar", 47.0))
+            wait_for(lambda: again.stats.applied >= 1, what="the restarted writer applied")
+            time.sleep(0.6)  # timer ticks: nothing may come of them either
+            assert again.stats.applied == 1  # nothing of before was applied twice
+        assert [a["alert_id"] for a in alerts(client)] == [alert["alert_id"]]
+        after = alerts(client)[0]
+        assert (after["status"], after["ack_by"], after["ack_note"]) == (
+            "ACTIVE_ACK",
+            OPERATOR.name,
+            "seen",
+        )
+        assert rdb.lrange(keys.alerts_log, 0, -1) == log_before
+        assert [json.loads(v)["event"] for v in log_before] == ["acknowledged", "opened"]
+        fed = [json.loads(f[b"d"]) for _, f in rdb.xrange(keys.changes) if f[b"t"] == b"alert"]
+        assert [e["event"] for e in fed] == ["opened", "acknowledged"]
+
+    def published() -> set[tuple[str, int]]:
+        return {(e["event"], e["at_ms"]) for e in alert_topic_events(isolated)}
+
+    wait_for(lambda: len(published()) >= 2, what="the two events on the alerts topic")
+    assert {event for event, _ in published()} == {"opened", "acknowledged"}
+    assert len(published()) == 2
+
+
 def test_unacknowledged_alerts_escalate_on_a_controllable_clock(
     isolated: Settings, tmp_path: Path
 ) -> None:

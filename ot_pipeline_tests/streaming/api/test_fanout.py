@@ -26,9 +26,9 @@ def sent(sub: Subscriber) -> list[dict]:
 
 def test_subscribers_share_each_change_and_coalesce_on_their_own() -> None:
     feed = ChangeFeed(None, "changes", JsonLog("test"))  # type: ignore[arg-type]
-    fast, slow = Subscriber(Selection()), Subscriber(Selection())
+    fast, slow, slow_too = Subscriber(Selection()), Subscriber(Selection()), Subscriber(Selection())
     line_b = Subscriber(Selection(machines=frozenset(), lines=frozenset({"line-b"})))
-    for sub in (fast, slow, line_b):
+    for sub in (fast, slow, slow_too, line_b):
         feed.add(sub)
         sub.caught_up(feed.position)
     feed.dispatch([(b"1-0", entry(change("m1", "temperature", 70.0, 1)))])
@@ -47,6 +47,9 @@ def test_subscribers_share_each_change_and_coalesce_on_their_own() -> None:
             (b"3-0", entry(change("m2", "rpm", 950.0, 3, line="line-b"))),
         ]
     )
+    # Two clients that fell behind alike share the merged change too (merged once).
+    assert slow.pending.items["m:m1"] is slow_too.pending.items["m:m1"]
+    assert slow.pending.items["m:m1"] is not fast.pending.items["m:m1"]
     # The slow client, which took nothing yet, gets m1 once with both metrics (merged) ...
     got = {c["data"]["machine_id"]: c for c in sent(slow)}
     assert got["m1"]["id"] == "2-0"
