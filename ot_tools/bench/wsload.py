@@ -35,26 +35,47 @@ class Tally:
     changes: int = 0
     snapshot_machines: list[int] = field(default_factory=list)
     closed: int = 0
+    retries: int = 0
     close_reasons: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
 
+CONNECTING = 20  # clients opening at once (a server on busy cores takes them in waves)
+ATTEMPTS = 3
+
+
 async def client(
-    url: str, tally: Tally, subscribed: asyncio.Event, window: list[float], ready: list[int]
+    url: str,
+    tally: Tally,
+    subscribed: asyncio.Event,
+    window: list[float],
+    ready: list[int],
+    opening: asyncio.Semaphore,
 ) -> None:
     """One subscriber: the snapshot, then changes until cancelled; changes received inside the
     measuring window (`window` = [start, end] wall clock, set once all are subscribed) count."""
-    from websockets.asyncio.client import connect
+    from websockets.asyncio.client import ClientConnection, connect
     from websockets.exceptions import ConnectionClosed
 
+    ws: ClientConnection | None = None
     try:
-        async with connect(url, max_size=None, open_timeout=60, ping_interval=None) as ws:
-            subscribed_frame = orjson.loads(await ws.recv())
+        async with opening:
+            for attempt in range(ATTEMPTS):
+                try:
+                    ws = await connect(url, max_size=None, open_timeout=30, ping_interval=None)
+                    subscribed_frame = orjson.loads(await ws.recv())
+                    break
+                except (OSError, TimeoutError):
+                    tally.retries += 1
+                    if attempt == ATTEMPTS - 1:
+                        raise
+            assert ws is not None
             if subscribed_frame.get("type") != "subscribed":
                 raise RuntimeError(f"not subscribed: {subscribed_frame}")
             snapshot = orjson.loads(await ws.recv())
-            tally.snapshot_machines.append(len(snapshot.get("machines", ())))
-            ready[0] += 1
+        tally.snapshot_machines.append(len(snapshot.get("machines", ())))
+        ready[0] += 1
+        async with ws:
             if ready[0] == ready[1]:
                 subscribed.set()
             while True:
@@ -90,12 +111,14 @@ async def run(port: int, key: str, clients: int, duration: float) -> dict[str, A
     subscribed = asyncio.Event()
     window: list[float] = []
     ready = [0, clients]
+    opening = asyncio.Semaphore(CONNECTING)
     tasks = [
-        asyncio.create_task(client(url, tally, subscribed, window, ready)) for _ in range(clients)
+        asyncio.create_task(client(url, tally, subscribed, window, ready, opening))
+        for _ in range(clients)
     ]
     started = time.perf_counter()
     try:
-        async with asyncio.timeout(120):
+        async with asyncio.timeout(300):
             await subscribed.wait()
     except TimeoutError:
         for t in tasks:
@@ -130,6 +153,7 @@ async def run(port: int, key: str, clients: int, duration: float) -> dict[str, A
         "p99_ms": round(percentile(lat, 99), 1),
         "max_ms": round(lat[-1], 1) if lat else 0.0,
         "closed": tally.closed,
+        "connect_retries": tally.retries,
         "first_close_reasons": sorted(set(tally.close_reasons))[:3],
         "errors": len(tally.errors),
         "first_errors": tally.errors[:3],
