@@ -248,6 +248,87 @@ def stream_step(server: ApiServer, state_pid: int, clients: int, duration: float
     }
 
 
+def fanout_cost(subscribers: int = CLIENTS, batches: int = 400) -> dict[str, Any]:
+    """In process, no sockets: CPU per offered change of `ChangeFeed.dispatch` to `subscribers`
+    watching every machine, state-writer batches of 25 machine changes, every subscriber taking
+    its changes and building its frame after each batch (clients keeping up)."""
+    import orjson
+
+    from streaming.api.fanout import ChangeFeed, Selection, Subscriber
+    from streaming.api.stream import changes_frame
+    from streaming.change_feed import machines_entry
+    from streaming.kafka.lifecycle import JsonLog
+
+    feed = ChangeFeed(None, "bench", JsonLog("bench"))  # type: ignore[arg-type]  # never reads
+    subs = [Subscriber(Selection()) for _ in range(subscribers)]
+    for sub in subs:
+        feed.add(sub)
+        sub.caught_up(feed.position)
+    entries: list[dict[bytes, bytes]] = []
+    for b in range(batches):
+        changes = [
+            {
+                "machine_id": machine_id((b * 25 + i) % MACHINES),
+                "line_id": "line-1",
+                "last_seen": b,
+                "values": {"temperature": {"value": 60.0 + i, "ts": b}},
+            }
+            for i in range(25)
+        ]
+        fields = machines_entry(orjson.dumps(changes))
+        entries.append(
+            {k.encode(): v if isinstance(v, bytes) else v.encode() for k, v in fields.items()}
+        )
+    started = time.process_time()
+    for b, entry in enumerate(entries):
+        feed.dispatch([(f"{b + 1}-0".encode(), entry)])
+        for sub in subs:
+            items, position = sub.take()
+            changes_frame(items, position)
+    cpu = time.process_time() - started
+    return {"fanout_us_per_change": round(1e6 * cpu / (batches * 25 * subscribers), 2)}
+
+
+def escalation_cost(settings: Settings, open_alerts: int = 10_000) -> dict[str, Any]:
+    """One escalation tick with `open_alerts` open and none due (median of 20), on the bench's
+    Redis prefix: what the state writer's timer costs Redis every second."""
+    import statistics
+
+    from streaming.alert_lifecycle import AlertScripts, opened_record
+
+    client = redis.Redis.from_url(settings.redis_url)
+    keys = RedisKeys(settings.redis_prefix + "escalation:")
+    scripts = AlertScripts(client, keys, 1000)
+    t0 = int(time.time() * 1000)
+    with client.pipeline(transaction=False) as pipe:
+        for i in range(open_alerts):
+            event = {
+                "alert_id": f"pressure_hard|{machine_id(i)}|pressure|{i % 6}|{i}",
+                "rule": "pressure_hard",
+                "machine_id": machine_id(i),
+                "metric": "pressure",
+                "severity": "HIGH",
+                "value": 45.0,
+                "threshold": 40.0,
+                "opened_ms": t0,
+                "kafka_partition": i % 6,
+                "event": "opened",
+            }
+            scripts.open(
+                opened_record(event, line_id="line-1", manual_clear=False, now_ms=t0), pipe
+            )
+        pipe.execute()
+    ticks = []
+    for _ in range(21):
+        started = time.perf_counter()
+        scripts.escalate(t0 + 1000, 900_000, list(range(6)))
+        ticks.append(time.perf_counter() - started)
+    return {
+        "escalation_open_alerts": open_alerts,
+        "escalation_tick_ms": round(1000 * statistics.median(ticks[1:]), 2),
+    }
+
+
 def run(settings: Settings, quick: bool) -> dict[str, Any]:
     log = Path(os.environ.get("OT_BENCH_API_LOG", os.devnull))
     seconds = 5.0 if quick else 20.0
@@ -313,6 +394,8 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
         finally:
             server.stop()
         figures["plant_readings_produced"] = plant.produced
+        figures |= fanout_cost()
+        figures |= escalation_cost(bench)
     finally:
         if plant is not None:
             plant.close()

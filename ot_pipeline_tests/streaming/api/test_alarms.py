@@ -35,6 +35,7 @@ from ot_pipeline_tests.support.operator_stack import (
     state_writer,
     wait_for,
 )
+from streaming.alert_lifecycle import decode_record
 from streaming.redis_keys import RedisKeys
 from streaming.settings import Settings
 
@@ -193,9 +194,16 @@ def test_ack_assign_and_clear_follow_the_alarm_model(isolated: Settings, tmp_pat
 
         # The change feed has them too, in the same order.
         rdb = redis.Redis.from_url(isolated.redis_url)
-        feed = rdb.xrange(RedisKeys(isolated.redis_prefix).changes)
+        keys = RedisKeys(isolated.redis_prefix)
+        feed = rdb.xrange(keys.changes)
         fed = [json.loads(f[b"d"]) for _, f in feed if f[b"t"] == b"alert"]
         assert [e["event"] for e in fed if e["alert_id"] == hot["alert_id"]] == hot_order
+
+        # The list is what Redis holds: every record, open and cleared, as stored.
+        stored = [*rdb.hvals(keys.alerts_active), *rdb.hvals(keys.alerts_cleared)]
+        assert {a["alert_id"]: a for a in alerts(client)} == {
+            r["alert_id"]: r for r in map(decode_record, stored)
+        }
 
 
 def test_acks_racing_for_one_alert_make_one_transition(isolated: Settings, tmp_path: Path) -> None:
