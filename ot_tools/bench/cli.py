@@ -27,6 +27,7 @@ RUN_ORDER = (
     "consumers",
     "mqtt",
     "gateway",
+    "api",
     "detection",
     "pipeline",
     "dashboard",

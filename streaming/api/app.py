@@ -30,6 +30,7 @@ from streaming.api.alerts import AlertService
 from streaming.api.delivery import AckedProducer
 from streaming.api.fanout import ChangeFeed
 from streaming.api.keys import KeyRing
+from streaming.api.operator.fast import FastReads
 from streaming.api.problems import (
     Problem,
     http_exception_handler,
@@ -108,6 +109,7 @@ def create_app(settings: Settings | None = None, log: JsonLog | None = None) -> 
             CoalescingChecker(settings.max_future_ms, settings.max_age_ms),
         )
         app.state.operator = await operator.Operator.open(settings)
+        app.state.operator.feed = app.state.feed
         log("started", keys=len(settings.api_keys), topic=settings.topics.readings)
         try:
             yield
@@ -143,6 +145,7 @@ def create_app(settings: Settings | None = None, log: JsonLog | None = None) -> 
 
     dashboard.mount(app, settings.api.dashboard_dir)
 
+    app.add_middleware(FastReads)  # innermost: CORS and the request log wrap its answers
     if settings.api.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -25,6 +25,7 @@ from confluent_kafka import Consumer, TopicPartition
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
+from streaming.api.fanout import ChangeFeed
 from streaming.api.operator.asset_checks import AssetChecks
 from streaming.api.problems import Problem
 from streaming.kafka.config import reader_config
@@ -54,7 +55,9 @@ class Operator:
     _duck: duckdb.DuckDBPyConnection = field(init=False)
     _kafka: Consumer | None = field(default=None, init=False)
     _kafka_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
-    # Reads in flight that concurrent requests share (see machines.fleet).
+    # The process's change-feed reader: the fleet snapshot stays valid until it moves (fleet.py).
+    feed: ChangeFeed | None = field(default=None, init=False)
+    # State the routes keep between requests (the fleet snapshot, fleet.py).
     shared: dict[str, Any] = field(default_factory=dict, init=False)
     asset_checks: AssetChecks = field(init=False)
 
