@@ -46,6 +46,10 @@ class DetectorSettings:
     block_samples: int = 30
     history_blocks: int = 3000  # long memory: the envelope of normal operation
     min_history_blocks: int = 4  # no level/drift/regime decision before this many blocks
+    # ... and no level, rate-of-change, drift or ramp verdict before this many: the envelope
+    # must have seen the process move (a setpoint change, a load step) before a move counts as
+    # abnormal. The fleet (FLEET_DEFAULTS) waits 120; a recording has no time to spare.
+    baseline_blocks: int = 4
     noise_blocks: int = 100  # window of the noise estimate (median absolute step)
     # Spike: 1..spike_max_readings readings far from the level before them, then a return.
     spike_threshold: float = 6.0
@@ -145,6 +149,7 @@ class DetectorSettings:
             "block_samples",
             "history_blocks",
             "min_history_blocks",
+            "baseline_blocks",
             "noise_blocks",
             "spike_max_readings",
             "level_consecutive",
@@ -204,6 +209,13 @@ METRIC_DEFAULTS: dict[str, dict[str, Any]] = {
 # ... and the multivariate detector across the value columns (docs/detection.md).
 RECORDING_DEFAULTS: dict[str, Any] = {"envelope_freeze_passes": 2, "multivariate": True}
 
+# The fleet (the `anomalies` asset, the evaluation on the simulator): no verdict on a move before
+# a series has 120 blocks (3,600 readings: an hour at 1 s, 22 minutes at `make run`'s rate). With
+# 4, a fresh fleet learnt one operating point in its first minutes and flagged the first
+# quarter-hourly setpoint change on every load-driven metric: thousands of level flags in the
+# first 15 minutes of a `make run` (docs/detection.md, "Warm-up").
+FLEET_DEFAULTS: dict[str, Any] = {"baseline_blocks": 120}
+
 _FIELD_NAMES = {f.name for f in fields(DetectorSettings)}
 
 
@@ -235,6 +247,11 @@ class DetectionConfig:
                 if isinstance(sub, Mapping):
                     _checked(sub, f"machines.{machine}.{metric}")
         self.settings_for(None, GENERIC)  # fail early on inconsistent values
+
+    @classmethod
+    def fleet(cls) -> DetectionConfig:
+        """The config of the platform's own pipeline (FLEET_DEFAULTS)."""
+        return cls(defaults=dict(FLEET_DEFAULTS))
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> DetectionConfig:

@@ -118,9 +118,9 @@ def regimes(
 def settled(series: SeriesRows, regime: Regimes, s: DetectorSettings) -> Any:
     """Judged rows that are not settling after a stop or a suppressed stretch (restart ramps,
     reheating, refilling): level, drift and ramp give no verdict until settle_blocks blocks have
-    passed. A stop is a stop once STOP_CONFIRM_READINGS readings in a row are stopped: a noisy
-    reading of a deep fault that dips below the stop threshold does not silence the level
-    detector."""
+    passed, nor in the series' first `baseline_blocks` blocks (its baseline is being learnt).
+    A stop is a stop once STOP_CONFIRM_READINGS readings in a row are stopped: a noisy reading
+    of a deep fault that dips below the stop threshold does not silence the level detector."""
     index = series.index
     quiet = series.runs(regime.stopped) >= STOP_CONFIRM_READINGS
     quiet |= series.suppressed
@@ -128,6 +128,8 @@ def settled(series: SeriesRows, regime: Regimes, s: DetectorSettings) -> Any:
     never_quiet = last_quiet < series.start  # no stop or suppressed stretch in the series yet
     judge_settled = (index - last_quiet > s.settle_blocks * s.block_samples) | never_quiet
     judge_settled &= regime.judge
+    # no verdict on a move before the envelope has seen the process move (baseline_blocks)
+    judge_settled &= series.n >= s.baseline_blocks * s.block_samples
     return judge_settled
 
 
