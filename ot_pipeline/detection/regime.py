@@ -110,7 +110,7 @@ def regimes(
     judge = ready & ~stopped
     xr = np.where(stopped, np.nan, xv)
     # The way down to a stop is short; a value that stays in that band is not stopping.
-    stopping &= series.runs(going_down) <= s.stop_transition_samples
+    stopping &= series.runs(going_down, "going_down") <= s.stop_transition_samples
     del going_down
     return Regimes(ready=ready, stopped=stopped, stopping=stopping, judge=judge, xr=xr)
 
@@ -121,12 +121,10 @@ def settled(series: SeriesRows, regime: Regimes, s: DetectorSettings) -> Any:
     passed, nor in the series' first `baseline_blocks` blocks (its baseline is being learnt).
     A stop is a stop once STOP_CONFIRM_READINGS readings in a row are stopped: a noisy reading
     of a deep fault that dips below the stop threshold does not silence the level detector."""
-    index = series.index
-    quiet = series.runs(regime.stopped) >= STOP_CONFIRM_READINGS
+    quiet = series.runs(regime.stopped, "stopped") >= STOP_CONFIRM_READINGS
     quiet |= series.suppressed
-    last_quiet = np.maximum.accumulate(np.where(quiet, index, -1))
-    never_quiet = last_quiet < series.start  # no stop or suppressed stretch in the series yet
-    judge_settled = (index - last_quiet > s.settle_blocks * s.block_samples) | never_quiet
+    # readings since the last stop or suppressed stretch (NONE: none in the series yet)
+    judge_settled = series.runs.since(quiet, "quiet") > s.settle_blocks * s.block_samples
     judge_settled &= regime.judge
     # no verdict on a move before the envelope has seen the process move (baseline_blocks)
     judge_settled &= series.n >= s.baseline_blocks * s.block_samples
