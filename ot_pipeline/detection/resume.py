@@ -214,9 +214,7 @@ class RankState:
                 .cast({c: pl.Float64 for c in BLOCK_COLUMNS})
             )
             self.carried_over = state.series.join(ranked, on=list(KEY), how="anti")
-            self.state = state
-        else:
-            self.state = None
+        self.state = state
         self._series: list[pl.DataFrame] = []
         self._blocks: list[pl.DataFrame] = []
         self._rows: list[Any] = []
