@@ -77,9 +77,12 @@ class Resume:
     onsets: Any  # (series, budget + 1): positions of the last alarm onsets before P (-NONE)
     muted: Any  # per series: the alarm episode in progress at P - 1 is muted
     prior: pl.DataFrame  # _sid, _gb (global block number), BLOCK_COLUMNS: blocks before P
+    seen: Any  # per series: readings the previous batches judged (later ones are new here)
+    prior_bins: pl.DataFrame  # _sid, _bin, _sum, _count: the daily profile's bins so far
     s: DetectorSettings
     out: dict[str, Any] = field(default_factory=dict)
     out_blocks: dict[str, pl.DataFrame] = field(default_factory=dict)
+    out_bins: pl.DataFrame | None = None
 
     def __post_init__(self) -> None:
         bs = self.s.block_samples
@@ -105,6 +108,10 @@ class Resume:
         kept = self.carry(name, default).copy()
         kept[has] = values[self.end_row[has]]
         self.out[name] = kept
+
+    def record_bins(self, bins: pl.DataFrame, keep: int) -> None:
+        """The profile's bins of the last `keep` bins of each series, for the next batch."""
+        self.out_bins = bins.filter(pl.col("_bin") > pl.col("_bin").max().over("_sid") - keep)
 
     # -- block histories --------------------------------------------------------------------
     def block_numbers(self, layout_sid: Any, block_first_rows: Any) -> Any:
@@ -144,12 +151,14 @@ class Resume:
 class DetectorState:
     """What `detect_resumed` leaves for the next batch: `series` (one row per series: KEY,
     `n0` the position of its first context reading, `live_from` the checkpoint P, the carries,
-    `onsets`, `muted`), `blocks` (KEY, `_gb`, BLOCK_COLUMNS: the blocks before P) and `rows`
-    (KEY, ROW_COLUMNS: the readings from `n0` on, in series order)."""
+    `onsets`, `muted`, `seen`), `blocks` (KEY, `_gb`, BLOCK_COLUMNS: the blocks before P),
+    `rows` (KEY, ROW_COLUMNS: the readings from `n0` on, in series order) and `bins` (KEY,
+    `_bin`, `_sum`, `_count`: the daily profile's last PROFILE_DAYS days)."""
 
     series: pl.DataFrame
     blocks: pl.DataFrame
     rows: pl.DataFrame
+    bins: pl.DataFrame
 
     def to_frame(self) -> pl.DataFrame:
         """One frame (one row per series, blocks and rows nested) for one file."""
@@ -159,8 +168,13 @@ class DetectorState:
         rows = self.rows.group_by(KEY, maintain_order=True).agg(
             pl.struct(pl.exclude(KEY)).alias("rows")
         )
-        return self.series.join(blocks, on=list(KEY), how="left").join(
-            rows, on=list(KEY), how="left"
+        bins = self.bins.group_by(KEY, maintain_order=True).agg(
+            pl.struct(pl.exclude(KEY)).alias("bins")
+        )
+        return (
+            self.series.join(blocks, on=list(KEY), how="left")
+            .join(rows, on=list(KEY), how="left")
+            .join(bins, on=list(KEY), how="left")
         )
 
     @classmethod
@@ -169,7 +183,10 @@ class DetectorState:
             return frame.select(*KEY, column).explode(column).drop_nulls(column).unnest(column)
 
         return cls(
-            series=frame.drop("blocks", "rows"), blocks=nested("blocks"), rows=nested("rows")
+            series=frame.drop("blocks", "rows", "bins"),
+            blocks=nested("blocks"),
+            rows=nested("rows"),
+            bins=nested("bins"),
         )
 
 
@@ -188,6 +205,10 @@ class RankState:
         self.muted = np.zeros(ranks, dtype=bool)
         self.prior = pl.DataFrame(
             schema={"_rank": pl.Int64, "_gb": pl.Int64, **dict.fromkeys(BLOCK_COLUMNS, pl.Float64)}
+        )
+        self.seen = np.zeros(ranks, dtype=np.int64)
+        self.bins = pl.DataFrame(
+            schema={"_rank": pl.Int64, "_bin": pl.Int64, "_sum": pl.Float64, "_count": pl.Int64}
         )
         self.known = np.zeros(ranks, dtype=bool)
         self.carried_over: pl.DataFrame | None = None  # series of the state not in this batch
@@ -208,6 +229,12 @@ class RankState:
                 if qs:
                     self.onsets[i, budget_slots - len(qs) :] = qs
             self.muted[at] = on["muted"].to_numpy()
+            self.seen[at] = on["seen"].to_numpy()
+            self.bins = (
+                state.bins.join(ranked, on=list(KEY), how="inner")
+                .select("_rank", "_bin", "_sum", "_count")
+                .cast({"_bin": pl.Int64, "_sum": pl.Float64, "_count": pl.Int64})
+            )
             self.prior = (
                 state.blocks.join(ranked, on=list(KEY), how="inner")
                 .select("_rank", "_gb", *BLOCK_COLUMNS)
@@ -218,6 +245,7 @@ class RankState:
         self._series: list[pl.DataFrame] = []
         self._blocks: list[pl.DataFrame] = []
         self._rows: list[Any] = []
+        self._bins: list[pl.DataFrame] = []
 
     def resume_of(self, rows: pl.DataFrame, s: DetectorSettings) -> Any:
         """The factory `series_rows` calls with the slice's series numbers and starts."""
@@ -229,6 +257,7 @@ class RankState:
             length = np.diff(np.r_[first, sid.size])
             lookup = pl.DataFrame({"_rank": ranks, "_sid": np.arange(ranks.size, dtype=np.int64)})
             prior = self.prior.join(lookup, on="_rank", how="inner").drop("_rank")
+            bins = self.bins.join(lookup, on="_rank", how="inner").drop("_rank")
             resume = Resume(
                 sid=sid.astype(np.int64),
                 start=start,
@@ -239,6 +268,8 @@ class RankState:
                 onsets=self.onsets[ranks],
                 muted=self.muted[ranks],
                 prior=prior,
+                seen=self.seen[ranks],
+                prior_bins=bins.select("_sid", "_bin", "_sum", "_count"),
                 s=s,
             )
             resume.ranks = ranks  # type: ignore[attr-defined]
@@ -258,6 +289,7 @@ class RankState:
             "live_from": resume.checkpoint,
             "muted": resume.out.get("muted", resume.muted),
             "onsets": resume.out.get("onsets", resume.onsets).tolist(),
+            "seen": resume.n0 + resume.length,
         }
         for name in (*RUN_CARRIES, *SINCE_CARRIES, "alarm_step"):
             default = NONE if name in SINCE_CARRIES else 0
@@ -282,6 +314,14 @@ class RankState:
                     "_rank", "_gb", *BLOCK_COLUMNS
                 )
             )
+        bins = resume.out_bins if resume.out_bins is not None else resume.prior_bins
+        self._bins.append(
+            bins.with_columns(
+                _rank=pl.Series(ranks)[bins["_sid"].cast(pl.Int64)].alias("_rank")
+                if bins.height
+                else pl.lit(None, dtype=pl.Int64)
+            ).select("_rank", "_bin", "_sum", "_count")
+        )
         keep = n >= nxt[resume.sid]
         self._rows.append(rows["_row"].to_numpy()[keep])
 
@@ -294,6 +334,11 @@ class RankState:
             pl.concat(self._blocks).join(keys, on="_rank").select(*KEY, "_gb", *BLOCK_COLUMNS)
             if self._blocks
             else pl.DataFrame(schema={**dict.fromkeys(KEY, pl.String), "_gb": pl.Int64})
+        )
+        bins = (
+            pl.concat(self._bins, how="vertical_relaxed")
+            .join(keys, on="_rank")
+            .select(*KEY, "_bin", "_sum", "_count")
         )
         taken = np.concatenate(self._rows) if self._rows else np.zeros(0, dtype=np.int64)
         present = [c for c in ROW_COLUMNS if c in readings.columns]
@@ -311,4 +356,8 @@ class RankState:
                 [rows, self.state.rows.join(gone, on=list(KEY)).select(rows.columns)],
                 how="vertical_relaxed",
             )
-        return DetectorState(series=series, blocks=blocks, rows=rows)
+            bins = pl.concat(
+                [bins, self.state.bins.join(gone, on=list(KEY)).select(bins.columns)],
+                how="vertical_relaxed",
+            )
+        return DetectorState(series=series, blocks=blocks, rows=rows, bins=bins)

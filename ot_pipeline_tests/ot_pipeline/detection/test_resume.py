@@ -92,3 +92,35 @@ def test_a_state_refuses_what_it_cannot_carry() -> None:
     readings = _readings(2, 1, "none")
     with pytest.raises(ValueError, match="keep no state"):
         detect_resumed(readings, None, DetectionConfig(defaults={"multivariate": True}))
+
+
+@pytest.mark.slow
+def test_days_of_batches_carry_the_daily_profile_of_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three and a half days (one reading every 10 s, planned stops, two-shift lines idle at
+    night) in batches of 6 hours: the daily profile that tells a usual nightly low from a stop
+    needs two earlier days, which only the state's profile bins hold."""
+    import ot_pipeline.detection.regime as regime
+    from streaming.simulator import generate
+
+    hours, step = 84, 6
+    data = generate(3, START, hours, 10.0, 5, "default", {"clock_skew": 0.0})
+    readings = data.readings.unique("event_id", keep="first", maintain_order=True)
+    config = DetectionConfig.fleet()
+    continuous = detect(readings, config).select(FLAGS)
+    state: DetectorState | None = None
+    parts = []
+    for h in range(0, hours, step):
+        begin, end = START + timedelta(hours=h), START + timedelta(hours=h + step)
+        batch = readings.filter((pl.col("ts") >= begin) & (pl.col("ts") < end))
+        scored, state = detect_resumed(batch, state, config)
+        state = DetectorState.from_frame(state.to_frame()) if state is not None else None
+        parts.append(scored)
+    batched = pl.concat(parts).select(FLAGS)
+    joined = continuous.join(batched, on="event_id", suffix="_batched", nulls_equal=True)
+    assert joined.height == continuous.height
+    for column in FLAGS[1:]:
+        assert joined.filter(pl.col(column).ne_missing(pl.col(f"{column}_batched"))).is_empty()
+    # the profile is at work here: without it, scores differ
+    monkeypatch.setattr(regime, "PROFILE_MIN_DAYS", 99)
+    blind = detect(readings, config).select(FLAGS)
+    assert (blind["score"] != continuous["score"]).sum() > 1000
