@@ -49,14 +49,20 @@ def profile_bins(series: SeriesRows, times: Any) -> pl.DataFrame:
     if resume is not None:
         new &= series.n >= resume.seen[series.sid]
     at = np.flatnonzero(new)
-    frame = pl.DataFrame(
+    key = series.sid[at].astype(np.int64) * BIN_SPAN + times[at].astype(np.int64) // PROFILE_BIN_MS
+    values = series.xv[at]
+    if not np.all(key[1:] >= key[:-1]):  # rows out of time order (a skewed clock): sort once
+        order = np.argsort(key, kind="stable")
+        key, values = key[order], values[order]
+    first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if key.size else key
+    bins = pl.DataFrame(
         {
-            "_sid": series.sid[at].astype(np.int64),
-            "_bin": times[at].astype(np.int64) // PROFILE_BIN_MS,
-            "_sum": series.xv[at],
+            "_sid": key[first] // BIN_SPAN,
+            "_bin": key[first] % BIN_SPAN,
+            "_sum": np.add.reduceat(values, first) if key.size else values,
+            "_count": np.diff(np.r_[first, key.size]).astype(np.int64),
         }
     )
-    bins = frame.group_by("_sid", "_bin").agg(pl.col("_sum").sum(), _count=pl.len().cast(pl.Int64))
     if resume is not None:
         bins = (
             pl.concat([resume.prior_bins, bins], how="vertical_relaxed")
@@ -64,7 +70,8 @@ def profile_bins(series: SeriesRows, times: Any) -> pl.DataFrame:
             .agg(pl.col("_sum").sum(), pl.col("_count").sum())
         )
         resume.record_bins(bins, PROFILE_DAYS * DAY_MS // PROFILE_BIN_MS + 1)
-    return bins.sort("_sid", "_bin")
+        bins = bins.sort("_sid", "_bin")
+    return bins
 
 
 def daily_profile(bins: pl.DataFrame, sid: Any, t: Any) -> Any:

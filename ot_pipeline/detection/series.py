@@ -50,19 +50,22 @@ class Runs:
         return run
 
     def since(self, event: Any, name: str) -> Any:
-        """Rows since the last `event` of the series (0 on one; NONE or more when none yet)."""
+        """Rows since the last `event` of the series (0 on one; at least NONE, or the largest
+        value of the row index's type, when none yet)."""
         r = self.resume
-        live = True if r is None else r.live
-        last = np.where(event & live, self.index.astype(np.int64), -1)
-        np.maximum.accumulate(last, out=last)
-        if r is None:
-            virtual = self.start.astype(np.int64) - 1 - NONE
-        else:
-            virtual = (r.live_row - 1 - r.carry(name, NONE))[r.sid]
-        last = np.where(last >= self.start, last, virtual)  # an earlier series' event is none
-        since = np.minimum(self.index - last, NONE)
-        if r is not None:
-            r.record(name, since, NONE)
+        if r is None:  # the plain path: int32 in place, as cheap as one running maximum
+            last = np.where(event, self.index, self.index.dtype.type(-1))
+            np.maximum.accumulate(last, out=last)
+            never = last < self.start  # none yet in this series (an earlier series' event)
+            np.subtract(self.index, last, out=last)
+            last[never] = np.iinfo(last.dtype).max
+            return last
+        last64 = np.where(event & r.live, self.index.astype(np.int64), -1)
+        np.maximum.accumulate(last64, out=last64)
+        virtual = (r.live_row - 1 - r.carry(name, NONE))[r.sid]
+        last64 = np.where(last64 >= self.start, last64, virtual)
+        since = np.minimum(self.index - last64, NONE)
+        r.record(name, since, NONE)
         return since
 
 
