@@ -91,7 +91,7 @@ class Combiner:
         run_id = np.cumsum(starts)
         step = np.maximum.accumulate(run_id * 4 + step) - run_id * 4
         if resume is not None:
-            resume.record("alarm_step", step, 0)
+            resume.record("alarm_step", np.where(anomalous, step, 0), 0)  # 0: no alarm on
         step = np.where(named == DETECTORS.index("regime"), 0, step)
         return pl.DataFrame(
             {

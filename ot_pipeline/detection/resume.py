@@ -360,4 +360,10 @@ class RankState:
                 [bins, self.state.bins.join(gone, on=list(KEY)).select(bins.columns)],
                 how="vertical_relaxed",
             )
-        return DetectorState(series=series, blocks=blocks, rows=rows, bins=bins)
+        # a deterministic file: the same readings write the same state, byte for byte
+        return DetectorState(
+            series=series.sort(KEY),
+            blocks=blocks.sort(*KEY, "_gb"),
+            rows=rows.sort(*KEY, *[c for c in ("seq", "ts") if c in rows.columns]),
+            bins=bins.sort(*KEY, "_bin"),
+        )
