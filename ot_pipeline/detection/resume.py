@@ -80,6 +80,7 @@ class Resume:
     seen: Any  # per series: readings the previous batches judged (later ones are new here)
     prior_bins: pl.DataFrame  # _sid, _bin, _sum, _count: the daily profile's bins so far
     s: DetectorSettings
+    ranks: Any = None  # per series: its rank in the batch (`RankState`)
     out: dict[str, Any] = field(default_factory=dict)
     out_blocks: dict[str, pl.DataFrame] = field(default_factory=dict)
     out_bins: pl.DataFrame | None = None
@@ -271,8 +272,8 @@ class RankState:
                 seen=self.seen[ranks],
                 prior_bins=bins.select("_sid", "_bin", "_sum", "_count"),
                 s=s,
+                ranks=ranks,
             )
-            resume.ranks = ranks  # type: ignore[attr-defined]
             return resume
 
         return make
@@ -281,7 +282,7 @@ class RankState:
         """What the slice leaves: carries at P', blocks before P', and the input rows of the
         next context (from P' - CONTEXT_READINGS on)."""
         s = resume.s
-        ranks = resume.ranks  # type: ignore[attr-defined]
+        ranks = resume.ranks
         nxt = np.maximum(resume.checkpoint - context_readings(s), 0)
         series = {
             "_rank": ranks,
