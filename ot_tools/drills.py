@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streaming.events import encode_avro_many, event_id_for, parse_dlq_headers
 from streaming.kafka.config import producer_config, reader_config
-from streaming.settings import Settings
+from streaming.settings import Settings, Topics
 
 METRICS = (("temperature", "°C", 60.0), ("vibration", "mm/s", 3.0), ("pressure", "bar", 5.0))
 GARBAGE = (b"", b"\x00\x00\x00\x00\x01\xff\xff", b"{not json", b"\x07hello", b'{"value": 1}')
@@ -144,6 +145,50 @@ def dead_lettered_sources(settings: Settings) -> list[tuple[int, int]]:
     return found
 
 
+def isolated_settings(stack: Settings, lake_dir: Path, replication_factor: int = 1) -> Settings:
+    """`stack` with fresh, uniquely named topics (created), a Redis key prefix, a PostgreSQL schema
+    and a lake of its own (tests and drills: several share one stack); `clean_up` removes them."""
+    from streaming.stack.topics import create_topics
+
+    suffix = uuid.uuid4().hex[:10]
+    topics = Topics(
+        readings=f"sensor-readings-{suffix}",
+        dlq=f"sensor-readings-{suffix}.dlq",
+        alerts=f"alerts-{suffix}",
+        faults=f"sim.faults-{suffix}",
+    )
+    create_topics(
+        stack.kafka_bootstrap_servers,
+        topics,
+        readings_partitions=stack.readings_partitions,
+        replication_factor=replication_factor,
+    )
+    return replace(
+        stack,
+        topics=topics,
+        lake_dir=lake_dir,
+        redis_prefix=f"ot-test-{suffix}:",
+        pg_schema=f"ot_test_{suffix}",
+    )
+
+
+def clean_up(settings: Settings) -> None:
+    """Remove what `isolated_settings` made: its topics, Redis keys and PostgreSQL schema."""
+    import psycopg
+    import redis
+
+    from streaming.redis_keys import RedisKeys
+    from streaming.stack.topics import delete_topics
+
+    delete_topics(settings.kafka_bootstrap_servers, settings.topics.all())
+    client = redis.Redis.from_url(settings.redis_url)
+    keys = list(client.scan_iter(match=RedisKeys(settings.redis_prefix).scan_all, count=1000))
+    for start in range(0, len(keys), 1000):
+        client.delete(*keys[start : start + 1000])
+    with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {settings.pg_schema} CASCADE")
+
+
 def child_env(settings: Settings) -> dict[str, str]:
     """Environment that makes an `ot` command in a child process use these settings."""
     return {
@@ -197,14 +242,20 @@ def produce_paced(
 
 
 def spawn(
-    command: str, settings: Settings, args: Sequence[str], log: Path
+    command: str,
+    settings: Settings,
+    args: Sequence[str],
+    log: Path,
+    prefix: Sequence[str] = (),
+    out: Path | None = None,
 ) -> subprocess.Popen[str]:
-    """`ot <command> <args>` as a child process; logs (stderr) appended to `log`."""
-    with open(log, "a") as err:
+    """`ot <command> <args>` as a child process (behind `prefix`, e.g. `ip netns exec NS`); logs
+    (stderr) appended to `log`; stdout piped, or appended to `out` for a long run."""
+    with open(log, "a") as err, open(out or os.devnull, "a") as sink:
         return subprocess.Popen(
-            [sys.executable, "-m", "streaming.cli", command, *args],
+            [*prefix, sys.executable, "-m", "streaming.cli", command, *args],
             env=child_env(settings),
-            stdout=subprocess.PIPE,
+            stdout=subprocess.PIPE if out is None else sink,
             stderr=err,
             text=True,
         )
