@@ -20,6 +20,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streaming.events import encode_avro_many, event_id_for, parse_dlq_headers
+from streaming.events.deadletter import DeadLetter
 from streaming.kafka.config import producer_config, reader_config
 from streaming.settings import Settings, Topics
 
@@ -38,10 +39,27 @@ def readings(
 ) -> list[tuple[bytes, bytes]]:
     """(key, value) pairs: valid Avro readings of a small fleet, a garbage payload every
     `garbage_every` messages. Values stay inside the streaming alert limits unless asked."""
+    records = reading_records(n, machines=machines, start_ms=start_ms, step_ms=step_ms, seed=seed)
+    keys = [r["machine_id"].encode() for r in records]
+    values = encode_avro_many(records)
+    if garbage_every:
+        for i in range(garbage_every - 1, n, garbage_every):
+            values[i] = GARBAGE[(i // garbage_every) % len(GARBAGE)]
+    return list(zip(keys, values, strict=True))
+
+
+def reading_records(
+    n: int,
+    *,
+    machines: int = 50,
+    start_ms: int | None = None,
+    step_ms: int = 10,
+    seed: int = 7,
+) -> list[dict[str, Any]]:
+    """The records behind `readings`: contract dicts, ready to encode (or to spoil)."""
     rng = random.Random(seed)
     start = int(time.time() * 1000) - n * step_ms if start_ms is None else start_ms
     records = []
-    keys = []
     for i in range(n):
         machine = f"m{i % machines:03d}"
         metric, unit, base = METRICS[(i // machines) % len(METRICS)]
@@ -61,12 +79,7 @@ def readings(
                 "quality": "GOOD",
             }
         )
-        keys.append(machine.encode())
-    values = encode_avro_many(records)
-    if garbage_every:
-        for i in range(garbage_every - 1, n, garbage_every):
-            values[i] = GARBAGE[(i // garbage_every) % len(GARBAGE)]
-    return list(zip(keys, values, strict=True))
+    return records
 
 
 def heavy_fleet(
@@ -123,8 +136,8 @@ def watermarks(settings: Settings, topic: str) -> dict[int, tuple[int, int]]:
         consumer.close()
 
 
-def dead_lettered_sources(settings: Settings) -> list[tuple[int, int]]:
-    """(source partition, source offset) of every message in the dead-letter topic, in order."""
+def dead_letters(settings: Settings) -> list[DeadLetter]:
+    """What the headers of every message in the dead-letter topic say, in order."""
     topic = settings.topics.dlq
     marks = watermarks(settings, topic)
     consumer = Consumer(
@@ -132,17 +145,21 @@ def dead_lettered_sources(settings: Settings) -> list[tuple[int, int]]:
     )
     consumer.assign([TopicPartition(topic, p, low) for p, (low, _) in marks.items()])
     need = sum(high - low for low, high in marks.values())
-    found: list[tuple[int, int]] = []
+    found: list[DeadLetter] = []
     deadline = time.monotonic() + 60
     try:
         while len(found) < need and time.monotonic() < deadline:
             for m in consumer.consume(num_messages=10_000, timeout=1.0):
                 if m.error() is None:
-                    letter = parse_dlq_headers(m.headers())  # type: ignore[arg-type]
-                    found.append((letter.partition, letter.offset))
+                    found.append(parse_dlq_headers(m.headers()))  # type: ignore[arg-type]
     finally:
         consumer.close()
     return found
+
+
+def dead_lettered_sources(settings: Settings) -> list[tuple[int, int]]:
+    """(source partition, source offset) of every message in the dead-letter topic, in order."""
+    return [(letter.partition, letter.offset) for letter in dead_letters(settings)]
 
 
 def isolated_settings(stack: Settings, lake_dir: Path, replication_factor: int = 1) -> Settings:
@@ -248,13 +265,14 @@ def spawn(
     log: Path,
     prefix: Sequence[str] = (),
     out: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[str]:
     """`ot <command> <args>` as a child process (behind `prefix`, e.g. `ip netns exec NS`); logs
     (stderr) appended to `log`; stdout piped, or appended to `out` for a long run."""
     with open(log, "a") as err, open(out or os.devnull, "a") as sink:
         return subprocess.Popen(
             [*prefix, sys.executable, "-m", "streaming.cli", command, *args],
-            env=child_env(settings),
+            env={**child_env(settings), **(env or {})},
             stdout=subprocess.PIPE if out is None else sink,
             stderr=err,
             text=True,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
@@ -55,7 +56,20 @@ def run_one(name: str, fn: DrillFn, options: DrillOptions) -> dict[str, Any]:
     return report
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # the drill stops its children and heals its stack on the way out
+
+
 def main(argv: list[str]) -> int:
+    signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("ot drill: interrupted (children stopped, stack healed)", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str]) -> int:
     drills = registered()
     parser = argparse.ArgumentParser(prog="ot drill", description=__doc__)
     parser.add_argument("name", choices=[*drills, "all", "list"], help="the drill, all, or list")

@@ -96,7 +96,9 @@ def _one_mode(
             took_s = takeover_s(survivors_s, at, deadline)
             d.sleep(0.5)
         takeovers[f"{mode} {sig.name}"] = {"landers": took_l, "state_writers": took_s}
-        d.check(f"{mode} {sig.name}: survivors took over", took_l is not None and took_s is not None)
+        d.check(
+            f"{mode} {sig.name}: survivors took over", took_l is not None and took_s is not None
+        )
         d.phase(
             f"{mode} {sig.name}",
             f"{sig.name} one lander (of 3) and one state writer (of 2), {mode} membership",

@@ -9,6 +9,7 @@ schema and lakes of its own, so drills can follow each other on one stack.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -86,6 +87,7 @@ class Child:
     work: Path
     prefix: Sequence[str] = ()
     supervised: bool = True
+    env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[str] | None = None
     exits: list[dict[str, Any]] = field(default_factory=list)
     peak_rss_kb: int = 0
@@ -105,7 +107,7 @@ class Child:
     def start(self) -> None:
         self.started_at, self.restart_at, self.stopping = now(), None, False
         self.proc = drills.spawn(
-            self.command, self.settings, self.args, self.log, self.prefix, out=self.out
+            self.command, self.settings, self.args, self.log, self.prefix, self.out, self.env
         )
 
     @property
@@ -232,6 +234,7 @@ class LagMonitor:
             g: Consumer({**reader_config(boot, "lag"), "group.id": g, "log_level": 0})
             for g in self.groups
         }
+        seen: set[tuple[str, int]] = set()
         try:
             while not self._stop.is_set():
                 t = now()
@@ -251,13 +254,23 @@ class LagMonitor:
                         continue
                     try:
                         done = reader.committed(parts, timeout=2)
-                        sample[g] = sum(
-                            high - (tp.offset if tp.offset >= 0 else low)
-                            for tp in done
-                            for low, high in [highs[tp.partition]]
-                        )
                     except Exception:
                         sample[g] = None
+                        continue
+                    # A partition without a commit counts from its start, unless it had one:
+                    # then the coordinator did not answer for it (unknown, not a huge lag).
+                    if any(
+                        tp.error is not None or (tp.offset < 0 and (g, tp.partition) in seen)
+                        for tp in done
+                    ):
+                        sample[g] = None
+                        continue
+                    seen.update((g, tp.partition) for tp in done if tp.offset >= 0)
+                    sample[g] = sum(
+                        high - (tp.offset if tp.offset >= 0 else low)
+                        for tp in done
+                        for low, high in [highs[tp.partition]]
+                    )
                 self.samples.append((t, sample))
                 self._stop.wait(max(0.0, self.every - (now() - t)))
         finally:
@@ -330,7 +343,9 @@ class Drill:
     # -- context ----------------------------------------------------------------------------
     def __enter__(self) -> Drill:
         self.work.mkdir(parents=True, exist_ok=True)
-        self.say(f"drill {self.name}: stack in {self.stack.root} (ports from {self.stack.kafka_port})")
+        self.say(
+            f"drill {self.name}: stack in {self.stack.root} (ports from {self.stack.kafka_port})"
+        )
         try:
             self._stack_started = self.stack.up()
         except StackError as exc:
@@ -364,10 +379,8 @@ class Drill:
     def heal_stack(self) -> None:
         """Every service of the drill stack running and answering again (resumed, restarted)."""
         for name in [*self.stack.kafka.node_names(), "redis", "postgres"]:
-            try:
+            with contextlib.suppress(StackError):
                 self.stack.pause(name, resume=True)
-            except StackError:
-                pass
         self.stack.up()
 
     def _sample(self) -> None:
@@ -388,6 +401,7 @@ class Drill:
         settings: Settings | None = None,
         prefix: Sequence[str] = (),
         supervised: bool = True,
+        env: dict[str, str] | None = None,
     ) -> Child:
         child = Child(
             name,
@@ -397,6 +411,7 @@ class Drill:
             self.work,
             prefix=prefix,
             supervised=supervised,
+            env=env or {},
         )
         child.start()
         self.children[name] = child
@@ -582,7 +597,9 @@ class Drill:
             out["lakes"][name] = figures
             out["lost"] += figures["missing"]
             out["duplicated"] += figures["duplicated"] + figures["outside_file_range"]
-            self.check(f"{label}{name}: file names cover every offset", not figures["file_name_gaps"])
+            self.check(
+                f"{label}{name}: file names cover every offset", not figures["file_name_gaps"]
+            )
             if landed_valid is None:
                 landed_valid, dead_in_lake = figures["landed"], figures["dead_lettered"]
         if dead_in_lake is not None:
@@ -609,7 +626,9 @@ class Drill:
             out["lost"] += max(0, valid - counted)
             out["duplicated"] += max(0, counted - valid)
             self.check(f"{label}redis: applied == day counters", applied == counted)
-            self.check(f"{label}redis: applied + invalid == produced", applied + invalid == produced)
+            self.check(
+                f"{label}redis: applied + invalid == produced", applied + invalid == produced
+            )
             self.check(f"{label}redis: offsets hash at the end of every partition", stored == ends)
         return out
 
@@ -674,7 +693,9 @@ def print_report(report: dict[str, Any]) -> None:
         detail = "" if c["detail"] is None else f"  ({c['detail']})"
         print(f"  {mark} {c['check']}{detail}")
     if report["peak_rss_mb"]:
-        print("peak memory (MB): " + ", ".join(f"{k} {v}" for k, v in report["peak_rss_mb"].items()))
+        print(
+            "peak memory (MB): " + ", ".join(f"{k} {v}" for k, v in report["peak_rss_mb"].items())
+        )
     print(f"logs: {report['logs']}")
     print(json.dumps(report, default=str), flush=True)
 

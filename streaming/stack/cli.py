@@ -1,5 +1,5 @@
-"""`ot stack up | down | status | env | start | stop | restart | kill | pause | resume`: start/stop/inspect Kafka,
-Redis, PostgreSQL, Mosquitto, or one service or Kafka node (`kafka-2`)."""
+"""`ot stack up | down | status | env | start | stop | restart | kill | pause | resume`:
+start/stop/inspect Kafka, Redis, PostgreSQL, Mosquitto, or one service or Kafka node (`kafka-2`)."""
 
 from __future__ import annotations
 

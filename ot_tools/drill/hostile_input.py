@@ -1,0 +1,158 @@
+"""hostile-input: hostile payloads mixed one to one with valid readings into Kafka: random bytes,
+truncated Avro, a wrong magic byte, NaN and infinities, 1 MiB messages, wrong JSON types,
+SQL-like and odd Unicode machine ids. Every bad one must be dead-lettered with its reason, every
+valid one landed and counted, and no consumer may crash."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import Counter
+from typing import Any
+
+from ot_tools import drills
+from ot_tools.drill.harness import Drill, DrillOptions, now
+from streaming.events import decode_batch, encode_avro_many
+from streaming.settings import Settings
+
+ODD_IDS = (
+    "m'; DROP TABLE readings;--",
+    "m001 OR 1=1",
+    "m\u202eevil",  # right-to-left override
+    "m\U0001f600",
+    "m\x00nul",
+    "M001",  # upper case: not the contract's form
+    "m" + "x" * 80,  # too long
+    "ｍ００１",  # fullwidth
+)
+KINDS = (
+    "random_bytes",
+    "truncated_avro",
+    "wrong_magic_byte",
+    "nan",
+    "infinity",
+    "negative_infinity",
+    "wrong_json_types",
+    "sql_like_machine_id",
+    "odd_unicode_machine_id",
+    "empty",
+    "json_garbage",
+    "out_of_range",
+)
+
+
+def hostile(n: int, seed: int = 17, big_every: int = 5_000) -> list[tuple[str, bytes, bytes]]:
+    """`n` hostile payloads as (kind, key, value), every kind in turn; one of every `big_every`
+    is a 1 MiB message of random bytes."""
+    rng = random.Random(seed)
+    base = drills.reading_records(max(n, 1), machines=40, seed=seed)
+    out: list[tuple[str, bytes, bytes]] = []
+    for i in range(n):
+        record = dict(base[i])
+        key = record["machine_id"].encode()
+        if big_every and i % big_every == big_every - 1:
+            out.append(("one_mib", key, rng.randbytes(2**20)))
+            continue
+        kind = KINDS[i % len(KINDS)]
+        value: bytes
+        if kind == "random_bytes":
+            value = rng.randbytes(rng.randint(1, 300))
+        elif kind == "truncated_avro":
+            whole = encode_avro_many([record])[0]
+            value = whole[: rng.randint(1, len(whole) - 1)]
+        elif kind == "wrong_magic_byte":
+            whole = encode_avro_many([record])[0]
+            value = bytes([rng.choice([0x01, 0x7F, 0xFF, 0x02])]) + whole[1:]
+        elif kind in ("nan", "infinity", "negative_infinity", "out_of_range"):
+            record["value"] = {
+                "nan": float("nan"),
+                "infinity": float("inf"),
+                "negative_infinity": float("-inf"),
+                "out_of_range": 1e300,
+            }[kind]
+            value = encode_avro_many([record])[0]
+        elif kind == "wrong_json_types":
+            value = json.dumps(
+                {**record, "value": "hot", "seq": "one", "ts": [record["ts"]], "machine_id": 7}
+            ).encode()
+        elif kind in ("sql_like_machine_id", "odd_unicode_machine_id"):
+            odd = ODD_IDS[(i // len(KINDS)) % len(ODD_IDS)]
+            record["machine_id"], record["event_id"] = odd, f"{odd}:{record['seq']}"
+            if i % 2:
+                value = json.dumps(record, ensure_ascii=False).encode()
+            else:
+                try:
+                    value = encode_avro_many([record])[0]
+                except Exception:  # the encoder refuses it: send it as JSON then
+                    value = json.dumps(record, ensure_ascii=False).encode()
+            key = odd.encode("utf-8", "surrogatepass")
+        elif kind == "empty":
+            value = b""
+        else:
+            value = rng.choice(
+                [b"{", b"[]", b"null", b'{"machine_id": {"$ne": null}}', b"\xff\xfe"]
+            )
+        out.append((kind, key, value))
+    return out
+
+
+def expected_valid(settings: Settings, values: list[bytes]) -> int:
+    """What the contract itself says: how many of these payloads are valid readings now."""
+    decoded = decode_batch(
+        values,
+        int(time.time() * 1000),
+        max_future_ms=int(settings.max_future_seconds * 1000),
+        max_age_ms=int(settings.max_event_age_hours * 3_600_000),
+    )
+    return int(decoded.valid.num_rows)
+
+
+def run(options: DrillOptions) -> dict[str, Any]:
+    """Hostile payloads mixed with valid readings: every bad one dead-lettered with its reason,
+    every valid one landed and counted, zero crashes."""
+    n = 10_000 if options.quick else 100_000
+    with Drill("hostile-input", options) as d:
+        bad = hostile(n)
+        good = drills.readings(n, machines=40, seed=3)
+        mixed: list[tuple[bytes, bytes]] = []
+        for (_, key, value), pair in zip(bad, good, strict=True):
+            mixed += [pair, (key, value)]
+        valid = expected_valid(d.settings, [v for _, v in mixed])
+        d.load = {
+            "source": "hostile payloads 1:1 with valid readings (ot_tools.drill.hostile_input)",
+            "hostile": n,
+            "valid_readings": n,
+            "kinds": dict(Counter(kind for kind, _, _ in bad)),
+            "valid_by_contract": valid,
+        }
+        d.say(f"producing {len(mixed):,} messages ({n:,} hostile)")
+        started = now()
+        drills.produce(d.settings, d.settings.topics.readings, mixed)
+        d.load["produce_s"] = round(now() - started, 1)
+        common = ["--progress-every", "1"]
+        d.child("lander", "land", ["--group", "lander", "--flush-age", "1", *common])
+        d.child("state", "state", ["--group", "state", *common])
+        d.monitor_lag("lander", "state")
+        at = now()
+        caught_up = d.wait_caught_up(timeout=300)
+        d.check("consumed everything", caught_up is not None)
+        d.figures["drain_s"] = None if caught_up is None else round(caught_up - at, 1)
+        for name in ("lander", "state"):
+            d.check(f"{name}: zero crashes", not d.children[name].exits, d.children[name].exits)
+        d.stop_consumers("lander", "state")
+        reconciled = d.reconcile(state_group="state")
+        lake = reconciled["lakes"]["lake"]
+        letters = drills.dead_letters(d.settings)
+        reasons = Counter(letter.reason for letter in letters)
+        d.figures["dead_letter_reasons"] = dict(reasons.most_common())
+        d.figures["dead_letters_truncated"] = sum(letter.truncated for letter in letters)
+        d.check("every valid reading landed", lake["landed"] == valid, [lake["landed"], valid])
+        d.check(
+            "every hostile payload dead-lettered",
+            lake["dead_lettered"] == len(mixed) - valid,
+            [lake["dead_lettered"], len(mixed) - valid],
+        )
+        d.check("every dead letter says why", all(letter.reason for letter in letters))
+        d.check("hostile payloads are most of the dead letters", len(mixed) - valid >= n * 0.99)
+        return d.report(reconciled)
