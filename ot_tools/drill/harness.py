@@ -285,16 +285,19 @@ class LagMonitor:
         `threshold` again, once it had been above it (a fault the consumers absorbed without ever
         going over counts as recovered at `start`, after `quiet` seconds of samples)."""
         over = False
+        first_good: float | None = None
         for t, sample in self.samples:
             if t < start:
                 continue
             bad = not sample or any(v is None or v > threshold for v in sample.values())
             if bad:
-                over = True
+                over, first_good = True, None
             elif over:
                 return t
-            elif t - start >= quiet:
-                return start
+            else:
+                first_good = first_good or t
+                if t - start >= quiet:
+                    return first_good
         return None
 
     def baseline(self, before: float, seconds: float = 6.0) -> int:
@@ -336,6 +339,7 @@ class Drill:
         self.began = now()
         self._stack_started: list[str] = []
         self._extra: list[Settings] = []
+        self._steady: int | None = None
         self._sampler_stop = threading.Event()
         self._sampler = threading.Thread(target=self._sample, name="sampler", daemon=True)
         self.settings: Settings
@@ -458,6 +462,7 @@ class Drill:
     def monitor_lag(self, *groups: str, settings: Settings | None = None) -> LagMonitor:
         if self.lag is not None:
             self.lag.stop()
+        self._steady = None
         self.lag = LagMonitor(settings or self.settings, groups).start()
         return self.lag
 
@@ -513,12 +518,14 @@ class Drill:
     ) -> dict[str, Any]:
         """Record a phase. Recovery runs from the heal (or the injection, for a fault that does
         not heal) until every group's committed lag is back to its steady state (1.5 x the
-        highest lag of the 6 s before the fault, at least half a second of load), and is never
-        shorter than the survivors' `takeover_s`."""
+        highest lag of the 6 s before the drill's first fault, at least half a second of load),
+        and is never shorter than the survivors' `takeover_s`."""
         assert self.lag is not None
         start = healed if healed is not None else injected
         rate = float(self.load.get("rate_per_s") or 0)
-        threshold = int(max(1.5 * self.lag.baseline(injected), 0.5 * rate, 100))
+        if self._steady is None:  # the lag before the first fault: later ones start from it
+            self._steady = self.lag.baseline(injected)
+        threshold = int(max(1.5 * self._steady, 0.5 * rate, 100))
         deadline = time.monotonic() + settle
         back = self.lag.recovered_at(start, threshold)
         while back is None and time.monotonic() < deadline:
