@@ -27,7 +27,8 @@ class Faults:
     `loss`, `loss_hold_ms`) at most every 0.2 s; no file: pass them on untouched."""
 
     def __init__(self, control: Path | None) -> None:
-        self.control, self.read_at, self.now = control, 0.0, {}
+        self.control, self.read_at = control, 0.0
+        self.now: dict[str, float] = {}
 
     def current(self) -> dict[str, float]:
         t = time.monotonic()
