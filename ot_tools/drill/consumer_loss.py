@@ -39,7 +39,7 @@ def run(options: DrillOptions) -> dict[str, Any]:
     """Three landers and two state writers; SIGKILL one of each, then SIGTERM one: the survivors
     take over (dynamic and static membership), nothing lost or twice."""
     quick = options.quick
-    rate = options.rate or (2_000 if quick else 10_000)
+    rate = options.rate or (2_000 if quick else 5_000)
     seconds = 30 if quick else 75
     with Drill("consumer-loss", options) as d:
         parts = {}

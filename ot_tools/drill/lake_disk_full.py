@@ -54,7 +54,7 @@ def run(options: DrillOptions) -> dict[str, Any]:
     """The lake's filesystem fills up under load: the lander stops and says why, corrupts and
     skips nothing, and resumes exactly when space returns."""
     quick = options.quick
-    rate = options.rate or (3_000 if quick else 10_000)
+    rate = options.rate or (3_000 if quick else 5_000)
     full_for = 15.0 if quick else 30.0
     with (
         Drill("lake-disk-full", options) as d,

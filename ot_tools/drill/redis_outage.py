@@ -28,7 +28,7 @@ def run(options: DrillOptions) -> dict[str, Any]:
     """Redis paused, then killed and restarted, under load: the state writer backs off and
     resumes exactly; the API's live endpoints answer 503 while history keeps working."""
     quick = options.quick
-    rate = options.rate or (1_000 if quick else 10_000)
+    rate = options.rate or (1_000 if quick else 5_000)
     pause = 10.0 if quick else 30.0
     down = 4.0 if quick else 10.0
     with Drill("redis-outage", options) as d:
