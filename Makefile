@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup lock run start stop logs test test-fast lint format bench up up3 down status clean
+.PHONY: setup lock run start stop logs test test-fast lint format bench drills up up3 down status clean
 
 setup: $(STAMP)
 
@@ -63,6 +63,11 @@ format: setup
 bench: setup
 	@$(BIN)/ot stack up
 	@$(BIN)/ot bench
+
+# Every fault drill in turn, on a stack of their own (.drill-stack/, ports from 29092): one JSON
+# verdict line each, exit 1 if anything was lost or duplicated (docs/reliability.md).
+drills: setup
+	@$(BIN)/ot drill all
 
 up: setup
 	@$(BIN)/ot stack up

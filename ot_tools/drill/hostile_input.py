@@ -1,7 +1,9 @@
 """hostile-input: hostile payloads mixed one to one with valid readings into Kafka: random bytes,
 truncated Avro, a wrong magic byte, NaN and infinities, 1 MiB messages, wrong JSON types,
 SQL-like and odd Unicode machine ids. Every bad one must be dead-lettered with its reason, every
-valid one landed and counted, and no consumer may crash."""
+valid one landed and counted, and no consumer may crash. Then the same through the webhook
+(`ot api`): hostile bodies and readings answered with a 4xx problem+json (never a 5xx), bad
+readings dead-lettered, the valid ones of each request accepted and landed."""
 
 from __future__ import annotations
 
@@ -11,9 +13,12 @@ import time
 from collections import Counter
 from typing import Any
 
+import httpx
+
 from ot_tools import drills
-from ot_tools.drill.harness import Drill, DrillOptions, now
-from streaming.events import decode_batch, encode_avro_many
+from ot_tools.drill.harness import Drill, DrillOptions, combine, now
+from streaming.api.keys import Role, new_key
+from streaming.events import decode_batch, encode_avro_many, encode_json
 from streaming.settings import Settings
 
 ODD_IDS = (
@@ -155,4 +160,107 @@ def run(options: DrillOptions) -> dict[str, Any]:
         )
         d.check("every dead letter says why", all(letter.reason for letter in letters))
         d.check("hostile payloads are most of the dead letters", len(mixed) - valid >= n * 0.99)
-        return d.report(reconciled)
+        webhook = _webhook(d, 300 if options.quick else 3_000)
+        return d.report(combine({"kafka": reconciled, "webhook": webhook}))
+
+
+def _bodies(n: int, seed: int = 5) -> list[tuple[str, str, bytes, int]]:
+    """(kind, content type, body, valid readings in it) for `n` webhook requests."""
+    rng = random.Random(seed)
+    records = drills.reading_records(n * 3, machines=30, seed=seed)
+    bad = [(k, v) for k, _, v in hostile(n * 2, seed=seed, big_every=0)]
+    out: list[tuple[str, str, bytes, int]] = []
+    js = "application/json"
+    for i in range(n):
+        good = records[3 * i : 3 * i + 3]
+        kind, value = bad[i]
+        choice = i % 8
+        if choice == 0:
+            out.append(("valid", js, encode_json(good[0]), 1))
+        elif choice == 1:  # a batch: valid readings and a hostile one among them
+            spoilt = {**good[2], "value": "NaN", "machine_id": ODD_IDS[i % len(ODD_IDS)]}
+            body = json.dumps([good[0], good[1], spoilt], ensure_ascii=False).encode()
+            out.append(("mixed_batch", js, body, 2))
+        elif choice == 2:
+            out.append((f"raw_{kind}", js, value, 0))  # the Kafka payloads, as a body
+        elif choice == 3:
+            odd = ODD_IDS[i % len(ODD_IDS)]
+            record = {**good[0], "machine_id": odd, "event_id": f"{odd}:{good[0]['seq']}"}
+            out.append(("odd_machine_id", js, json.dumps(record).encode(), 0))
+        elif choice == 4:
+            record = {**good[0], "value": [1, 2], "ts": "yesterday", "quality": None}
+            out.append(("wrong_json_types", js, json.dumps(record).encode(), 0))
+        elif choice == 5:
+            text = json.dumps({**good[0], "value": float("nan")})  # JSON with a bare NaN
+            out.append(("nan_literal", js, text.encode(), 0))
+        elif choice == 6:
+            whole = encode_json(good[0])
+            out.append(("truncated_json", js, whole[: rng.randint(1, len(whole) - 1)], 0))
+        else:
+            out.append(("random_bytes", "application/x-ndjson", rng.randbytes(200), 0))
+    out.append(("too_large", js, b"[" + b" " * (5 * 2**20) + b"]", 0))
+    return out
+
+
+def _webhook(d: Drill, n: int) -> dict[str, Any]:
+    """Hostile requests into `ot api` on a topic set of their own, with a lander behind it."""
+    settings = d.isolate("webhook")
+    secret, entry = new_key("drill", Role.INGEST)
+    port = d.options.port_base + 301
+    d.child(
+        "api", "api", ["--port", str(port)], settings=settings, env={"OT_API_KEYS": entry.entry}
+    )
+    d.child("web-lander", "land", ["--group", "lander", "--flush-age", "1"], settings=settings)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    d.wait_for("ot api answers", lambda: _health(client), 60)
+    statuses: Counter[str] = Counter()
+    accepted = rejected = expected = 0
+    problems_ok = True
+    for kind, ctype, body, valid in _bodies(n):
+        r = client.post(
+            "/webhook/sensor-data",
+            content=body,
+            headers={"X-API-Key": secret, "Content-Type": ctype},
+        )
+        statuses[f"{kind} {r.status_code}"] += 1
+        expected += valid
+        if r.status_code == 202:
+            answer = r.json()
+            accepted += answer["accepted"]
+            rejected += len(answer["rejected"])
+        else:
+            problem = r.headers.get("content-type", "").startswith("application/problem+json")
+            problems_ok = problems_ok and problem and 400 <= r.status_code < 500
+            if r.status_code == 422:
+                rejected += len(r.json().get("rejected", []))
+    client.close()
+    d.say(f"webhook: {sum(statuses.values())} requests, {accepted} readings accepted")
+    d.monitor_lag("lander", settings=settings)
+    d.check("webhook: landed", d.wait_caught_up(timeout=120) is not None)
+    d.check("webhook: every error a 4xx problem+json, no 5xx", problems_ok, dict(statuses))
+    d.check("webhook: the valid readings accepted", accepted == expected, [accepted, expected])
+    d.check("webhook: api and lander never crashed", not d.children["api"].exits)
+    d.stop_consumers("web-lander", "api")
+    out = d.reconcile(settings=settings, label="webhook: ")
+    letters = [x for x in drills.dead_letters(settings) if x.stage == "gateway"]
+    d.check(
+        "webhook: every rejected reading dead-lettered",
+        len(letters) >= rejected > 0,
+        [len(letters), rejected],
+    )
+    d.check("webhook: every accepted reading landed", out["lakes"]["lake"]["landed"] == accepted)
+    d.figures["webhook"] = {
+        "requests": sum(statuses.values()),
+        "answers": dict(sorted(statuses.items())),
+        "accepted": accepted,
+        "rejected_readings": rejected,
+        "dead_lettered_by_gateway": len(letters),
+    }
+    return out
+
+
+def _health(client: httpx.Client) -> bool:
+    try:
+        return client.get("/health").status_code == 200
+    except httpx.HTTPError:
+        return False
