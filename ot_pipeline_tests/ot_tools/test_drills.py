@@ -66,12 +66,15 @@ def test_hostile_input_dead_letters_every_bad_payload_and_lands_every_valid_one(
     options: DrillOptions,
 ) -> None:
     report = drill("hostile-input", options)
-    lake = report["reconciled"]["lakes"]["lake"]
+    lake = report["reconciled"]["parts"]["kafka"]["lakes"]["lake"]
     assert lake["landed"] == report["load"]["valid_by_contract"] > 0
     assert lake["dead_lettered"] >= report["load"]["hostile"] * 0.99
     assert report["unrequested_exits"] == {}
     assert set(report["load"]["kinds"]) >= {"random_bytes", "nan", "one_mib"}
     assert len(report["dead_letter_reasons"]) >= 3  # told apart, not one catch-all
+    webhook = report["webhook"]
+    assert webhook["accepted"] > 0 and webhook["dead_lettered_by_gateway"] > 0
+    assert not any(answer.endswith(" 500") for answer in webhook["answers"])
 
 
 def test_consumer_loss_survivors_take_over_with_and_without_static_membership(
