@@ -289,11 +289,6 @@ class ConsumerRuntime:
         consumer.assign(partitions)
         if self.breaker.open:
             consumer.pause(partitions)
-        else:
-            # librdkafka keeps a partition's pause across losing and regaining it: paused by the
-            # breaker, lost while the sink was down, assigned again after it came back, it would
-            # stay paused for good (the network-partition drill: a state writer consuming nothing).
-            consumer.resume(partitions)
         mine = sorted(tp.partition for tp in partitions)
         self.log(
             "assigned",
