@@ -33,7 +33,7 @@ def run(options: DrillOptions) -> dict[str, Any]:
     """Three brokers: SIGKILL the leader of most partitions, then the group coordinator, then two
     brokers at once briefly, then SIGSTOP one; nothing lost or twice, producer failures 0."""
     quick = options.quick
-    rate = options.rate or (1_000 if quick else 10_000)
+    rate = options.rate or (1_000 if quick else 5_000)
     outage = 8.0 if quick else 30.0
     brief = 4.0 if quick else 10.0
     with Drill("broker-loss", options) as d:
