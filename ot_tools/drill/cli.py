@@ -92,7 +92,7 @@ def _main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.name == "list":
         for name, ep in drills.items():
-            print(f"{name:18} {(ep.load().__doc__ or '').strip().splitlines()[0]}")
+            print(f"{name:18} {' '.join((ep.load().__doc__ or '').split())}")
         return 0
     if not 1024 < args.port_base < 65000:
         print(f"ot drill: --port-base {args.port_base} is out of range", file=sys.stderr)

@@ -121,8 +121,8 @@ class Namespace:
 
 
 def run(options: DrillOptions) -> dict[str, Any]:
-    """The consumers cut off the network (netns, veth, netem 100 % loss) and healed, then 200 ms
-    of delay and 5 % loss: they rejoin and catch up, nothing lost or twice."""
+    """The consumers cut off the network (netns, veth link down) and healed, then 200 ms of
+    delay and 5 % loss: they rejoin and catch up, nothing lost or twice."""
     quick = options.quick
     rate = options.rate or (1_000 if quick else 5_000)
     cut = 10.0 if quick else 30.0
