@@ -45,12 +45,17 @@ def run(options: DrillOptions) -> dict[str, Any]:
         end = now()
         achieved = summary.get("readings_per_s") or 0
         d.figures["overload_achieved_per_s"] = achieved
-        d.check(
-            "the load exceeded what the consumers sustain",
-            achieved > 1.2 * sustainable,
-            [achieved, round(sustainable)],
+        d.figures["overload_produced"] = summary.get("produced")
+        record = d.phase(
+            "overload",
+            f"{rate:,.0f} readings/s asked for {seconds:.0f} s ({achieved:,.0f}/s achieved)",
+            at,
+            end,
         )
-        d.phase("overload", f"{achieved:,.0f} readings/s for {seconds:.0f} s", at, end)
+        # The simulator shares the CPU too and may spread the volume over a longer time: what
+        # counts is that the consumers fell well behind (10 s of what they sustain).
+        peak = max(record["peak_lag"].values(), default=0)
+        d.check("the consumers fell behind", peak > 10 * sustainable, [peak, round(sustainable)])
         d.check("caught up", d.wait_caught_up(timeout=600) is not None)
         d.check("producer: no delivery failures", summary.get("delivery_failures") == 0)
         for name in ("lander", "state"):
