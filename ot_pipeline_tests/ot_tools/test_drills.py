@@ -136,7 +136,7 @@ def test_overload_consumers_fall_behind_with_bounded_memory_and_catch_up(
     options: DrillOptions,
 ) -> None:
     report = drill("overload", options)
-    assert max(report["phases"][0]["peak_lag"].values()) > 10 * report["sustainable_per_s"]
+    assert max(report["phases"][0]["peak_lag"].values()) > report["sustainable_per_s"]
 
 
 @pytest.mark.slow

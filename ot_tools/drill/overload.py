@@ -53,9 +53,14 @@ def run(options: DrillOptions) -> dict[str, Any]:
             end,
         )
         # The simulator shares the CPU too and may spread the volume over a longer time: what
-        # counts is that the consumers fell well behind (10 s of what they sustain).
+        # counts is that the consumers fell well behind (a quarter of the excess the overload
+        # adds at their measured rate: the calibration under-measures them a little).
         peak = max(record["peak_lag"].values(), default=0)
-        d.check("the consumers fell behind", peak > 10 * sustainable, [peak, round(sustainable)])
+        d.check(
+            "the consumers fell behind",
+            peak > 0.25 * seconds * sustainable,
+            [peak, round(sustainable)],
+        )
         d.check("caught up", d.wait_caught_up(timeout=600) is not None)
         d.check("producer: no delivery failures", summary.get("delivery_failures") == 0)
         for name in ("lander", "state"):
