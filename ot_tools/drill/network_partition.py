@@ -125,7 +125,7 @@ def run(options: DrillOptions) -> dict[str, Any]:
     delay and 5 % loss: they rejoin and catch up, nothing lost or twice."""
     quick = options.quick
     rate = options.rate or (1_000 if quick else 5_000)
-    cut = 10.0 if quick else 30.0
+    cut = 15.0 if quick else 30.0
     degraded = 15.0 if quick else 60.0
     with Drill("network-partition", options) as d:
         stack = d.stack

@@ -289,6 +289,11 @@ class ConsumerRuntime:
         consumer.assign(partitions)
         if self.breaker.open:
             consumer.pause(partitions)
+        else:
+            # A breaker trip paused the partitions; if they were lost while it was open and the
+            # sink came back before they were assigned again, nothing resumed them: the
+            # network-partition drill's state writer fetched nothing for minutes (twice).
+            consumer.resume(partitions)
         mine = sorted(tp.partition for tp in partitions)
         self.log(
             "assigned",
