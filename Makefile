@@ -13,7 +13,7 @@ DASHBOARD_STAMP := dashboard/dist/.build-stamp
 DASHBOARD_SOURCES := $(shell find dashboard/src -type f 2>/dev/null) dashboard/index.html \
 	dashboard/vite.config.ts dashboard/tsconfig.json dashboard/package.json
 
-.PHONY: setup lock run start stop logs test test-fast lint format bench up up3 down status clean
+.PHONY: setup lock run start stop logs test test-fast lint format bench drills up up3 down status clean
 
 setup: $(STAMP) $(DASHBOARD_STAMP)
 
@@ -73,6 +73,11 @@ format: setup
 bench: setup
 	@$(BIN)/ot stack up
 	@$(BIN)/ot bench
+
+# Every fault drill in turn, on a stack of their own (.drill-stack/, ports from 29092): one JSON
+# verdict line each, exit 1 if anything was lost or duplicated (docs/reliability.md).
+drills: setup
+	@$(BIN)/ot drill all
 
 up: setup
 	@$(BIN)/ot stack up
