@@ -290,7 +290,7 @@ class StateWriter:
             self._last_sweep = now
             now_ms = int(self.clock() * 1000)
             with redis_reachable():
-                self.sweep(now_ms)
+                self.sweep(now_ms, self.runtime.undisturbed_for(now))
                 self.escalate(now_ms)
                 for p in sorted(self.runtime.positions):  # events of `ot api` and of escalation
                     self._publish_outbox(p)
@@ -308,11 +308,14 @@ class StateWriter:
             self.log("escalated", count=raised)
         return raised
 
-    def sweep(self, now_ms: int) -> int:
-        """Open OFFLINE alerts for silent machines of the assigned partitions. Skipped while
-        catching up (full batches): silence is only known once the backlog is read."""
+    def sweep(self, now_ms: int, undisturbed_s: float = float("inf")) -> int:
+        """Open OFFLINE alerts for silent machines of the assigned partitions. Skipped until
+        this writer has read without a Kafka error, a new assignment or a backlog for a whole
+        OFFLINE period (`undisturbed_s`): silence is only known once the backlog is read, and a
+        writer cut off from the brokers hears nothing from any machine (the broker-loss drill
+        flagged all 200 machines OFFLINE before this)."""
         assigned = list(self.runtime.positions)
-        if self.runtime.backlog or not assigned:
+        if self.runtime.backlog or not assigned or undisturbed_s * 1000 < self.offline_after_ms:
             return 0
         expired_before = now_ms - self.expire_after_s * 1000
         silent = self.store.silent(now_ms - self.offline_after_ms, expired_before)

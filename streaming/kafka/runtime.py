@@ -227,6 +227,10 @@ class ConsumerRuntime:
         # Next offset the sink wants per assigned partition (-1: it holds nothing, take any).
         self.positions: dict[int, int] = {}
         self.backlog = False  # the last consume call filled its batch: catching up
+        # Monotonic time of the last sign that this consumer may not be current: an assignment,
+        # a Kafka error (broker down, transport), a fresh client, a full batch. A sink that
+        # judges silence (the state writer's OFFLINE sweep) waits until this is long enough ago.
+        self.disturbed_at = time.monotonic()
         self.membership = membership
         self.failed: KafkaError | None = None  # a fatal error: the client must be replaced
         self.rejoins: list[float] = []  # monotonic times of the fresh clients made
@@ -287,6 +291,7 @@ class ConsumerRuntime:
             tp.offset = OFFSET_BEGINNING if nxt is None else nxt
             self.positions[tp.partition] = -1 if nxt is None else nxt
         consumer.assign(partitions)
+        self.disturbed_at = time.monotonic()
         if self.breaker.open:
             consumer.pause(partitions)
         else:
@@ -464,7 +469,12 @@ class ConsumerRuntime:
         self.stats.dead_lettered += len(decoded.rejected)
         self.producer.poll()
 
+    def undisturbed_for(self, now: float) -> float:
+        """Seconds this consumer has been reading without error, assignment or backlog."""
+        return now - self.disturbed_at
+
     def _kafka_error(self, err: KafkaError) -> None:
+        self.disturbed_at = time.monotonic()
         if is_fatal(err):
             self.failed = self.failed or err
             self.log("kafka_fatal", code=err.name(), error=str(err))
@@ -482,7 +492,7 @@ class ConsumerRuntime:
         keeps failing (REJOIN_BUDGET fresh clients within REJOIN_WINDOW_S: another live process
         with the same --instance-id, a broken configuration) raises ConsumerFailed instead."""
         err, self.failed = self.failed, None
-        now = time.monotonic()
+        now = self.disturbed_at = time.monotonic()
         self.rejoins = [t for t in self.rejoins if now - t < REJOIN_WINDOW_S]
         lost = sorted(self.positions)
         self.sink.lose(lost)
@@ -532,6 +542,8 @@ class ConsumerRuntime:
                 messages = self.consumer.consume(num_messages=want, timeout=self.poll_timeout)
                 now = time.monotonic()
                 self.backlog = len(messages) >= want
+                if self.backlog:
+                    self.disturbed_at = now
                 try:
                     if messages:
                         bounds.saw_messages(now)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from ot_pipeline_tests.support.redis_server import RedisServer
 from ot_tools import drills
@@ -123,6 +124,44 @@ def test_state_writer_marks_silent_machines_offline_on_a_timer(
         "m001",
         "m002",
     ]
+
+
+def test_state_writer_judges_no_machine_offline_while_its_own_kafka_path_is_disturbed(
+    isolated: Settings, rdb: redis.Redis
+) -> None:
+    """A writer that cannot read hears nothing from any machine: while librdkafka reports errors
+    (here the error callback it calls on a broken transport) silence is unknown, and the
+    machines go OFFLINE only after a whole OFFLINE period of undisturbed reading."""
+    settings = replace(isolated, offline_after_seconds=1.0)
+    drills.produce(settings, settings.topics.readings, drills.readings(60, machines=3))
+    group = f"state-{settings.topics.readings}"
+    keys = RedisKeys(settings.redis_prefix, group)
+    writer = StateWriter(settings, replace(MEMBERSHIP, group=group), sweep_every_s=0.2)
+    summary: list[dict] = []
+    runner = threading.Thread(
+        target=lambda: summary.append(writer.run(Bounds(until_idle=6.0), StopFlag()))
+    )
+    runner.start()
+    try:
+        disturbed_until = time.monotonic() + 3.5
+        while time.monotonic() < disturbed_until:
+            writer.runtime._client_error(KafkaError(KafkaError._TRANSPORT, "broker down (drill)"))
+            time.sleep(0.25)
+        assert not rdb.hvals(keys.alerts_active), "OFFLINE while the writer could not know"
+        ended = time.monotonic()
+        while not rdb.hvals(keys.alerts_active) and time.monotonic() - ended < 4.0:
+            time.sleep(0.1)
+        waited = time.monotonic() - ended
+    finally:
+        runner.join(timeout=20)
+    active = [json.loads(v) for v in rdb.hvals(keys.alerts_active)]
+    assert sorted(a["machine_id"] for a in active if a["rule"] == "offline") == [
+        "m000",
+        "m001",
+        "m002",
+    ]
+    assert 0.8 <= waited < 3.0  # one OFFLINE period after the last error, plus a sweep or two
+    assert summary and summary[0]["consumed"] == 60
 
 
 @pytest.mark.slow
