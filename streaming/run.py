@@ -1,11 +1,13 @@
 """`make run`: the whole platform on one machine.
 
 Starts the local stack, then the simulator (real time), the HTTP API (`ot api`: the webhook
-gateway, port 8000), the MQTT bridge, the lander, the state writer and `dagster dev` (UI on port
-3000, with the daemon that runs the sensor, automation and schedules).
+gateway, port 8000), the MQTT bridge, the lander, the state writer and Dagster: its code server
+(which also runs the runs), its daemon (sensors, automation, schedule) and its UI (port 3000).
 Each child writes its log under `.stack/logs/run-*.log`; this process prints one status line every
 few seconds. Ctrl-C (or SIGTERM) stops every process it started, the stack services it started
-included (services that were already running, e.g. after `make up`, stay up).
+included (services that were already running, e.g. after `make up`, stay up). Dagster's daemon
+stops first, so no new run starts; runs in flight finish (or, after 30 s, are cancelled), and the
+lines say which (`stop_platform`): a stop leaves no failed run.
 
 Supervision: a child that exits is restarted with backoff (1 s doubling to 30 s, back to 1 s after
 a minute of health), with one line saying so; one that keeps crashing (5 exits within 2 minutes)
@@ -22,6 +24,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -259,15 +262,7 @@ def run(
         Child("state-writer", [ot, "state"], logs / "run-state-writer.log"),
     ]  # fmt: skip
     if not args.no_dagster:
-        children.append(
-            Child(
-                "dagster",
-                [str(bin_dir / "dagster"), "dev", "-w", str(REPO_ROOT / "workspace.yaml"),
-                 "-h", "127.0.0.1", "-p", str(args.port)],
-                logs / "run-dagster.log",
-            )
-        )  # fmt: skip
-
+        children += dagster_children(bin_dir, Path(env["DAGSTER_HOME"]), args.port, logs)
     stopping = False
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -279,6 +274,8 @@ def run(
 
     for child in children:
         child.start(env)
+        if child.name == "dagster-code":  # the UI and the daemon connect to its socket
+            wait_for_socket(child, Path(child.cmd[child.cmd.index("--socket") + 1]))
     print("The OT platform is running:")
     print(f"  Kafka        {settings.kafka_bootstrap_servers}")
     live = RedisKeys(settings.redis_prefix).scan_machines
@@ -326,9 +323,87 @@ def run(
         )
         print(failed.tail(), file=sys.stderr)
     print("\nstopping: " + ", ".join(c.name for c in children), flush=True)
-    for child in children:  # the producer first, so the consumers flush what it sent last
-        child.stop()
+    stop_platform(children, ot, env)
     return 1 if failed is not None else 0
+
+
+# -- Dagster: a code server, the UI and the daemon, stopped in an order that fails no run --------
+DAGSTER_SERVERS = ("dagster-ui", "dagster-code")
+
+
+def dagster_children(bin_dir: Path, home: Path, port: int, logs: Path) -> list[Child]:
+    """The code server (on a Unix socket under DAGSTER_HOME; it also runs the runs), the daemon
+    (sensors, automation, schedule, run queue) and the UI, as three children. `dagster dev`
+    would start the same, but stops them all at once: an in-flight run was then killed and
+    marked failed, and its code server lingered until its heartbeat timed out."""
+    socket_path = home / "code-server.sock"
+    if len(str(socket_path)) > 100:  # the limit of a Unix socket path is 108 bytes
+        socket_path = Path(tempfile.mkdtemp(prefix="ot-dagster-")) / "code-server.sock"
+    socket_path.unlink(missing_ok=True)  # left by a run that was killed
+    dagster = str(bin_dir / "dagster")
+    return [
+        Child(
+            "dagster-code",
+            [dagster, "code-server", "start", "-m", "ot_pipeline.definitions",
+             "--location-name", "ot_pipeline", "-d", str(REPO_ROOT), "--socket", str(socket_path),
+             "--log-level", "warning"],
+            logs / "run-dagster-code.log",
+        ),
+        Child(
+            "dagster-daemon",
+            [str(bin_dir / "dagster-daemon"), "run", "--grpc-socket", str(socket_path)],
+            logs / "run-dagster-daemon.log",
+        ),
+        Child(
+            "dagster-ui",
+            [str(bin_dir / "dagster-webserver"), "--grpc-socket", str(socket_path),
+             "-h", "127.0.0.1", "-p", str(port)],
+            logs / "run-dagster-ui.log",
+        ),
+    ]  # fmt: skip
+
+
+def wait_for_socket(child: Child, path: Path, timeout: float = 120) -> None:
+    """Until the code server listens (its code loaded) or exits (the supervisor then says so)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists() and child.alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def stop_platform(children: list[Child], ot: str, env: dict[str, str]) -> None:
+    """Stop the children so that no Dagster run fails: the daemon first (no new runs), then the
+    streaming processes (the producer first, so the consumers flush what it sent last), then
+    `ot pipeline settle-runs` lets the runs in flight finish (or cancels them, saying which), and
+    only then the UI and the code server, which runs them."""
+    by_name = {c.name: c for c in children}
+    daemon = by_name.get("dagster-daemon")
+    if daemon is not None:
+        daemon.stop()
+    for child in children:
+        if child.name not in DAGSTER_SERVERS and child is not daemon:
+            child.stop()
+    if daemon is not None and by_name["dagster-code"].alive():
+        settle_runs(ot, env)
+    for name in DAGSTER_SERVERS:
+        if name in by_name:
+            by_name[name].stop()
+
+
+def settle_runs(ot: str, env: dict[str, str], wait: float = 30) -> None:
+    """`ot pipeline settle-runs`: its lines (which runs finished, which were cancelled) printed
+    here; a failure to settle is said, never raised (the stop goes on)."""
+    try:
+        done = subprocess.run(
+            [ot, "pipeline", "settle-runs", "--wait", str(wait)],
+            env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=wait + 60,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        print("dagster: settling the runs in flight timed out", flush=True)
+        return
+    for line in done.stdout.splitlines():
+        print(f"dagster: {line}", flush=True)
+    if done.returncode != 0:
+        print(f"dagster: settling the runs failed: {done.stderr.strip()[-500:]}", flush=True)
 
 
 def supervise(children: list[Child], env: dict[str, str]) -> Child | None:

@@ -31,13 +31,14 @@ DETECTION_INPUT = [
 @dg.asset(
     deps=[readings],
     **HOURLY_FOLLOWING,
-    group_name="lake",
+    group_name="hourly_analytics",
     kinds={"parquet", "polars"},
 )
 def anomalies(
     context: dg.AssetExecutionContext, lake: LakeResource, pipeline: PipelineConfig
 ) -> dg.MaterializeResult:
-    """Flagged readings of the hour: score, severity and the detector that fired."""
+    """Flagged readings of the hour: score, severity and the detector that fired (spike, level,
+    limits, rate of change, drift, ramp, stuck-at, gaps), warmed with the previous hour."""
     from ot_pipeline.detection import detect
 
     the_lake = lake.lake()
