@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -275,7 +276,8 @@ def run(
     for child in children:
         child.start(env)
         if child.name == "dagster-code":  # the UI and the daemon connect to its socket
-            wait_for_socket(child, Path(child.cmd[child.cmd.index("--socket") + 1]))
+            socket_path = Path(child.cmd[child.cmd.index("--socket") + 1])
+            wait_for_socket(child, socket_path, lambda: stopping)
     print("The OT platform is running:")
     print(f"  Kafka        {settings.kafka_bootstrap_servers}")
     live = RedisKeys(settings.redis_prefix).scan_machines
@@ -363,10 +365,13 @@ def dagster_children(bin_dir: Path, home: Path, port: int, logs: Path) -> list[C
     ]  # fmt: skip
 
 
-def wait_for_socket(child: Child, path: Path, timeout: float = 120) -> None:
-    """Until the code server listens (its code loaded) or exits (the supervisor then says so)."""
+def wait_for_socket(
+    child: Child, path: Path, stopping: Callable[[], bool], timeout: float = 120
+) -> None:
+    """Until the code server listens (its code loaded), exits (the supervisor then says so) or
+    the run is asked to stop."""
     deadline = time.monotonic() + timeout
-    while not path.exists() and child.alive() and time.monotonic() < deadline:
+    while not path.exists() and child.alive() and not stopping() and time.monotonic() < deadline:
         time.sleep(0.2)
 
 

@@ -267,3 +267,65 @@ def test_hourly_writers_share_one_lane_that_the_instance_runs_one_at_a_time(tmp_
     (home / "dagster.yaml").write_text("# mine\n")
     ensure_dagster_home(home)
     assert (home / "dagster.yaml").read_text() == "# mine\n"
+
+
+def test_partitions_start_at_the_setting_else_the_first_data_in_the_lake_else_now(tmp_path):
+    from dataclasses import replace
+
+    from ot_pipeline.partitions import partitions_start
+    from streaming.lake.files import write_hour
+    from streaming.lake.landing import first_event_hour
+    from streaming.settings import Settings
+
+    lake = Lake(tmp_path / "lake")
+    now = datetime(2026, 12, 7, 10, 42, tzinfo=UTC)
+    settings = replace(Settings(), lake_dir=lake.root)
+    assert first_event_hour(lake) is None
+    assert partitions_start(settings, now) == datetime(2026, 12, 7, 10, tzinfo=UTC)  # empty lake
+
+    land(lake, synthetic_readings(H0, 2, machines=2, interval_s=60.0), partitions=2, file_rows=50)
+    assert first_event_hour(lake) == "2026-11-20-06:00"  # the first landing file's footer
+    assert partitions_start(settings, now) == H0
+    frame = pl.read_parquet(lake.landed_files()[0].path).head(0)
+    write_hour(lake, "readings", "2026-11-19-22:00", frame)  # an hour made from older files
+    lake.archive_path("2026-11-18").parent.mkdir(parents=True)
+    lake.archive_path("2026-11-18").touch()  # a day archived, its landing files pruned
+    assert first_event_hour(lake) == "2026-11-18-00:00"
+
+    fixed = replace(settings, partitions_start=datetime(2026, 12, 1, tzinfo=UTC))
+    assert partitions_start(fixed, now) == datetime(2026, 12, 1, tzinfo=UTC)
+
+
+def test_settle_runs_cancels_queued_runs_and_reports_each_run():
+    from ot_pipeline.instance import settle_runs
+
+    lines: list[str] = []
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert settle_runs(instance, wait_s=0.1, say=lines.append)["cancelled"] == []
+        assert lines == ["no run in flight"]
+        # created, never launched (a QUEUED run needs a code location's origin; both are settled
+        # the same way)
+        queued = dg.DagsterRun(
+            job_name=HOURLY_JOB,
+            run_id="0123456789abcdef",
+            status=dg.DagsterRunStatus.NOT_STARTED,
+            tags={
+                "dagster/asset_partition_range_start": "2026-11-20-06:00",
+                "dagster/asset_partition_range_end": "2026-11-20-07:00",
+            },
+        )
+        done = dg.DagsterRun(job_name=HOURLY_JOB, status=dg.DagsterRunStatus.SUCCESS)
+        instance.add_run(queued)
+        instance.add_run(done)
+        lines.clear()
+        outcome = settle_runs(instance, wait_s=0.1, say=lines.append)
+        assert outcome["cancelled"] == [queued.run_id] and outcome["unsettled"] == []
+        assert lines == [
+            "cancelled run 01234567 (process_landed_hours 2026-11-20-06:00..2026-11-20-07:00):"
+            " queued, never launched"
+        ]
+        statuses = {r.run_id: r.status for r in instance.get_runs()}
+        assert statuses == {
+            queued.run_id: dg.DagsterRunStatus.CANCELED,
+            done.run_id: dg.DagsterRunStatus.SUCCESS,
+        }

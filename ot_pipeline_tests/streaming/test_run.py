@@ -70,7 +70,7 @@ def test_make_run_streams_into_the_lake_and_redis_and_serves_the_dagster_ui(
 ):
     """Everything comes up; a Dagster run starts; Ctrl-C while it is in flight leaves no process
     it started and no failed run (the daemon stops first, the run finishes or is cancelled)."""
-    port, api_port = 3317, 8317
+    port, api_port = free_port(), free_port()
     mark = f"OT_TEST_RUN_MARK={tmp_path.name}-{os.getpid()}"
     home = tmp_path / "dagster"
     env = {
@@ -129,8 +129,8 @@ def test_make_run_streams_into_the_lake_and_redis_and_serves_the_dagster_ui(
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=150)
     assert proc.returncode == 0, out
-    assert "Dagster UI   http://127.0.0.1:3317" in out
-    assert "HTTP API     http://127.0.0.1:8317" in out and "Ingest key   ot_" in out
+    assert f"Dagster UI   http://127.0.0.1:{port}" in out
+    assert f"HTTP API     http://127.0.0.1:{api_port}" in out and "Ingest key   ot_" in out
     assert "stopping: simulator, api, mqtt-bridge, lander, state-writer, dagster" in out
     assert "dagster: " in out  # what became of the runs in flight, one line each
     assert not _ui_answers(port), "Ctrl-C must stop the Dagster UI"
