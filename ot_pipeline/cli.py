@@ -195,6 +195,9 @@ def main(argv: list[str]) -> int:
         help="after the daemon stopped: let runs in flight finish, cancel the rest (make run)",
     )
     settle.add_argument("--wait", type=float, default=30.0, help="seconds to let runs finish")
+    settle.add_argument(
+        "--since", type=float, help="epoch seconds the stop began: also report runs ended since"
+    )
     args = parser.parse_args(argv)
     if args.command == "home":
         from ot_pipeline.instance import ensure_dagster_home
@@ -209,7 +212,9 @@ def main(argv: list[str]) -> int:
         settings = Settings.from_env()
         postgres_url = os.environ.get("OT_DAGSTER_PG_URL") or None
         with open_instance(settings.dagster_home, postgres_url) as instance:
-            settle_runs(instance, args.wait, say=lambda line: print(line, flush=True))
+            settle_runs(
+                instance, args.wait, say=lambda line: print(line, flush=True), since=args.since
+            )
         return 0
     if args.last < args.first:
         parser.error("--to is before --from")

@@ -10,6 +10,7 @@ import os
 import re
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -67,13 +68,20 @@ def settle_runs(
     wait_s: float = 30.0,
     say: Callable[[str], None] = print,
     poll_s: float = 0.5,
+    since: float | None = None,
 ) -> dict[str, list[str]]:
     """After the daemon stopped: let the runs in flight finish for up to `wait_s`, then cancel
     what still runs (through the code server that runs it) and what was queued but never
     launched, so that a stop leaves no run failed or hanging. One line per run through `say`;
     returns the run ids by outcome ("finished", "cancelled", plus "failed" for a run that failed
-    on its own, and "unsettled" for one that did not end after being cancelled)."""
+    on its own, and "unsettled" for one that did not end after being cancelled). With `since`
+    (epoch seconds: when the stop began), runs that ended since are reported too."""
     outcome: dict[str, list[str]] = {"finished": [], "failed": [], "cancelled": [], "unsettled": []}
+    if since is not None:
+        ended = instance.get_run_records(
+            dg.RunsFilter(updated_after=datetime.fromtimestamp(since, UTC))
+        )
+        _report_finished(instance, [r.dagster_run for r in ended], say, outcome)
     running = _runs(instance, _RUNNING)
     if running:
         say(f"waiting up to {wait_s:.0f} s for {len(running)} run(s) in flight: "

@@ -37,7 +37,9 @@ MAX_FILES_PER_TICK = 2000
 class LandingCursor:
     """What the landing sensor remembers between ticks (its Dagster cursor, as JSON)."""
 
-    offsets: dict[int, int] = field(default_factory=dict)  # highest landed offset seen, per partition
+    offsets: dict[int, int] = field(
+        default_factory=dict
+    )  # highest landed offset seen, per partition
     pending: list[str] = field(default_factory=list)  # hours touched but not requested yet
     requested_at: float = 0.0  # epoch seconds of the last request (0: never)
 

@@ -94,6 +94,12 @@ class Child:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def terminate(self) -> None:
+        """SIGTERM to its process group, without waiting (`stop` waits)."""
+        if self.alive():
+            assert self.proc is not None
+            os.killpg(self.proc.pid, signal.SIGTERM)
+
     def stop(self, timeout: float = 20) -> None:
         if not self.alive():
             return
@@ -376,30 +382,37 @@ def wait_for_socket(
 
 
 def stop_platform(children: list[Child], ot: str, env: dict[str, str]) -> None:
-    """Stop the children so that no Dagster run fails: the daemon first (no new runs), then the
-    streaming processes (the producer first, so the consumers flush what it sent last), then
-    `ot pipeline settle-runs` lets the runs in flight finish (or cancels them, saying which), and
-    only then the UI and the code server, which runs them."""
+    """Stop the children so that no Dagster run fails: the daemon first (no new runs; it winds
+    down while the rest stops), then the streaming processes (the producer first, so the
+    consumers flush what it sent last), then `ot pipeline settle-runs` lets the runs in flight
+    finish (or cancels them, saying which), and only then the UI and the code server, which runs
+    them."""
+    began = time.time()
     by_name = {c.name: c for c in children}
     daemon = by_name.get("dagster-daemon")
     if daemon is not None:
-        daemon.stop()
+        daemon.terminate()
     for child in children:
         if child.name not in DAGSTER_SERVERS and child is not daemon:
             child.stop()
-    if daemon is not None and by_name["dagster-code"].alive():
-        settle_runs(ot, env)
-    for name in DAGSTER_SERVERS:
-        if name in by_name:
-            by_name[name].stop()
+    if daemon is not None:
+        daemon.stop()
+        if by_name["dagster-code"].alive():
+            settle_runs(ot, env, began)
+    servers = [by_name[name] for name in DAGSTER_SERVERS if name in by_name]
+    for server in servers:
+        server.terminate()
+    for server in servers:
+        server.stop()
 
 
-def settle_runs(ot: str, env: dict[str, str], wait: float = 30) -> None:
-    """`ot pipeline settle-runs`: its lines (which runs finished, which were cancelled) printed
-    here; a failure to settle is said, never raised (the stop goes on)."""
+def settle_runs(ot: str, env: dict[str, str], since: float, wait: float = 30) -> None:
+    """`ot pipeline settle-runs`: its lines (which runs finished since the stop began at `since`,
+    which were cancelled) printed here; a failure to settle is said, never raised (the stop goes
+    on)."""
     try:
         done = subprocess.run(
-            [ot, "pipeline", "settle-runs", "--wait", str(wait)],
+            [ot, "pipeline", "settle-runs", "--wait", str(wait), "--since", f"{since:.3f}"],
             env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=wait + 60,
         )  # fmt: skip
     except subprocess.TimeoutExpired:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -329,3 +330,8 @@ def test_settle_runs_cancels_queued_runs_and_reports_each_run():
             queued.run_id: dg.DagsterRunStatus.CANCELED,
             done.run_id: dg.DagsterRunStatus.SUCCESS,
         }
+        # runs that ended since the stop began (finished before the daemon was down) are named
+        lines.clear()
+        outcome = settle_runs(instance, 0.1, say=lines.append, since=time.time() - 60)
+        assert outcome["finished"] == [done.run_id]
+        assert f"run {done.run_id[:8]} (process_landed_hours) finished" in lines
