@@ -105,10 +105,11 @@ COMPONENTS = [
 
 
 def component(args: str) -> str:
-    """The component of a command line: its program, script and options, without the paths
-    among its arguments (such as the code server's socket, which would mislead)."""
+    """The component of a command line: its program, script and options, without the paths and
+    the JSON among its arguments (a socket named code-server.sock, an instance reference naming
+    the code server's settings would mislead)."""
     words = args.split()
-    kept = " ".join(words[:2] + [w for w in words[2:] if not w.startswith("/")])
+    kept = " ".join(words[:2] + [w for w in words[2:] if not w.startswith(("/", "{", '"'))])
     for name, needle in COMPONENTS:
         if needle in kept:
             return name
