@@ -340,21 +340,21 @@ DAGSTER_SERVERS = ("dagster-ui", "dagster-code")
 
 
 def dagster_children(bin_dir: Path, home: Path, port: int, logs: Path) -> list[Child]:
-    """The code server (on a Unix socket under DAGSTER_HOME; it also runs the runs), the daemon
-    (sensors, automation, schedule, run queue) and the UI, as three children. `dagster dev`
-    would start the same, but stops them all at once: an in-flight run was then killed and
+    """The code server of `workspace.yaml`'s location (on a Unix socket under DAGSTER_HOME; it
+    also runs the runs), the daemon (sensors, automation, schedule, run queue) and the UI, as
+    three children. `dagster dev` would start the same, but stops them all at once: an in-flight run was then killed and
     marked failed, and its code server lingered until its heartbeat timed out."""
     socket_path = home / "code-server.sock"
     if len(str(socket_path)) > 100:  # the limit of a Unix socket path is 108 bytes
         socket_path = Path(tempfile.mkdtemp(prefix="ot-dagster-")) / "code-server.sock"
     socket_path.unlink(missing_ok=True)  # left by a run that was killed
     dagster = str(bin_dir / "dagster")
+    module, location = workspace_location()
     return [
         Child(
             "dagster-code",
-            [dagster, "code-server", "start", "-m", "ot_pipeline.definitions",
-             "--location-name", "ot_pipeline", "-d", str(REPO_ROOT), "--socket", str(socket_path),
-             "--log-level", "warning"],
+            [dagster, "code-server", "start", "-m", module, "--location-name", location,
+             "-d", str(REPO_ROOT), "--socket", str(socket_path), "--log-level", "warning"],
             logs / "run-dagster-code.log",
         ),
         Child(
@@ -369,6 +369,17 @@ def dagster_children(bin_dir: Path, home: Path, port: int, logs: Path) -> list[C
             logs / "run-dagster-ui.log",
         ),
     ]  # fmt: skip
+
+
+def workspace_location(workspace: Path = REPO_ROOT / "workspace.yaml") -> tuple[str, str]:
+    """(module, location name) of the code location `workspace.yaml` names: the one place that
+    says where the pipeline's definitions are (this package never imports them)."""
+    import yaml
+
+    entry = yaml.safe_load(workspace.read_text())["load_from"][0]["python_module"]
+    module = entry["module_name"] if isinstance(entry, dict) else entry
+    name = entry.get("location_name", module) if isinstance(entry, dict) else module
+    return str(module), str(name)
 
 
 def wait_for_socket(
