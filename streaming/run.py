@@ -342,8 +342,9 @@ DAGSTER_SERVERS = ("dagster-ui", "dagster-code")
 def dagster_children(bin_dir: Path, home: Path, port: int, logs: Path) -> list[Child]:
     """The code server of `workspace.yaml`'s location (on a Unix socket under DAGSTER_HOME; it
     also runs the runs), the daemon (sensors, automation, schedule, run queue) and the UI, as
-    three children. `dagster dev` would start the same, but stops them all at once: an in-flight run was then killed and
-    marked failed, and its code server lingered until its heartbeat timed out."""
+    three children. `dagster dev` would start the same, but stops them all at once: an in-flight
+    run was then killed and marked failed, and its code server lingered until its heartbeat
+    timed out."""
     socket_path = home / "code-server.sock"
     if len(str(socket_path)) > 100:  # the limit of a Unix socket path is 108 bytes
         socket_path = Path(tempfile.mkdtemp(prefix="ot-dagster-")) / "code-server.sock"
