@@ -7,7 +7,9 @@ failed, the assets that failed (with the error's first line), the checks that fa
 (the PostgreSQL loads retry transient errors: `PG_RETRY` in ot_pipeline/assets/rollups.py).
 
 `ot pipeline home` prepares DAGSTER_HOME (the instance the UI and `ot pipeline run` share) and
-prints its path; `make run` starts `dagster dev` in it.
+prints its path; `make run` starts Dagster in it. `ot pipeline settle-runs` is `make run`'s last
+word on stop, after the daemon stopped: runs in flight finish (or are cancelled), queued ones are
+cancelled, one line each (`ot_pipeline.instance.settle_runs`).
 """
 
 from __future__ import annotations
@@ -188,6 +190,14 @@ def main(argv: list[str]) -> int:
         help="skip reading sim.faults and the detection scorecard (no simulator ground truth)",
     )
     sub.add_parser("home", help="prepare DAGSTER_HOME and print its path")
+    settle = sub.add_parser(
+        "settle-runs",
+        help="after the daemon stopped: let runs in flight finish, cancel the rest (make run)",
+    )
+    settle.add_argument("--wait", type=float, default=30.0, help="seconds to let runs finish")
+    settle.add_argument(
+        "--since", type=float, help="epoch seconds the stop began: also report runs ended since"
+    )
     args = parser.parse_args(argv)
     if args.command == "home":
         from ot_pipeline.instance import ensure_dagster_home
@@ -196,9 +206,28 @@ def main(argv: list[str]) -> int:
         postgres_url = os.environ.get("OT_DAGSTER_PG_URL") or None
         print(ensure_dagster_home(settings.dagster_home, postgres_url), flush=True)
         return 0
+    if args.command == "settle-runs":
+        from ot_pipeline.instance import open_instance, settle_runs
+
+        settings = Settings.from_env()
+        postgres_url = os.environ.get("OT_DAGSTER_PG_URL") or None
+        with open_instance(settings.dagster_home, postgres_url) as instance:
+            settle_runs(
+                instance, args.wait, say=lambda line: print(line, flush=True), since=args.since
+            )
+        return 0
     if args.last < args.first:
         parser.error("--to is before --from")
     settings = Settings.from_env()
+    if settings.partitions_start is None:
+        # The partitions start at the lake's first data, read when the code loads: hours asked
+        # for here that lie before it (history not landed yet, e.g.) widen them for this run.
+        os.environ["OT_PARTITIONS_START"] = args.first.strftime("%Y-%m-%d-%H:%M")
+    elif args.first < settings.partitions_start:
+        parser.error(
+            f"--from {args.first:%Y-%m-%d-%H:%M} is before OT_PARTITIONS_START "
+            f"({settings.partitions_start:%Y-%m-%d-%H:%M}): set it earlier or unset it"
+        )
     summary, extra = run_range(
         settings,
         args.first,

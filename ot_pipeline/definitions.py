@@ -49,6 +49,23 @@ CHECKS: list[dg.AssetChecksDefinition] = [
 ]
 
 
+# What the UI's code location page says about the pipeline (Deployment -> ot_pipeline).
+OVERVIEW = """\
+Industrial sensor readings, from Kafka to trustworthy tables.
+
+1. **ingest** — `ot land` writes micro-batch files (`landing_files`); `landing_sensor` requests
+   the job `process_landed_hours` for the hours they touch: at once when an hour closes, every
+   5 minutes while data lands.
+2. **hourly_analytics** — that job turns them into `readings` (deduplicated), `windows_1m`,
+   `windows_5m`, `anomalies` and `machine_health_hourly`, with checks at every hop.
+3. **warehouse** — the same run loads them into PostgreSQL (`pg_*`).
+4. **archive** and **quality** — `archive_and_score_day` (00:30 UTC, for yesterday) archives
+   the day, prunes landing files, and scores detection against the simulator's ground truth.
+
+Partitions start at OT_PARTITIONS_START, else at the first data in the lake.
+"""
+
+
 def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=ASSETS,
@@ -57,6 +74,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         schedules=[daily_archive_schedule],
         jobs=[hourly_job, daily_job],
         resources=resources_from_settings(settings),
+        # One process per run, its steps in it (a process per step cost more than the steps).
+        executor=dg.in_process_executor,
+        metadata={"overview": dg.MetadataValue.md(OVERVIEW)},
     )
 
 

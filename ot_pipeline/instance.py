@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -52,3 +55,89 @@ def open_instance(home: Path, postgres_url: str | None = None) -> dg.DagsterInst
     home = ensure_dagster_home(home, postgres_url)
     os.environ["DAGSTER_HOME"] = str(home)
     return dg.DagsterInstance.from_config(str(home))
+
+
+# Runs a stop must settle: launched and not finished (the daemon is stopped, so no more come).
+_RUNNING = ("STARTING", "STARTED", "CANCELING")
+# Runs that were never launched: with the daemon stopped, nothing would launch them.
+_WAITING = ("QUEUED", "NOT_STARTED")
+
+
+def settle_runs(
+    instance: dg.DagsterInstance,
+    wait_s: float = 30.0,
+    say: Callable[[str], None] = print,
+    poll_s: float = 0.5,
+    since: float | None = None,
+) -> dict[str, list[str]]:
+    """After the daemon stopped: let the runs in flight finish for up to `wait_s`, then cancel
+    what still runs (through the code server that runs it) and what was queued but never
+    launched, so that a stop leaves no run failed or hanging. One line per run through `say`;
+    returns the run ids by outcome ("finished", "cancelled", plus "failed" for a run that failed
+    on its own, and "unsettled" for one that did not end after being cancelled). With `since`
+    (epoch seconds: when the stop began), runs that ended since are reported too."""
+    outcome: dict[str, list[str]] = {"finished": [], "failed": [], "cancelled": [], "unsettled": []}
+    if since is not None:
+        ended = instance.get_run_records(
+            dg.RunsFilter(updated_after=datetime.fromtimestamp(since, UTC))
+        )
+        _report_finished(instance, [r.dagster_run for r in ended], say, outcome)
+    running = _runs(instance, _RUNNING)
+    if running:
+        say(f"waiting up to {wait_s:.0f} s for {len(running)} run(s) in flight: "
+            + ", ".join(_describe(r) for r in running))  # fmt: skip
+    deadline = time.monotonic() + wait_s
+    while running and time.monotonic() < deadline:
+        time.sleep(poll_s)
+        running = _report_finished(instance, running, say, outcome)
+    for run in _runs(instance, _WAITING):
+        instance.report_run_canceled(run, message="make run stopped before this run was launched")
+        outcome["cancelled"].append(run.run_id)
+        say(f"cancelled {_describe(run)}: queued, never launched")
+    for run in running:
+        launched = instance.run_launcher.terminate(run.run_id)
+        say(f"cancelling {_describe(run)}: still running after {wait_s:.0f} s"
+            + ("" if launched else " (no code server answered)"))  # fmt: skip
+    deadline = time.monotonic() + 15
+    while running and time.monotonic() < deadline:
+        time.sleep(poll_s)
+        running = _report_finished(instance, running, say, outcome)
+    for run in running:  # its process is gone or deaf: record it as cancelled, not failed
+        instance.report_run_canceled(run, message="make run stopped; the run did not answer")
+        outcome["unsettled"].append(run.run_id)
+        say(f"cancelled {_describe(run)}: did not answer the cancellation")
+    if not any(outcome.values()):
+        say("no run in flight")
+    return outcome
+
+
+def _runs(instance: dg.DagsterInstance, statuses: tuple[str, ...]) -> list[dg.DagsterRun]:
+    wanted = [dg.DagsterRunStatus(s) for s in statuses]
+    return list(instance.get_runs(dg.RunsFilter(statuses=wanted)))
+
+
+def _report_finished(
+    instance: dg.DagsterInstance,
+    runs: list[dg.DagsterRun],
+    say: Callable[[str], None],
+    outcome: dict[str, list[str]],
+) -> list[dg.DagsterRun]:
+    """Report the runs of `runs` that have ended; return those still going."""
+    still = []
+    for run in runs:
+        now = instance.get_run_by_id(run.run_id)
+        if now is None or not now.is_finished:
+            still.append(run)
+            continue
+        status = now.status.value
+        kind = {"SUCCESS": "finished", "CANCELED": "cancelled"}.get(status, "failed")
+        outcome[kind].append(run.run_id)
+        say(f"{_describe(run)} {'finished' if kind == 'finished' else status.lower()}")
+    return still
+
+
+def _describe(run: dg.DagsterRun) -> str:
+    first = run.tags.get("dagster/asset_partition_range_start") or run.tags.get("dagster/partition")
+    last = run.tags.get("dagster/asset_partition_range_end", first)
+    hours = f" {first}" + (f"..{last}" if last and last != first else "") if first else ""
+    return f"run {run.run_id[:8]} ({run.job_name}{hours})"

@@ -1,24 +1,43 @@
 """Event-time partitions: hourly for everything derived from readings, daily for archives.
 
+They start at `OT_PARTITIONS_START` (a day or an hour, UTC) or, unset, at the first hour of data
+in the lake (the current hour for an empty lake), read when the code location loads: the UI shows
+the hours there is data for, not years of empty history to backfill. Data of hours before the
+start is skipped by the landing sensor with a warning saying so.
+
 `end_offset=1` makes the current (still open) hour and day materializable, so late-arriving
 and fast-forwarded data for the current hour is processed as soon as it lands.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
 
-from streaming.lake.hours import day_hours
+from streaming.lake import Lake
+from streaming.lake.hours import hour_key, parse_hour
+from streaming.lake.landing import first_event_hour
+from streaming.settings import Settings
 
-PARTITIONS_START = "2025-01-01"
+
+def partitions_start(settings: Settings, now: datetime | None = None) -> datetime:
+    """The first hour of the partitions: the setting, else the first data in the lake, else now."""
+    if settings.partitions_start is not None:
+        return settings.partitions_start
+    current = parse_hour(hour_key(now or datetime.now(UTC)))
+    first = first_event_hour(Lake(settings.lake_dir))
+    return min(parse_hour(first), current) if first else current
+
+
+PARTITIONS_START = partitions_start(Settings.from_env())
 
 hourly_partitions = dg.HourlyPartitionsDefinition(
-    start_date=day_hours(PARTITIONS_START)[0], timezone="UTC", end_offset=1
+    start_date=PARTITIONS_START.strftime("%Y-%m-%d-%H:%M"), timezone="UTC", end_offset=1
 )
 daily_partitions = dg.DailyPartitionsDefinition(
-    start_date=PARTITIONS_START, timezone="UTC", end_offset=1
+    start_date=PARTITIONS_START.strftime("%Y-%m-%d"), timezone="UTC", end_offset=1
 )
 
 # Every hourly asset materializes a whole range of hours in one run (UI backfills included).

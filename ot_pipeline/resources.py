@@ -57,6 +57,9 @@ class PipelineConfig(dg.ConfigurableResource):
     detection_history_minutes: int = 60
     # Landing files older than this are removed once their days are archived and checked.
     landing_retention_days: int = 7
+    # The landing sensor refreshes the open hour at most this often while data lands (an hour
+    # that closed is requested at once): fewer, larger runs.
+    live_refresh_minutes: float = 5.0
     # Landing freshness check: the newest landing file must be younger than this.
     landing_fresh_minutes: float = 15.0
     # Silence longer than this inside an hour counts as no data in machine health.

@@ -18,6 +18,11 @@ import pytest
 
 from streaming.settings import Settings
 
+# The tests materialize fixed hours (2026-11-20, ...) in lakes of their own, while the partitions
+# start at the first data of the environment's lake by default: they get a fixed start instead
+# (read when ot_pipeline.partitions is first imported; subprocesses inherit it).
+os.environ.setdefault("OT_PARTITIONS_START", "2026-11-01")
+
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Settings]:

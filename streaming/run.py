@@ -2,11 +2,13 @@
 
 Starts the local stack, then the simulator (real time), the HTTP API (`ot api`: the webhook
 gateway, the operator API and the dashboard at `/`, port 8000), the MQTT bridge, the lander, the
-state writer and `dagster dev` (UI on port 3000, with the daemon that runs the sensor, automation
-and schedules).
+state writer and Dagster: its code server (which also runs the runs), its daemon (sensors,
+automation, schedule) and its UI (port 3000).
 Each child writes its log under `.stack/logs/run-*.log`; this process prints one status line every
 few seconds. Ctrl-C (or SIGTERM) stops every process it started, the stack services it started
-included (services that were already running, e.g. after `make up`, stay up).
+included (services that were already running, e.g. after `make up`, stay up). Dagster's daemon
+stops first, so no new run starts; runs in flight finish (or, after 30 s, are cancelled), and the
+lines say which (`stop_platform`): a stop leaves no failed run.
 
 Supervision: a child that exits is restarted with backoff (1 s doubling to 30 s, back to 1 s after
 a minute of health), with one line saying so; one that keeps crashing (5 exits within 2 minutes)
@@ -23,8 +25,10 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,6 +94,12 @@ class Child:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def terminate(self) -> None:
+        """SIGTERM to its process group, without waiting (`stop` waits)."""
+        if self.alive():
+            assert self.proc is not None
+            os.killpg(self.proc.pid, signal.SIGTERM)
 
     def stop(self, timeout: float = 20) -> None:
         if not self.alive():
@@ -261,15 +271,7 @@ def run(
         Child("state-writer", [ot, "state"], logs / "run-state-writer.log"),
     ]  # fmt: skip
     if not args.no_dagster:
-        children.append(
-            Child(
-                "dagster",
-                [str(bin_dir / "dagster"), "dev", "-w", str(REPO_ROOT / "workspace.yaml"),
-                 "-h", "127.0.0.1", "-p", str(args.port)],
-                logs / "run-dagster.log",
-            )
-        )  # fmt: skip
-
+        children += dagster_children(bin_dir, Path(env["DAGSTER_HOME"]), args.port, logs)
     stopping = False
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -281,6 +283,9 @@ def run(
 
     for child in children:
         child.start(env)
+        if child.name == "dagster-code":  # the UI and the daemon connect to its socket
+            socket_path = Path(child.cmd[child.cmd.index("--socket") + 1])
+            wait_for_socket(child, socket_path, lambda: stopping)
     print("The OT platform is running:")
     print(f"  Kafka        {settings.kafka_bootstrap_servers}")
     live = RedisKeys(settings.redis_prefix).scan_machines
@@ -333,9 +338,109 @@ def run(
         )
         print(failed.tail(), file=sys.stderr)
     print("\nstopping: " + ", ".join(c.name for c in children), flush=True)
-    for child in children:  # the producer first, so the consumers flush what it sent last
-        child.stop()
+    stop_platform(children, ot, env)
     return 1 if failed is not None else 0
+
+
+# -- Dagster: a code server, the UI and the daemon, stopped in an order that fails no run --------
+DAGSTER_SERVERS = ("dagster-ui", "dagster-code")
+
+
+def dagster_children(bin_dir: Path, home: Path, port: int, logs: Path) -> list[Child]:
+    """The code server of `workspace.yaml`'s location (on a Unix socket under DAGSTER_HOME; it
+    also runs the runs), the daemon (sensors, automation, schedule, run queue) and the UI, as
+    three children. `dagster dev` would start the same, but stops them all at once: an in-flight
+    run was then killed and marked failed, and its code server lingered until its heartbeat
+    timed out."""
+    socket_path = home / "code-server.sock"
+    if len(str(socket_path)) > 100:  # the limit of a Unix socket path is 108 bytes
+        socket_path = Path(tempfile.mkdtemp(prefix="ot-dagster-")) / "code-server.sock"
+    socket_path.unlink(missing_ok=True)  # left by a run that was killed
+    dagster = str(bin_dir / "dagster")
+    module, location = workspace_location()
+    return [
+        Child(
+            "dagster-code",
+            [dagster, "code-server", "start", "-m", module, "--location-name", location,
+             "-d", str(REPO_ROOT), "--socket", str(socket_path), "--log-level", "warning"],
+            logs / "run-dagster-code.log",
+        ),
+        Child(
+            "dagster-daemon",
+            [str(bin_dir / "dagster-daemon"), "run", "--grpc-socket", str(socket_path)],
+            logs / "run-dagster-daemon.log",
+        ),
+        Child(
+            "dagster-ui",
+            [str(bin_dir / "dagster-webserver"), "--grpc-socket", str(socket_path),
+             "-h", "127.0.0.1", "-p", str(port)],
+            logs / "run-dagster-ui.log",
+        ),
+    ]  # fmt: skip
+
+
+def workspace_location(workspace: Path = REPO_ROOT / "workspace.yaml") -> tuple[str, str]:
+    """(module, location name) of the code location `workspace.yaml` names: the one place that
+    says where the pipeline's definitions are (this package never imports them)."""
+    import yaml
+
+    entry = yaml.safe_load(workspace.read_text())["load_from"][0]["python_module"]
+    module = entry["module_name"] if isinstance(entry, dict) else entry
+    name = entry.get("location_name", module) if isinstance(entry, dict) else module
+    return str(module), str(name)
+
+
+def wait_for_socket(
+    child: Child, path: Path, stopping: Callable[[], bool], timeout: float = 120
+) -> None:
+    """Until the code server listens (its code loaded), exits (the supervisor then says so) or
+    the run is asked to stop."""
+    deadline = time.monotonic() + timeout
+    while not path.exists() and child.alive() and not stopping() and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def stop_platform(children: list[Child], ot: str, env: dict[str, str]) -> None:
+    """Stop the children so that no Dagster run fails: the daemon first (no new runs; it winds
+    down while the rest stops), then the streaming processes (the producer first, so the
+    consumers flush what it sent last), then `ot pipeline settle-runs` lets the runs in flight
+    finish (or cancels them, saying which), and only then the UI and the code server, which runs
+    them."""
+    began = time.time()
+    by_name = {c.name: c for c in children}
+    daemon = by_name.get("dagster-daemon")
+    if daemon is not None:
+        daemon.terminate()
+    for child in children:
+        if child.name not in DAGSTER_SERVERS and child is not daemon:
+            child.stop()
+    if daemon is not None:
+        daemon.stop()
+        if by_name["dagster-code"].alive():
+            settle_runs(ot, env, began)
+    servers = [by_name[name] for name in DAGSTER_SERVERS if name in by_name]
+    for server in servers:
+        server.terminate()
+    for server in servers:
+        server.stop()
+
+
+def settle_runs(ot: str, env: dict[str, str], since: float, wait: float = 30) -> None:
+    """`ot pipeline settle-runs`: its lines (which runs finished since the stop began at `since`,
+    which were cancelled) printed here; a failure to settle is said, never raised (the stop goes
+    on)."""
+    try:
+        done = subprocess.run(
+            [ot, "pipeline", "settle-runs", "--wait", str(wait), "--since", f"{since:.3f}"],
+            env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=wait + 60,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        print("dagster: settling the runs in flight timed out", flush=True)
+        return
+    for line in done.stdout.splitlines():
+        print(f"dagster: {line}", flush=True)
+    if done.returncode != 0:
+        print(f"dagster: settling the runs failed: {done.stderr.strip()[-500:]}", flush=True)
 
 
 def supervise(children: list[Child], env: dict[str, str]) -> Child | None:

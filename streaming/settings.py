@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -125,6 +126,23 @@ def _pg_schema(name: str) -> str:
     return name
 
 
+def _partitions_start(text: str) -> datetime | None:
+    """OT_PARTITIONS_START: a day (2026-11-22) or an hour (2026-11-22-13:00, 2026-11-22T13), UTC;
+    empty: None (the pipeline starts at the first data in the lake)."""
+    if not text:
+        return None
+    for fmt in ("%Y-%m-%d", "%Y-%m-%d-%H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H", "%Y-%m-%d-%H"):
+        try:
+            moment = datetime.strptime(text.rstrip("Z"), fmt)
+        except ValueError:
+            continue
+        return moment.replace(minute=0, second=0, tzinfo=UTC)
+    raise SettingsError(
+        f"OT_PARTITIONS_START={text!r} must be a day (2026-11-22) or an hour (2026-11-22-13:00), "
+        "UTC; unset it to start at the first data in the lake"
+    )
+
+
 @dataclass(frozen=True)
 class Topics:
     readings: str = "sensor-readings"
@@ -188,6 +206,9 @@ class Settings:
     # Namespaces inside the shared servers (tests use their own; production keeps the defaults).
     redis_prefix: str = "ot:"
     pg_schema: str = "ot"
+    # The first hour of the pipeline's hourly (and daily) partitions; None: the first hour of data
+    # in the lake (or the current hour for an empty lake), so the UI offers no empty history.
+    partitions_start: datetime | None = None
 
     @property
     def max_future_ms(self) -> int:
@@ -260,4 +281,5 @@ class Settings:
             landing_retention_days=_int(env, "OT_LANDING_RETENTION_DAYS", 7, minimum=1),
             redis_prefix=_get(env, "OT_REDIS_PREFIX", "ot:"),
             pg_schema=_pg_schema(_get(env, "OT_PG_SCHEMA", "ot")),
+            partitions_start=_partitions_start(env.get("OT_PARTITIONS_START", "").strip()),
         )

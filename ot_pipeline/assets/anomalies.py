@@ -44,13 +44,15 @@ STATE = "anomalies_state"  # the detectors' state after each hour (lake folder)
 @dg.asset(
     deps=[readings],
     **HOURLY_FOLLOWING,
-    group_name="lake",
+    group_name="hourly_analytics",
     kinds={"parquet", "polars"},
 )
 def anomalies(
     context: dg.AssetExecutionContext, lake: LakeResource, pipeline: PipelineConfig
 ) -> dg.MaterializeResult:
-    """Flagged readings of the hour: score, severity and the detector that fired."""
+    """Flagged readings of the hour: score, severity and the detector that fired (spike, level,
+    limits, rate of change, drift, ramp, stuck-at, gaps), resumed from the detectors' state the
+    previous hour left (warmed with history where that state is missing)."""
     from ot_pipeline.detection.config import DetectionConfig
     from ot_pipeline.detection.engine import detect_resumed
 

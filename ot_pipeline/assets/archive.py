@@ -28,7 +28,7 @@ def _readings_paths(lake: Lake, day: str) -> list[str]:
 @dg.asset(
     deps=[readings],
     **DAILY,
-    group_name="lake",
+    group_name="archive",
     kinds={"parquet", "duckdb"},
 )
 def daily_archive(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
@@ -107,7 +107,7 @@ def daily_archive_matches_readings(
 @dg.asset(
     deps=[daily_archive],
     **DAILY,
-    group_name="lake",
+    group_name="archive",
     kinds={"parquet"},
 )
 def landing_retention(

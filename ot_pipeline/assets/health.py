@@ -21,13 +21,14 @@ HEALTH_INPUT = ["machine_id", "machine_type", "line_id", "metric", "ts", "status
 @dg.asset(
     deps=[readings, anomalies],
     **HOURLY_FOLLOWING,
-    group_name="lake",
+    group_name="hourly_analytics",
     kinds={"parquet", "polars"},
 )
 def machine_health_hourly(
     context: dg.AssetExecutionContext, lake: LakeResource, pipeline: PipelineConfig
 ) -> dg.MaterializeResult:
-    """One row per machine and hour it reported in."""
+    """One row per machine and hour it reported in: uptime, time per device status, anomaly
+    and alert counts, data gaps."""
     the_lake = lake.lake()
     clock = Stopwatch()
     frames: list[pl.DataFrame] = []

@@ -21,9 +21,10 @@ from streaming.lake.landing import files_by_hour, landed_rows
 
 landing_files = dg.AssetSpec(
     "landing_files",
-    description="Micro-batch Parquet files written by the lander (`ot land`), exactly once; "
-    "their names carry the Kafka partition and offsets.",
-    group_name="lake",
+    description="Micro-batch Parquet files written by the lander (`ot land`) from Kafka topic "
+    "`sensor-readings`, exactly once; their names carry the Kafka partition and offsets. Not "
+    "materialized by Dagster: `landing_sensor` watches them and requests `process_landed_hours`.",
+    group_name="ingest",
     kinds={"parquet", "kafka"},
 )
 
@@ -31,13 +32,15 @@ landing_files = dg.AssetSpec(
 @dg.asset(
     deps=[landing_files],
     **HOURLY,
-    group_name="lake",
+    group_name="ingest",
     kinds={"parquet", "polars"},
 )
 def readings(
     context: dg.AssetExecutionContext, lake: LakeResource, pipeline: PipelineConfig
 ) -> dg.MaterializeResult:
-    """The hour's valid readings, one row per event_id (the first landed wins)."""
+    """The hour's valid readings (event time), one row per event_id (the first landed wins),
+    from every landing file that touches the hour, late files included. Everything downstream
+    starts here; `process_landed_hours` runs it with the rest of the hourly chain."""
     the_lake = lake.lake()
     keys = context.partition_keys
     clock = Stopwatch()

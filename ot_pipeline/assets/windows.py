@@ -26,7 +26,7 @@ def _window_asset(
         name=name,
         deps=[source],
         **HOURLY_FOLLOWING,
-        group_name="lake",
+        group_name="hourly_analytics",
         kinds={"parquet", "polars"},
         description=f"Tumbling {every} windows per machine and metric of event time: count, min, "
         f"max, mean, stddev, first, last, and a {rolling} rolling count-weighted mean "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,9 +16,10 @@ import pytest
 
 from ot_pipeline.assets.readings import READINGS_CHECKS, readings
 from ot_pipeline.assets.windows import WINDOW_CHECKS, windows_1m
+from ot_pipeline.jobs import HOURLY_JOB
 from ot_pipeline.partitions import HOURLY_LANE
 from ot_pipeline.resources import LakeResource, PipelineConfig
-from ot_pipeline.sensors import landing_sensor
+from ot_pipeline.sensors import LandingCursor, landing_sensor, plan_landing_requests
 from ot_pipeline_tests.support.paths import REPO_ROOT
 from ot_tools.synthetic_landing import land, synthetic_readings, write_landing_file
 from streaming.lake import Lake
@@ -28,7 +30,8 @@ REPO = REPO_ROOT
 
 def _tick(lake: Lake, cursor: str | None) -> dg.SensorResult:
     context = dg.build_sensor_context(
-        cursor=cursor, resources={"lake": LakeResource(root=str(lake.root))}
+        cursor=cursor,
+        resources={"lake": LakeResource(root=str(lake.root)), "pipeline": PipelineConfig()},
     )
     result = landing_sensor(context)
     assert isinstance(result, dg.SensorResult)
@@ -52,7 +55,9 @@ def test_landing_sensor_requests_touched_hours_once_and_late_hours_again(tmp_pat
 
     first = _tick(lake, None)
     assert _ranges(first) == [("2026-11-20-06:00", "2026-11-20-08:00")]
-    assert all(r.asset_selection == [readings.key] for r in first.run_requests or [])
+    # one run of the whole hourly chain (the sensor's job), not of readings alone
+    assert all(r.asset_selection is None for r in first.run_requests or [])
+    assert landing_sensor.job_name == HOURLY_JOB
     assert all(HOURLY_LANE.items() <= r.tags.items() for r in first.run_requests or [])
 
     again = _tick(lake, first.cursor)
@@ -67,10 +72,66 @@ def test_landing_sensor_requests_touched_hours_once_and_late_hours_again(tmp_pat
         (pl.col("event_id") + "-late").alias("event_id"),
     )
     write_landing_file(lake, late)
-    late_tick = _tick(lake, again.cursor or first.cursor)
+    waiting = _tick(lake, again.cursor or first.cursor)
+    assert not waiting.run_requests  # late data of a closed hour waits for the next refresh
+    cursor = LandingCursor.parse(waiting.cursor)
+    assert cursor.pending == ["2026-11-20-06:00"]
+    cursor.requested_at -= PipelineConfig().live_refresh_minutes * 60  # the refresh is due
+    late_tick = _tick(lake, cursor.text())
     assert _ranges(late_tick) == [("2026-11-20-06:00", "2026-11-20-06:00")]
+    assert LandingCursor.parse(late_tick.cursor).pending == []
     keys = {r.run_key for r in [*(first.run_requests or []), *(late_tick.run_requests or [])]}
     assert len(keys) == 2  # a new run key: run keys dedupe forever
+
+
+KEYS = [f"2026-11-20-{h:02d}:00" for h in range(24)]
+T10 = datetime(2026, 11, 20, 10, tzinfo=UTC).timestamp()  # 10:00:00
+
+
+def _plan(cursor: LandingCursor, hours: list[str], now: float, offset: int = 0):
+    files = [(0, offset, offset + 9, hours)] if hours else []
+    return plan_landing_requests(cursor, files, KEYS, now, refresh_seconds=300)
+
+
+def test_landing_sensor_batches_the_live_hour_and_requests_a_closing_hour_at_once():
+    # 10:02, data of the open hour 10:00 landed; the last request was at 10:00:30
+    cursor = LandingCursor({0: 9}, [], T10 + 30)
+    ranges, cursor, _ = _plan(cursor, ["2026-11-20-10:00"], T10 + 120, offset=10)
+    assert ranges == [] and cursor.pending == ["2026-11-20-10:00"]
+    assert cursor.offsets == {0: 19}
+    # 10:03, nothing new: still waiting
+    ranges, cursor, _ = _plan(cursor, [], T10 + 180)
+    assert ranges == []
+    # 10:05:30: the refresh is due (5 minutes after the last request)
+    ranges, cursor, _ = _plan(cursor, [], T10 + 330)
+    assert ranges == [("2026-11-20-10:00", "2026-11-20-10:00")]
+    assert cursor.pending == [] and cursor.requested_at == T10 + 330
+    # 11:00:40: the hour 10:00 closed since the last request: at once, with the new hour
+    ranges, cursor, _ = _plan(cursor, ["2026-11-20-10:00", "2026-11-20-11:00"], T10 + 3640, 20)
+    assert ranges == [("2026-11-20-10:00", "2026-11-20-11:00")]
+    # 11:01:40: more late data of 10:00 (closed before the last request) waits for the refresh
+    ranges, cursor, _ = _plan(cursor, ["2026-11-20-10:00"], T10 + 3700, offset=30)
+    assert ranges == [] and cursor.pending == ["2026-11-20-10:00"]
+    # nothing pending, nothing landed: no run however long it has been
+    assert _plan(LandingCursor({0: 9}, [], T10), [], T10 + 86_400)[0] == []
+
+
+def test_landing_sensor_runs_per_hour_at_a_steady_live_rate():
+    """Files every 20 s for two hours, a tick every minute: about 13 runs an hour."""
+    cursor, runs, offset = LandingCursor(), 0, 0
+    for minute in range(120):
+        now = T10 + minute * 60 + 5
+        hour = datetime.fromtimestamp(now - 10, UTC).strftime("%Y-%m-%d-%H:00")
+        ranges, cursor, _ = _plan(cursor, [hour], now, offset)
+        offset += 10
+        runs += len(ranges)
+    assert 24 <= runs <= 28, runs
+
+
+def test_landing_sensor_reads_the_cursor_it_wrote_before_batching():
+    old = LandingCursor.parse('{"0": 41, "3": 7}')
+    assert old.offsets == {0: 41, 3: 7} and old.pending == [] and old.requested_at == 0.0
+    assert LandingCursor.parse(old.text()) == old
 
 
 def _materialize(lake: Lake, hour: str) -> dg.ExecuteInProcessResult:
@@ -207,3 +268,70 @@ def test_hourly_writers_share_one_lane_that_the_instance_runs_one_at_a_time(tmp_
     (home / "dagster.yaml").write_text("# mine\n")
     ensure_dagster_home(home)
     assert (home / "dagster.yaml").read_text() == "# mine\n"
+
+
+def test_partitions_start_at_the_setting_else_the_first_data_in_the_lake_else_now(tmp_path):
+    from dataclasses import replace
+
+    from ot_pipeline.partitions import partitions_start
+    from streaming.lake.files import write_hour
+    from streaming.lake.landing import first_event_hour
+    from streaming.settings import Settings
+
+    lake = Lake(tmp_path / "lake")
+    now = datetime(2026, 12, 7, 10, 42, tzinfo=UTC)
+    settings = replace(Settings(), lake_dir=lake.root)
+    assert first_event_hour(lake) is None
+    assert partitions_start(settings, now) == datetime(2026, 12, 7, 10, tzinfo=UTC)  # empty lake
+
+    land(lake, synthetic_readings(H0, 2, machines=2, interval_s=60.0), partitions=2, file_rows=50)
+    assert first_event_hour(lake) == "2026-11-20-06:00"  # the first landing file's footer
+    assert partitions_start(settings, now) == H0
+    frame = pl.read_parquet(lake.landed_files()[0].path).head(0)
+    write_hour(lake, "readings", "2026-11-19-22:00", frame)  # an hour made from older files
+    lake.archive_path("2026-11-18").parent.mkdir(parents=True)
+    lake.archive_path("2026-11-18").touch()  # a day archived, its landing files pruned
+    assert first_event_hour(lake) == "2026-11-18-00:00"
+
+    fixed = replace(settings, partitions_start=datetime(2026, 12, 1, tzinfo=UTC))
+    assert partitions_start(fixed, now) == datetime(2026, 12, 1, tzinfo=UTC)
+
+
+def test_settle_runs_cancels_queued_runs_and_reports_each_run():
+    from ot_pipeline.instance import settle_runs
+
+    lines: list[str] = []
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert settle_runs(instance, wait_s=0.1, say=lines.append)["cancelled"] == []
+        assert lines == ["no run in flight"]
+        # created, never launched (a QUEUED run needs a code location's origin; both are settled
+        # the same way)
+        queued = dg.DagsterRun(
+            job_name=HOURLY_JOB,
+            run_id="0123456789abcdef",
+            status=dg.DagsterRunStatus.NOT_STARTED,
+            tags={
+                "dagster/asset_partition_range_start": "2026-11-20-06:00",
+                "dagster/asset_partition_range_end": "2026-11-20-07:00",
+            },
+        )
+        done = dg.DagsterRun(job_name=HOURLY_JOB, status=dg.DagsterRunStatus.SUCCESS)
+        instance.add_run(queued)
+        instance.add_run(done)
+        lines.clear()
+        outcome = settle_runs(instance, wait_s=0.1, say=lines.append)
+        assert outcome["cancelled"] == [queued.run_id] and outcome["unsettled"] == []
+        assert lines == [
+            "cancelled run 01234567 (process_landed_hours 2026-11-20-06:00..2026-11-20-07:00):"
+            " queued, never launched"
+        ]
+        statuses = {r.run_id: r.status for r in instance.get_runs()}
+        assert statuses == {
+            queued.run_id: dg.DagsterRunStatus.CANCELED,
+            done.run_id: dg.DagsterRunStatus.SUCCESS,
+        }
+        # runs that ended since the stop began (finished before the daemon was down) are named
+        lines.clear()
+        outcome = settle_runs(instance, 0.1, say=lines.append, since=time.time() - 60)
+        assert outcome["finished"] == [done.run_id]
+        assert f"run {done.run_id[:8]} (process_landed_hours) finished" in lines

@@ -20,8 +20,8 @@ from ot_pipeline.cli import run_range
 from ot_pipeline.definitions import build_definitions
 from ot_pipeline.instance import open_instance
 from ot_pipeline.jobs import HOURLY_JOB
-from ot_pipeline.resources import LakeResource
-from ot_pipeline.sensors import landing_sensor
+from ot_pipeline.resources import LakeResource, PipelineConfig
+from ot_pipeline.sensors import LandingCursor, landing_sensor
 from ot_pipeline.warehouse import TABLES, Warehouse
 from ot_tools import drills
 from ot_tools.synthetic_landing import land, synthetic_readings, write_landing_file
@@ -204,32 +204,46 @@ def test_late_data_for_an_old_hour_is_rematerialized_by_the_sensor_and_automatio
     assert all(v == "passed" for v in summary.checks.values())
     instance = open_instance(settings.dagster_home)
     defs = build_definitions(settings)
-    lake_resource = LakeResource(root=str(lake.root))
-    caught_up = landing_sensor(
-        dg.build_sensor_context(cursor=None, resources={"lake": lake_resource})
-    )
+    resources = {"lake": LakeResource(root=str(lake.root)), "pipeline": PipelineConfig()}
+    caught_up = landing_sensor(dg.build_sensor_context(cursor=None, resources=resources))
     assert isinstance(caught_up, dg.SensorResult)
     # the automation daemon has been watching: after the full run it has nothing to do
     baseline = dg.evaluate_automation_conditions(defs=defs, instance=instance)
     assert baseline.total_requested == 0
 
-    # 40 readings of 06:xx arrive now, after everything else landed
     old_hour = "2026-11-20-06:00"
-    late = synthetic_readings(
-        start + timedelta(minutes=5), 0.2, machines=1, interval_s=60.0, seed=3
-    )
-    late = late.head(40).with_columns(
-        (pl.col("event_id") + "-late").alias("event_id"),
-        pl.lit(0, dtype=pl.Int32).alias("kafka_partition"),
-        (pl.int_range(pl.len(), dtype=pl.Int64) + (lake.next_offset(0) or 0)).alias("kafka_offset"),
-        pl.lit(datetime.now(UTC)).cast(pl.Datetime("ms", "UTC")).alias("ingest_ts"),
-    )
-    write_landing_file(lake, late)
-    before = pl.read_parquet(lake.hour_path("readings", old_hour)).height
+    warehouse = Warehouse(settings.pg_dsn, settings.pg_schema)
 
-    tick = landing_sensor(
-        dg.build_sensor_context(cursor=caught_up.cursor, resources={"lake": lake_resource})
-    )
+    def arrive_late(seed: int) -> None:
+        """40 readings of 06:xx arrive now, after everything else landed."""
+        late = synthetic_readings(
+            start + timedelta(minutes=5), 0.2, machines=1, interval_s=60.0, seed=seed
+        )
+        late = late.head(40).with_columns(
+            (pl.col("event_id") + f"-late{seed}").alias("event_id"),
+            pl.lit(0, dtype=pl.Int32).alias("kafka_partition"),
+            (pl.int_range(pl.len(), dtype=pl.Int64) + (lake.next_offset(0) or 0)).alias(
+                "kafka_offset"
+            ),
+            pl.lit(datetime.now(UTC)).cast(pl.Datetime("ms", "UTC")).alias("ingest_ts"),
+        )
+        write_landing_file(lake, late)
+
+    def loaded() -> int:
+        hour_end = start + timedelta(hours=1)
+        return warehouse.count_in_range("readings_1m", start, hour_end, sum_column="count")
+
+    before = pl.read_parquet(lake.hour_path("readings", old_hour)).height
+    assert loaded() == before
+
+    # 1. The landing sensor: the late hour waits for the next refresh, then one run of the whole
+    #    hourly chain brings everything downstream up to date; automation has nothing left to do.
+    arrive_late(3)
+    waiting = landing_sensor(dg.build_sensor_context(cursor=caught_up.cursor, resources=resources))
+    assert isinstance(waiting, dg.SensorResult) and not waiting.run_requests
+    due = LandingCursor.parse(waiting.cursor)
+    due.requested_at -= PipelineConfig().live_refresh_minutes * 60
+    tick = landing_sensor(dg.build_sensor_context(cursor=due.text(), resources=resources))
     assert isinstance(tick, dg.SensorResult) and tick.run_requests
     assert [
         (r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"])
@@ -237,16 +251,23 @@ def test_late_data_for_an_old_hour_is_rematerialized_by_the_sensor_and_automatio
     ] == [(old_hour, old_hour)]
     job = defs.resolve_job_def(HOURLY_JOB)
     request = tick.run_requests[0]
-    assert job.execute_in_process(
-        instance=instance,
-        tags=dict(request.tags),
-        asset_selection=list(request.asset_selection or []),
-    ).success
+    assert request.asset_selection is None  # the whole job
+    assert job.execute_in_process(instance=instance, tags=dict(request.tags)).success
     assert pl.read_parquet(lake.hour_path("readings", old_hour)).height == before + 40
+    assert loaded() == before + 40
+    after_run = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, cursor=baseline.cursor
+    )
+    assert after_run.total_requested == 0
 
-    # declarative automation: evaluate, run what it asks for, until it asks for nothing
+    # 2. Declarative automation: readings of the hour materialized alone (as from the UI); the
+    #    automation asks for everything downstream of it: run that until it asks for nothing.
+    arrive_late(4)
+    assert job.execute_in_process(
+        instance=instance, partition_key=old_hour, asset_selection=[dg.AssetKey("readings")]
+    ).success
     rematerialized: dict[str, set[str]] = {}
-    cursor = baseline.cursor
+    cursor = after_run.cursor
     for _ in range(6):
         result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
         cursor = result.cursor
@@ -277,12 +298,5 @@ def test_late_data_for_an_old_hour_is_rematerialized_by_the_sensor_and_automatio
             "pg_machine_health_hourly",
         )
     }
-    hour_start = start
-    warehouse = Warehouse(settings.pg_dsn, settings.pg_schema)
-    assert (
-        warehouse.count_in_range(
-            "readings_1m", hour_start, hour_start + timedelta(hours=1), sum_column="count"
-        )
-        == before + 40
-    )
+    assert loaded() == before + 80
     warehouse.drop_schema()

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from ot_pipeline.instance import REPO_DAGSTER_YAML, instance_yaml
-from ot_pipeline.sensors import plan_landing_requests
+from ot_pipeline.sensors import LandingCursor, plan_landing_requests
 from ot_pipeline.transforms.anomalies import ANOMALY_COLUMNS, hour_anomalies
 from ot_pipeline.transforms.health import machine_health
 from ot_pipeline.transforms.landing import (
@@ -207,18 +207,21 @@ def test_offset_gaps_find_lost_and_doubled_ranges_per_partition():
 def test_sensor_plan_groups_touched_hours_into_ranges_and_advances_the_cursor():
     keys = day_hours("2026-11-20")
     ranges, cursor, skipped = plan_landing_requests(
+        LandingCursor(),
         [
             (0, 0, 99, ["2026-11-20-01:00", "2026-11-20-02:00"]),
             (0, 100, 199, ["2026-11-20-03:00"]),
             (1, 0, 49, ["2026-11-20-07:00", "2019-01-01-00:00"]),
         ],
         keys,
+        now=datetime(2026, 11, 21, tzinfo=UTC).timestamp(),
+        refresh_seconds=300,
     )
     assert ranges == [
         ("2026-11-20-01:00", "2026-11-20-03:00"),
         ("2026-11-20-07:00", "2026-11-20-07:00"),
     ]
-    assert cursor == {0: 199, 1: 49}
+    assert cursor.offsets == {0: 199, 1: 49} and cursor.pending == []
     assert skipped == ["2019-01-01-00:00"]
     assert contiguous_ranges([], keys) == []
 

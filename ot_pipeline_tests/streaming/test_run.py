@@ -40,11 +40,41 @@ def _api_answers(port: int) -> bool:
         return False
 
 
+def _runs(home: Path) -> list[tuple[str, str]]:
+    """(job, status) of every run in the Dagster instance under `home`."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        return [(r.job_name, r.status.value) for r in instance.get_runs()]
+
+
+def _marked(mark: str) -> list[str]:
+    """The live processes whose environment carries `mark` (everything a run started inherits
+    it: its children, Dagster's code server, daemon, UI and the run processes)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if mark.encode() in (proc / "environ").read_bytes().split(b"\0") and pid_alive(
+                int(proc.name)
+            ):
+                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:120])
+        except OSError:
+            continue
+    return found
+
+
 def test_make_run_streams_into_the_lake_and_redis_and_serves_the_dagster_ui(
     isolated: Settings, tmp_path: Path
 ):
-    port, api_port = 3317, 8317
+    """Everything comes up; a Dagster run starts; Ctrl-C while it is in flight leaves no process
+    it started and no failed run (the daemon stops first, the run finishes or is cancelled)."""
+    port, api_port = free_port(), free_port()
+    mark = f"OT_TEST_RUN_MARK={tmp_path.name}-{os.getpid()}"
+    home = tmp_path / "dagster"
     env = {
+        mark.split("=")[0]: mark.split("=")[1],
         **os.environ,
         "OT_TOPIC_READINGS": isolated.topics.readings,
         "OT_TOPIC_DLQ": isolated.topics.dlq,
@@ -55,7 +85,7 @@ def test_make_run_streams_into_the_lake_and_redis_and_serves_the_dagster_ui(
         "OT_LAKE_DIR": str(isolated.lake_dir),
         # The bridge's MQTT session and topics of its own: the shared broker may hold others'.
         "OT_MQTT_TOPIC_ROOT": f"run-{isolated.redis_prefix.strip(':')}",
-        "DAGSTER_HOME": str(tmp_path / "dagster"),
+        "DAGSTER_HOME": str(home),
         "OT_API_KEYS": "",
     }
     proc = subprocess.Popen(
@@ -88,15 +118,27 @@ def test_make_run_streams_into_the_lake_and_redis_and_serves_the_dagster_ui(
         url = f"http://127.0.0.1:{api_port}/api/v1/machines"
         with urllib.request.urlopen(url, timeout=5) as resp:
             assert len(json.loads(resp.read())["items"]) == 5
+        # the landing sensor's first run (its first tick with landed files), then Ctrl-C in flight
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and proc.poll() is None:
+            if any(status not in ("QUEUED", "NOT_STARTED") for _, status in _runs(home)):
+                break
+            time.sleep(0.5)
+        assert _runs(home), "the landing sensor requested no run"
     finally:
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=90)
+        out, _ = proc.communicate(timeout=150)
     assert proc.returncode == 0, out
-    assert "Dagster UI   http://127.0.0.1:3317" in out
-    assert "HTTP API     http://127.0.0.1:8317" in out and "Ingest key   ot_" in out
-    assert "Dashboard    http://127.0.0.1:8317/" in out and "Operate key  ot_" in out
+    assert f"Dagster UI   http://127.0.0.1:{port}" in out
+    assert f"HTTP API     http://127.0.0.1:{api_port}" in out and "Ingest key   ot_" in out
+    assert f"Dashboard    http://127.0.0.1:{api_port}/" in out and "Operate key  ot_" in out
     assert "stopping: simulator, api, mqtt-bridge, lander, state-writer, dagster" in out
+    assert "dagster: " in out  # what became of the runs in flight, one line each
     assert not _ui_answers(port), "Ctrl-C must stop the Dagster UI"
+    assert _marked(mark) == [], "Ctrl-C must leave no process the run started"
+    runs = _runs(home)
+    assert runs and all(job == "process_landed_hours" for job, _ in runs), runs
+    assert all(status in ("SUCCESS", "CANCELED") for _, status in runs), (runs, out)
 
 
 # -- the lifecycle of `make run` / `make start` on a stack of its own ---------------------------

@@ -64,6 +64,8 @@ def test_settings_read_every_variable():
         ("OT_API_ANONYMOUS_READ", "maybe", "true or false"),
         ("OT_API_CORS_ORIGINS", "wall.local:3000", "scheme://host[:port]"),
         ("OT_API_CORS_ORIGINS", "http://a.example/path", "scheme://host[:port]"),
+        ("OT_PARTITIONS_START", "last week", "a day (2026-11-22) or an hour"),
+        ("OT_PARTITIONS_START", "2026-13-01", "a day (2026-11-22) or an hour"),
     ],
 )
 def test_bad_configuration_names_the_variable_in_one_line(name, value, fragment):
@@ -83,6 +85,17 @@ def test_an_endpoint_set_but_empty_is_an_error_not_the_local_default(name, value
     assert message.startswith(f"{name} is set but empty: unset it for the local stack (")
     assert "\n" not in message
     Settings.from_env({})  # unset: the local stack's default
+
+
+def test_partitions_start_is_a_day_or_an_hour_in_utc_and_unset_means_the_lake():
+    from datetime import UTC, datetime
+
+    assert Settings.from_env({}).partitions_start is None
+    day = Settings.from_env({"OT_PARTITIONS_START": "2026-11-22"}).partitions_start
+    assert day == datetime(2026, 11, 22, tzinfo=UTC)
+    for hour in ("2026-11-22-13:00", "2026-11-22T13", "2026-11-22T13:45Z"):
+        start = Settings.from_env({"OT_PARTITIONS_START": hour}).partitions_start
+        assert start == datetime(2026, 11, 22, 13, tzinfo=UTC)
 
 
 def test_cli_reports_bad_configuration_as_one_line_and_exit_code_2():

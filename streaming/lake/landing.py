@@ -3,6 +3,7 @@ of an hour from exactly those files."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -26,6 +27,37 @@ def files_by_hour(lake: Lake, hour_keys: list[str]) -> dict[str, list[LandedFile
             if h in wanted:
                 found[h].append(f)
     return found
+
+
+def first_event_hour(lake: Lake) -> str | None:
+    """The earliest event hour the lake holds data of (an hour key), None for an empty lake.
+
+    Cheap enough for start-up: the names of the hourly `readings` files and of the daily archives,
+    and the footer of the first landing file of each Kafka partition (history lands first)."""
+    hours: list[str] = []
+    readings = lake.asset_dir("readings")
+    if readings.is_dir():
+        hours += [
+            f"{p.stem[:13]}:{p.stem[13:15]}"
+            for p in readings.glob("*.parquet")
+            if _HOUR_FILE.match(p.name)
+        ]
+    if lake.archive_dir.is_dir():
+        hours += [
+            f"{p.stem[len('readings-') :]}-00:00"
+            for p in lake.archive_dir.glob("readings-*.parquet")
+            if _ARCHIVE_FILE.match(p.name)
+        ]
+    first_files: dict[int, LandedFile] = {}
+    for f in lake.landed_files():
+        first_files.setdefault(f.partition, f)
+    for f in first_files.values():
+        hours += event_hours(f.path)[:1]
+    return min(hours, default=None)
+
+
+_HOUR_FILE = re.compile(r"^\d{4}-\d{2}-\d{2}-\d{4}\.parquet$")
+_ARCHIVE_FILE = re.compile(r"^readings-\d{4}-\d{2}-\d{2}\.parquet$")
 
 
 def landed_rows(
