@@ -16,7 +16,7 @@ from ot_tools.synthetic_landing import land
 from streaming.lake import Lake
 from streaming.lake.hours import hour_key
 
-START = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
+START = datetime(2026, 11, 5, 6, 0, tzinfo=UTC)  # within the tests' partitions (conftest)
 HOURS = [hour_key(START + timedelta(hours=h)) for h in range(3)]
 FLAGS = ["event_id", "score", "severity", "detector"]
 
