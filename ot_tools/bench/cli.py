@@ -29,6 +29,8 @@ RUN_ORDER = (
     "gateway",
     "detection",
     "pipeline",
+    "peers",
+    "e2e",
 )
 
 
