@@ -35,14 +35,26 @@ def tree(pid: int) -> list[int]:
     return out
 
 
-def own_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of one process (its threads included), 0 if it is gone."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (field 3 on), None if it is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
-        return 0.0
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+        return None
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def own_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process (its threads included), 0 if it is gone."""
+    fields = _stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / TICKS if fields else 0.0
+
+
+def cpu_with_reaped(pid: int) -> float:
+    """A process's CPU time plus what its exited children used once it reaped them (cutime,
+    cstime): summed over a tree, this does not drop when a short-lived process ends."""
+    fields = _stat_fields(pid)
+    return sum(int(f) for f in fields[11:15]) / TICKS if fields else 0.0
 
 
 def cpu_seconds(pid: int) -> float:

@@ -310,9 +310,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     settings = Settings.from_env()
-    policy = FlushPolicy(
-        args.flush_rows, args.flush_bytes, args.flush_age, args.buffer_mb * 2**20
-    )
+    policy = FlushPolicy(args.flush_rows, args.flush_bytes, args.flush_age, args.buffer_mb * 2**20)
     require_writable_lake(settings.lake_dir)
     require_kafka(settings.kafka_bootstrap_servers)
 
