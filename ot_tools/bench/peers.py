@@ -21,6 +21,9 @@ closes only when later data arrives). CPU seconds and peak RSS come from wait4 (
 readings over the time from the first to the last message. Figures: readings per CPU-second,
 ratios to the bare loop and to the peer.
 
+Sizes: 1,000,000 readings and 2 rounds (`--quick`: 100,000 and 1), or OT_BENCH_PEERS_READINGS
+and OT_BENCH_PEERS_ROUNDS.
+
 The peer runs in `.venv-peers` (made on first use from `ot_tools/bench/peers.lock`): Quix
 Streams 3.28 needs confluent-kafka < 2.13 and the platform locks a newer one.
 """
@@ -242,8 +245,8 @@ def summarize(results: dict[str, list[dict[str, Any]]], n: int) -> dict[str, Any
 
 
 def run(settings: Settings, quick: bool) -> dict[str, Any]:
-    wanted = 100_000 if quick else 1_000_000
-    rounds = 1 if quick else 2
+    wanted = int(os.environ.get("OT_BENCH_PEERS_READINGS", 100_000 if quick else 1_000_000))
+    rounds = int(os.environ.get("OT_BENCH_PEERS_ROUNDS", 1 if quick else 2))
     suffix = uuid.uuid4().hex[:8]
     topics = Topics(
         readings=f"bench-peers-{suffix}",

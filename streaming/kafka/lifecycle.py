@@ -41,6 +41,16 @@ class StopFlag:
         self.signal = signal.Signals(signum).name
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
 def consumer_parser(
     prog: str, description: str | None, group: str, poll_timeout: float
 ) -> argparse.ArgumentParser:
@@ -55,7 +65,7 @@ def consumer_parser(
     p.add_argument("--session-timeout-ms", type=int, default=10_000)
     p.add_argument(
         "--prefetch-mb",
-        type=int,
+        type=_at_least_one,
         default=PREFETCH_MB,
         help="MiB of messages read ahead (bounds memory while catching up; default %(default)s)",
     )
