@@ -24,8 +24,9 @@ rate is the best passing one. A step whose processes together pass `max_rss_mb` 
 
 Configuration (environment, for `ot bench e2e`; or the same as options of
 `python -m ot_tools.bench.e2e`): OT_BENCH_E2E_RATES (comma list), OT_BENCH_E2E_STEP_S,
-OT_BENCH_E2E_WARMUP_S, OT_BENCH_E2E_DEADLINE_S, OT_BENCH_E2E_REFINE, OT_BENCH_E2E_MAX_RSS_MB,
-OT_BENCH_E2E_REPORT (a file for the full JSON report).
+OT_BENCH_E2E_WARMUP_S, OT_BENCH_E2E_DEADLINE_S, OT_BENCH_E2E_MAX_LAG_S, OT_BENCH_E2E_REFINE,
+OT_BENCH_E2E_MAX_RSS_MB, OT_BENCH_E2E_EVERY_RATE (measure every rate of the ladder, failing or
+not), OT_BENCH_E2E_REPORT (a file for the full JSON report: every step with its figures).
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ class Options:
     refine: int = 1
     max_rss_mb: float = 6_000.0  # a guard for a shared machine: twice the 3 GB target
     report: Path | None = None
+    every_rate: bool = False  # measure every rate of the ladder, failing or not
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], quick: bool) -> Options:
@@ -91,6 +93,7 @@ class Options:
             refine=int(env.get("OT_BENCH_E2E_REFINE", base.refine)),
             max_rss_mb=float(env.get("OT_BENCH_E2E_MAX_RSS_MB", base.max_rss_mb)),
             report=Path(report) if report else None,
+            every_rate=env.get("OT_BENCH_E2E_EVERY_RATE", "") in {"1", "true", "yes"},
         )
 
 
@@ -652,7 +655,8 @@ def _clean(settings: Settings, topics: Topics, bench: Settings, work: Path) -> N
 def search(settings: Settings, options: Options, log: Callable[[str], None]) -> list[Step]:
     steps: list[Step] = []
     while True:
-        rate = next_rate([(s.rate, s.passed) for s in steps], options.rates, options.refine)
+        done = [(s.rate, s.passed or options.every_rate) for s in steps]
+        rate = next_rate(done, options.rates, options.refine)
         if rate is None:
             return steps
         step = run_step(settings, rate, options, log)
@@ -693,6 +697,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--refine", type=int, default=Options.refine)
     p.add_argument("--max-rss-mb", type=float, default=Options.max_rss_mb)
     p.add_argument("--report", type=Path)
+    p.add_argument("--every-rate", action="store_true", help="measure every rate, failing or not")
     args = p.parse_args(argv)
     options = Options(
         rates=tuple(int(r) for r in args.rates.split(",")) if args.rates else DEFAULT_RATES,
@@ -703,6 +708,7 @@ def main(argv: list[str]) -> int:
         refine=args.refine,
         max_rss_mb=args.max_rss_mb,
         report=args.report,
+        every_rate=args.every_rate,
     )
     print(json.dumps({"bench": "e2e", **_run(Settings.from_env(), options)}), flush=True)
     return 0
