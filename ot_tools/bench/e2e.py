@@ -43,6 +43,7 @@ import tempfile
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -271,6 +272,45 @@ def figures(steps: Sequence[Step]) -> dict[str, Any]:
     return out
 
 
+def tables(steps: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown tables of a JSON report (`--report`): one row per step, then CPU and RSS per
+    component of every step (for docs/benchmarks.md)."""
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, float):
+            return f"{value:,.1f}" if value < 1000 else f"{value:,.0f}"
+        if isinstance(value, int):
+            return f"{value:,}"
+        return str(value)
+
+    head = "| R (readings/s) | produced/s | lander lag s | state lag s | latency p50 / p99 ms "
+    head += "| hours done after s | CPU platform / total % | RSS platform / total MB | load | |"
+    lines = [head, "|" + "---|" * 10]
+    for s in steps:
+        lat, cpu, rss = s["latency_ms"], s["cpu_pct"], s["rss_mb"]
+        verdict = "pass" if not s["reasons"] else "fail: " + "; ".join(s["reasons"])
+        lines.append(
+            f"| {cell(s['rate'])} | {cell(round(s['produced_per_s']))} "
+            f"| {cell(s['lander_lag_s'])} | {cell(s['state_lag_s'])} "
+            f"| {cell(lat.get('p50'))} / {cell(lat.get('p99'))} | {cell(s['materialized_s'])} "
+            f"| {cell(cpu.get('platform'))} / {cell(cpu.get('total'))} "
+            f"| {cell(rss.get('platform'))} / {cell(rss.get('total'))} "
+            f"| {cell(round(s['load_avg_end'], 1))} | {verdict} |"
+        )
+    names = sorted({k for s in steps for k in s["cpu_pct"]} - {"platform", "total"})
+    rates = " | ".join(f"{cell(s['rate'])}/s" for s in steps)
+    lines += ["", f"| component (CPU % of a core, peak RSS MB) | {rates} |"]
+    lines.append("|---|" + "---|" * len(steps))
+    for name in [*names, "platform", "total"]:
+        row = " | ".join(
+            f"{cell(s['cpu_pct'].get(name))} %, {cell(s['rss_mb'].get(name))} MB" for s in steps
+        )
+        lines.append(f"| {name} | {row} |")
+    return "\n".join(lines)
+
+
 # -- measuring a running platform ---------------------------------------------------------------
 class Sampler:
     """Every `every` s: CPU (utime + stime, plus the CPU of exited children they reaped) and RSS
@@ -430,6 +470,7 @@ def missing_materializations(
     """`asset@hour` not yet materialized by a run that started after `since` (epoch s)."""
     import dagster as dg
 
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
     instance = dg.DagsterInstance.from_config(str(home))
     missing = []
     starts: dict[str, float | None] = {}
@@ -698,7 +739,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--max-rss-mb", type=float, default=Options.max_rss_mb)
     p.add_argument("--report", type=Path)
     p.add_argument("--every-rate", action="store_true", help="measure every rate, failing or not")
+    p.add_argument("--tables", type=Path, help="print a --report file as markdown tables")
     args = p.parse_args(argv)
+    if args.tables:
+        print(tables(json.loads(args.tables.read_text())))
+        return 0
     options = Options(
         rates=tuple(int(r) for r in args.rates.split(",")) if args.rates else DEFAULT_RATES,
         step_s=args.step_seconds,

@@ -117,3 +117,22 @@ def test_figures_name_each_step_and_the_best_passing_rate() -> None:
     assert out["r50000_failed"].startswith("lander lag")
     assert out["r200_latency_p99_ms"] == 450.0
     assert out["sustained_readings_per_s"] == 200
+
+
+def test_a_json_report_reads_back_as_tables_of_steps_and_components() -> None:
+    from dataclasses import asdict
+
+    from ot_tools.bench.e2e import tables
+
+    step = _step(
+        cpu_pct={"lander": 12.5, "kafka": 30.0, "platform": 12.5, "total": 42.5},
+        rss_mb={"lander": 560.0, "kafka": 640.0, "platform": 560.0, "total": 1200.0},
+        load_avg_end=3.2,
+    )
+    failed = _step(rate=50_000, reasons=["lander lag 99 s > 30 s"], load_avg_end=4.0)
+    text = tables([asdict(step), asdict(failed)])
+    rows = text.splitlines()
+    assert rows[2].startswith("| 10,000 | 9,990 | 8.0 | 0.2 | 120.0 / 450.0 | 150.0 |")
+    assert rows[2].endswith("| 3.2 | pass |") and rows[3].endswith("fail: lander lag 99 s > 30 s |")
+    assert "| lander | 12.5 %, 560.0 MB | - %, - MB |" in text
+    assert "| total | 42.5 %, 1,200 MB | - %, - MB |" in text
