@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 
 import pytest
-
 from confluent_kafka import KafkaError
 
 from streaming.kafka.rebalance import group_changes
