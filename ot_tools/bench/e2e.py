@@ -161,7 +161,8 @@ def dagster_part(argv: Sequence[str]) -> str:
     """Which part of Dagster a process is: webserver, daemon, code server (and the gRPC server
     it runs), a run or step process, or `dagster dev` itself."""
     text = " ".join(argv)
-    if "execute_run" in text or "execute_step" in text or "execute_plan" in text:
+    runs = ("execute_run", "execute_step", "execute_plan", "multiprocessing")
+    if any(word in text for word in runs):  # a run, or a step process of its executor
         return "dagster_runs"
     if "webserver" in text:
         return "dagster_webserver"

@@ -65,6 +65,8 @@ def test_components_are_named_from_the_command_lines_of_make_run() -> None:
         "dagster_code_server"
     )
     assert dagster_part([py, "-m", "dagster", "api", "execute_run", "{}"]) == "dagster_runs"
+    step = [py, "-c", "from multiprocessing.spawn import spawn_main; spawn_main(tracker_fd=5)"]
+    assert dagster_part(step) == "dagster_runs"
 
 
 def test_latency_is_the_feed_entry_time_minus_each_readings_event_time() -> None:
