@@ -31,7 +31,12 @@ RUN_ORDER = (
     "detection",
     "pipeline",
     "dashboard",
+    "live",
+    "peers",
+    "e2e",
 )
+# Run only when named: `ot bench e2e` and `ot bench live` run the whole platform for minutes.
+ON_REQUEST = frozenset({"e2e", "live"})
 
 
 def benchmarks() -> dict[str, EntryPoint]:
@@ -52,13 +57,18 @@ def machine() -> str:
 def main(argv: list[str]) -> int:
     registered = benchmarks()
     parser = argparse.ArgumentParser(prog="ot bench", description=__doc__)
-    parser.add_argument("names", nargs="*", choices=[*registered, []], help="default: all")
+    parser.add_argument(
+        "names",
+        nargs="*",
+        choices=[*registered, []],
+        help=f"default: all but {', '.join(sorted(ON_REQUEST))}",
+    )
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     print(f"# machine: {machine()}", flush=True)
     failed = 0
-    for name in args.names or list(registered):
+    for name in args.names or [n for n in registered if n not in ON_REQUEST]:
         started = time.perf_counter()
         try:
             run = registered[name].load()

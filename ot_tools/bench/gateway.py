@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ot_tools import drills
+from ot_tools.bench.proc import cpu_seconds
 from streaming.api.keys import Role, new_key
 from streaming.settings import Settings, Topics
 from streaming.stack.topics import create_topics, delete_topics
@@ -53,24 +54,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of a process and all its descendants, from /proc."""
-    total = 0.0
-    ticks = os.sysconf("SC_CLK_TCK")
-    stack = [pid]
-    while stack:
-        p = stack.pop()
-        try:
-            stat = Path(f"/proc/{p}/stat").read_text()
-            fields = stat[stat.rindex(")") + 2 :].split()
-            total += (int(fields[11]) + int(fields[12])) / ticks
-            for task in Path(f"/proc/{p}/task").iterdir():
-                stack += [int(c) for c in (task / "children").read_text().split()]
-        except (FileNotFoundError, ProcessLookupError, ValueError):
-            continue
-    return total
 
 
 class ApiServer:

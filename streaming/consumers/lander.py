@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from streaming.consumers.landing import FlushPolicy, PartitionBuffer, slices
+from streaming.consumers.landing import FlushPolicy, PartitionBuffer, over_budget, slices
 from streaming.kafka.lifecycle import ConsumerFailed, JsonLog, consumer_parser, serve
 from streaming.kafka.probe import require_kafka
 from streaming.kafka.runtime import Batch, ConsumerRuntime, Membership
@@ -43,6 +43,9 @@ class LakeUnwritable(ConsumerFailed):
 GROUP = "lake-lander"
 STAGE = "lander"
 MEMBERSHIP = Membership(GROUP, poll_timeout=0.5)  # `ot land` defaults
+# Tables handed to the one writer thread and not yet written: enough to keep it busy while the
+# loop consumes, few enough that a slow disk holds back consuming instead of growing memory.
+MAX_PENDING_WRITES = 2
 
 
 @dataclass
@@ -164,6 +167,8 @@ class Lander:
             reason = buf.due(self.policy, now)
             if reason:
                 self._land(p, reason)
+        for p in over_budget(self.buffers, self.policy):
+            self._land(p, "memory")
 
     def flush_all(self, reason: str) -> None:
         for p in list(self.buffers):
@@ -188,7 +193,7 @@ class Lander:
         self._pending.append(
             _Pending(future, partition, buf, table.num_rows, len(dead), reason, started)
         )
-        while len(self._pending) > 4:
+        while len(self._pending) > MAX_PENDING_WRITES:
             self._settle(self._pending[0])
 
     def _write(self, partition: int, first: int, last: int, table: pa.Table) -> int | None:
@@ -305,13 +310,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--flush-rows", type=int, default=FlushPolicy.max_rows)
     p.add_argument("--flush-bytes", type=int, default=FlushPolicy.max_bytes)
     p.add_argument("--flush-age", type=float, default=FlushPolicy.max_age_s, help="seconds")
+    p.add_argument(
+        "--buffer-mb",
+        type=int,
+        default=FlushPolicy.max_buffered_bytes // 2**20,
+        help="MiB of messages buffered over all partitions before the largest buffers are "
+        "written early (default %(default)s)",
+    )
     return p.parse_args(argv)
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     settings = Settings.from_env()
-    policy = FlushPolicy(args.flush_rows, args.flush_bytes, args.flush_age)
+    policy = FlushPolicy(args.flush_rows, args.flush_bytes, args.flush_age, args.buffer_mb * 2**20)
     require_writable_lake(settings.lake_dir)
     require_kafka(settings.kafka_bootstrap_servers)
 

@@ -18,11 +18,15 @@ from streaming.lake import LANDED_SCHEMA
 
 @dataclass(frozen=True)
 class FlushPolicy:
-    """A buffer is written when any limit is reached (rows counts every consumed message)."""
+    """A buffer is written when any limit is reached (rows counts every consumed message), and
+    the largest buffers are written early while all of them together hold more than
+    `max_buffered_bytes` of messages: a catch-up over many partitions stays within a fixed memory
+    budget (buffered rows cost about twice their message bytes as Arrow columns)."""
 
     max_rows: int = 200_000
     max_bytes: int = 32 * 2**20
     max_age_s: float = 10.0
+    max_buffered_bytes: int = 48 * 2**20
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,19 @@ class PartitionBuffer:
         if not self.dead_lettered:
             return np.empty(0, dtype=np.int64)
         return np.concatenate(self.dead_lettered)
+
+
+def over_budget(buffers: dict[int, PartitionBuffer], policy: FlushPolicy) -> list[int]:
+    """The partitions to write now, largest first, so that the rest holds at most
+    `policy.max_buffered_bytes` of messages together."""
+    total = sum(b.nbytes for b in buffers.values())
+    out: list[int] = []
+    for p, buf in sorted(buffers.items(), key=lambda item: -item[1].nbytes):
+        if total <= policy.max_buffered_bytes:
+            break
+        out.append(p)
+        total -= buf.nbytes
+    return out
 
 
 def slices(

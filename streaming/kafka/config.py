@@ -25,6 +25,27 @@ MESSAGE_MAX_BYTES = 10 * 2**20
 DEAD_LETTER_MAX_BYTES = MESSAGE_MAX_BYTES - 16 * 1024
 
 
+# How far a consumer reads ahead of what it processes, in MiB of message payload. librdkafka
+# fetches into one local queue per client; what it holds costs about three times the payload in
+# memory (its per-message headers and the fetch buffers they point into), so this bounds a
+# catching-up consumer's memory. 32 MiB is ~500,000 readings ahead: consuming 20,000 per call
+# never waits for a fetch, and the queue refills while the batch is processed.
+PREFETCH_MB = 32
+
+
+def prefetch_config(prefetch_mb: int) -> dict[str, Any]:
+    """The read-ahead bound: the queue's size in bytes, a per-partition message floor that stays
+    below it, and fetch responses small enough not to overshoot it by much (a fetch is added
+    whole, and may hold `max.partition.fetch.bytes` of each partition)."""
+    if prefetch_mb < 1:
+        raise ValueError("prefetch must be at least 1 MiB")
+    return {
+        "queued.max.messages.kbytes": prefetch_mb * 1024,
+        "queued.min.messages": max(1_000, prefetch_mb * 300),
+        "fetch.max.bytes": max(MESSAGE_MAX_BYTES, prefetch_mb * 2**20 // 2),
+    }
+
+
 def consumer_config(
     settings: Settings,
     group: str,
@@ -32,6 +53,7 @@ def consumer_config(
     instance_id: str | None = None,
     session_timeout_ms: int = 10_000,
     max_poll_interval_ms: int = 300_000,
+    prefetch_mb: int = PREFETCH_MB,
 ) -> dict[str, Any]:
     config: dict[str, Any] = {
         "bootstrap.servers": settings.kafka_bootstrap_servers,
@@ -45,13 +67,10 @@ def consumer_config(
         "max.poll.interval.ms": max_poll_interval_ms,
         # Eager rebalancing: a revoked partition is flushed before anyone else can get it.
         "partition.assignment.strategy": "range",
-        # Big fetches: the consumers are throughput-bound and batch everything.
         "fetch.min.bytes": 1,
         "fetch.wait.max.ms": 100,
-        "queued.min.messages": 200_000,
-        "queued.max.messages.kbytes": 262_144,
         "max.partition.fetch.bytes": MESSAGE_MAX_BYTES,
-        "fetch.max.bytes": 64 * 2**20,
+        **prefetch_config(prefetch_mb),
     }
     if instance_id:
         config["group.instance.id"] = instance_id

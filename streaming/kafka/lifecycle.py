@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, TextIO
 
+from streaming.kafka.config import PREFETCH_MB
+
 
 class ConsumerFailed(RuntimeError):
     """The Kafka client kept failing fatally (fenced or otherwise) although fresh clients
@@ -39,6 +41,16 @@ class StopFlag:
         self.signal = signal.Signals(signum).name
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
 def consumer_parser(
     prog: str, description: str | None, group: str, poll_timeout: float
 ) -> argparse.ArgumentParser:
@@ -51,6 +63,12 @@ def consumer_parser(
         "--poll-timeout", type=float, default=poll_timeout, help="seconds per consume call"
     )
     p.add_argument("--session-timeout-ms", type=int, default=10_000)
+    p.add_argument(
+        "--prefetch-mb",
+        type=_at_least_one,
+        default=PREFETCH_MB,
+        help="MiB of messages read ahead (bounds memory while catching up; default %(default)s)",
+    )
     p.add_argument("--until-idle", type=float, help="stop after this many seconds without data")
     p.add_argument("--max-messages", type=int, help="stop after consuming this many messages")
     p.add_argument("--duration", type=float, help="stop after this many seconds")

@@ -33,7 +33,13 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 
 from streaming.events import DecodedBatch, decode_batch, dlq_headers, fit_dead_letter
-from streaming.kafka.config import DEAD_LETTER_MAX_BYTES, admin_config, consumer_config, lag
+from streaming.kafka.config import (
+    DEAD_LETTER_MAX_BYTES,
+    PREFETCH_MB,
+    admin_config,
+    consumer_config,
+    lag,
+)
 from streaming.kafka.lifecycle import Bounds, ConsumerFailed, JsonLog, Progress, StopFlag
 from streaming.kafka.producer import ConfirmedProducer
 from streaming.kafka.rebalance import ClientLog, describe_group, group_changes
@@ -132,6 +138,7 @@ class Membership:
     batch_size: int = 20_000  # messages per consume call
     poll_timeout: float = 0.5  # seconds per consume call
     session_timeout_ms: int = 10_000
+    prefetch_mb: int = PREFETCH_MB  # read-ahead bound of the client (memory while catching up)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Membership:
@@ -142,6 +149,7 @@ class Membership:
             batch_size=args.batch_size,
             poll_timeout=args.poll_timeout,
             session_timeout_ms=args.session_timeout_ms,
+            prefetch_mb=args.prefetch_mb,
         )
 
 
@@ -255,6 +263,7 @@ class ConsumerRuntime:
             m.group,
             instance_id=m.instance_id,
             session_timeout_ms=m.session_timeout_ms,
+            prefetch_mb=m.prefetch_mb,
         )
         consumer = Consumer(
             {
@@ -580,6 +589,12 @@ class ConsumerRuntime:
             "lag": behind,
             **timings,
             "elapsed_s": round(elapsed, 2),
+            # From the first batch to the end: the rate without start-up and the group join.
+            "consuming_s": (
+                round(self.stats.finished_at - self.stats.first_batch_at, 3)
+                if self.stats.first_batch_at is not None and self.stats.finished_at is not None
+                else None
+            ),
             "stopped_by": reason,
         }
 

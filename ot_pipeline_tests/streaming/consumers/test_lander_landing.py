@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pyarrow as pa
 
-from streaming.consumers.landing import FlushPolicy, PartitionBuffer, slices
+from streaming.consumers.landing import FlushPolicy, PartitionBuffer, over_budget, slices
 from streaming.events import DecodedBatch, decode_batch, encode_avro_many, event_id_for
 from streaming.lake import LANDED_SCHEMA
 
@@ -84,3 +84,16 @@ def test_lander_flush_policy_triggers_on_rows_bytes_or_age() -> None:
     assert buf.due(FlushPolicy(max_rows=99, max_bytes=10**9, max_age_s=5), 15.0) == "age"
     assert buf.due(FlushPolicy(max_rows=99, max_bytes=10**9, max_age_s=5), 14.9) is None
     assert buf.table().num_rows == 4
+
+
+def test_lander_writes_the_largest_buffers_early_once_all_together_pass_the_budget() -> None:
+    def holding(partition: int, nbytes: int) -> PartitionBuffer:
+        buf = PartitionBuffer(partition, 0, opened_at=0.0)
+        buf.messages, buf.nbytes = 1, nbytes
+        return buf
+
+    buffers = {0: holding(0, 30), 1: holding(1, 50), 2: holding(2, 20)}
+    assert over_budget(buffers, FlushPolicy(max_buffered_bytes=100)) == []
+    assert over_budget(buffers, FlushPolicy(max_buffered_bytes=99)) == [1]
+    assert over_budget(buffers, FlushPolicy(max_buffered_bytes=40)) == [1, 0]
+    assert over_budget({}, FlushPolicy(max_buffered_bytes=0)) == []

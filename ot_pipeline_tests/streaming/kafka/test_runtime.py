@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from confluent_kafka import KafkaError
 
 from streaming.kafka.rebalance import group_changes
@@ -48,3 +49,18 @@ def test_group_changes_name_who_joined_who_left_and_where_partitions_went() -> N
         },
     }
     assert group_changes(after, after) == {"joined": [], "left": [], "moved": {}}
+
+
+def test_consumer_read_ahead_is_bounded_by_the_prefetch_setting() -> None:
+    from streaming.kafka.config import MESSAGE_MAX_BYTES, consumer_config, prefetch_config
+    from streaming.settings import Settings
+
+    config = consumer_config(Settings(), "g", prefetch_mb=64)
+    assert config["queued.max.messages.kbytes"] == 64 * 1024
+    # The per-partition floor of six partitions stays within the bound (~70-byte readings) ...
+    assert 6 * config["queued.min.messages"] * 70 < 64 * 2**20
+    # ... and one fetch response cannot overshoot it by more than half, yet takes any message.
+    assert MESSAGE_MAX_BYTES <= config["fetch.max.bytes"] <= 32 * 2**20
+    assert prefetch_config(1)["fetch.max.bytes"] == MESSAGE_MAX_BYTES
+    with pytest.raises(ValueError):
+        prefetch_config(0)
