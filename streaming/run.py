@@ -29,10 +29,14 @@ from pathlib import Path
 
 from streaming.api.keys import Role, new_key
 from streaming.lake import Lake
+from streaming.observability.logs import EventLog, configure_logging
 from streaming.redis_keys import RedisKeys
 from streaming.settings import Settings, SettingsError
 from streaming.stack.local import REPO_ROOT, LocalStack, PortTaken, StackError
 from streaming.stack.processes import pid_alive, process_is
+
+# Restarts and exits of the children, through the one logging setup (stderr).
+SUPERVISOR = EventLog("run")
 
 
 @dataclass
@@ -180,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.detach:
             return start_background(stack, [a for a in raw if a != "--detach"])
         Settings.from_env()  # bad configuration: one line before anything starts
+        configure_logging()
     except SettingsError as exc:
         print(f"make run: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -340,9 +345,9 @@ def supervise(children: list[Child], env: dict[str, str]) -> Child | None:
         if child.restart_at is not None:
             if now >= child.restart_at:
                 child.start(env)
-                pid = child.proc.pid if child.proc else "?"
-                now_text = time.strftime("%H:%M:%S")
-                print(f"[{now_text}] {child.name} restarted (pid {pid})", flush=True)
+                SUPERVISOR.warning(
+                    "restarted", child=child.name, pid=child.proc.pid if child.proc else None
+                )
             continue
         if child.alive():
             continue
@@ -352,11 +357,15 @@ def supervise(children: list[Child], env: dict[str, str]) -> Child | None:
             return child
         child.restart_at = now + delay
         last = " | ".join(line.strip()[:160] for line in child.tail(3).splitlines())
-        print(
-            f"[{time.strftime('%H:%M:%S')}] {child.name} exited (code {code}); restarting in "
-            f"{delay:.0f} s (exit {len(child.restarts.exits)} within {child.restarts.window:.0f} s,"
-            f" stop at {child.restarts.crash_limit}); last log: {last}",
-            flush=True,
+        SUPERVISOR.warning(
+            "exited",
+            child=child.name,
+            code=code,
+            restart_in_s=round(delay),
+            exits=len(child.restarts.exits),
+            window_s=round(child.restarts.window),
+            stop_at=child.restarts.crash_limit,
+            last_log=last,
         )
     return None
 

@@ -12,7 +12,6 @@ queued.
 from __future__ import annotations
 
 import secrets
-import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -72,7 +71,7 @@ def kafka_producer_config(settings: Settings) -> dict[str, Any]:
 
 def create_app(settings: Settings | None = None, log: JsonLog | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
-    log = log or JsonLog("api", sys.stderr)
+    log = log or JsonLog("api")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

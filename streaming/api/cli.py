@@ -9,11 +9,11 @@ why uvicorn is the default).
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 
 from streaming.api.keys import KeyEntryError, Role, new_key
+from streaming.observability.logs import EventLog
 from streaming.settings import Settings
 
 DEFAULT_HOST = "127.0.0.1"
@@ -31,18 +31,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--graceful-timeout", type=float, default=30.0)
     args = parser.parse_args(argv)
     settings = Settings.from_env()  # fail early, as one line, on bad configuration
-    print(
-        json.dumps(
-            {
-                "event": "serving",
-                "url": f"http://{args.host}:{args.port}",
-                "docs": f"http://{args.host}:{args.port}/docs",
-                "server": args.server,
-                "keys": len(settings.api_keys),
-            }
-        ),
-        file=sys.stderr,
-        flush=True,
+    EventLog("api")(
+        "serving",
+        url=f"http://{args.host}:{args.port}",
+        docs=f"http://{args.host}:{args.port}/docs",
+        server=args.server,
+        keys=len(settings.api_keys),
     )
     if args.server == "granian":
         return _granian(args)

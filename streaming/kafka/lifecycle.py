@@ -1,5 +1,6 @@
 """What every long-running consumer shares: stop on SIGTERM/SIGINT, bounded runs for tests, a
-progress line and structured logs on stderr, and the one-line JSON summary on stdout."""
+progress line and structured logs on stderr (streaming/observability/logs.py), and the one-line
+JSON summary on stdout."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any
+
+from streaming.observability.logs import EventLog
 
 
 class ConsumerFailed(RuntimeError):
@@ -85,7 +88,7 @@ def serve(
     try:
         return run_bounded(consumer, args, stop, log)
     except ConsumerFailed as exc:
-        log("failed", error=str(exc))  # one clear line; a supervisor restarts the process
+        log.error("failed", error=str(exc))  # one clear line; a supervisor restarts the process
         return EXIT_FAILED
 
 
@@ -122,18 +125,9 @@ class Bounds:
         return None
 
 
-class JsonLog:
-    """Structured logs: one JSON object a line on stderr."""
-
-    def __init__(self, component: str, stream: TextIO | None = None) -> None:
-        self.component = component
-        self.stream = stream or sys.stderr
-
-    def __call__(self, event: str, **fields: Any) -> None:
-        record = {"ts": round(time.time(), 3), "component": self.component, "event": event}
-        record.update(fields)
-        self.stream.write(json.dumps(record, default=str) + "\n")
-        self.stream.flush()
+# Every component logs through the one logging setup (streaming/observability/logs.py); the
+# name stays for the callers that import it from here.
+JsonLog = EventLog
 
 
 class Progress:

@@ -7,7 +7,6 @@ generated when the wall clock reaches them (event time = now), paced by `--rate`
 
 from __future__ import annotations
 
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from streaming.observability.logs import EventLog
 from streaming.settings import Settings
 from streaming.simulator.chaos import FAULT_TYPES, MALFORMED_KINDS, Fault, chaos_rates
 from streaming.simulator.fleet import build_fleet
@@ -96,7 +96,7 @@ class Simulation:
         settings: Settings,
         options: Options,
         producer: SimulatorProducer | None = None,
-        log: Callable[[str], None] | None = None,
+        log: Callable[..., None] | None = None,
     ) -> None:
         self.settings = settings
         self.options = options
@@ -139,7 +139,7 @@ class Simulation:
             self.mqtt = SimulatorMqtt(settings.mqtt_url)
             self.mqtt_encoder = MqttBlockEncoder(self.fleet, settings.mqtt_topic_root)
         self.stats = RunStats()
-        self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.log = log or EventLog("simulator")  # log(event, **fields)
         self._started = time.perf_counter()
         self._last_progress = self._started
 
@@ -188,9 +188,13 @@ class Simulation:
             else "-"
         )
         self.log(
-            f"simulate: {s.readings:,} readings ({s.readings / max(elapsed, 1e-9):,.0f}/s), "
-            f"event time {event}, faults {sum(s.faults.values()):,}, "
-            f"malformed {sum(s.malformed.values()):,}, delivery failures {self.producer.failed}"
+            "progress",
+            readings=s.readings,
+            rate=round(s.readings / max(elapsed, 1e-9)),
+            event_time=event,
+            faults=sum(s.faults.values()),
+            malformed=sum(s.malformed.values()),
+            delivery_failures=self.producer.failed,
         )
 
     # -- the two clocks ----------------------------------------------------------------------
