@@ -15,6 +15,7 @@ from types import FrameType
 from typing import Any
 
 from streaming.observability.logs import EventLog
+from streaming.observability.metrics import serve_metrics
 
 
 class ConsumerFailed(RuntimeError):
@@ -83,6 +84,7 @@ def serve(
     `started` fields), run it within the options' bounds and print the summary."""
     log = JsonLog(component)
     stop = StopFlag().install()
+    serve_metrics(args, log)
     consumer = build(log)
     log("started", topic=topic, group=args.group, **started)
     try:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from streaming.observability import metrics
 from streaming.observability.logs import EventLog
 from streaming.settings import Settings
 from streaming.simulator.chaos import FAULT_TYPES, MALFORMED_KINDS, Fault, chaos_rates
@@ -149,6 +150,7 @@ class Simulation:
         for fault in faults:
             self.producer.send_json(topic, fault.machine_id, fault.record())
             self.stats.faults[fault.fault_type] += 1
+            metrics.SIM_FAULTS.labels(fault.fault_type).inc()
 
     def _send_block(self, block: ReadingBlock) -> None:
         if not len(block):
@@ -160,7 +162,7 @@ class Simulation:
                 bad = block.take(np.nonzero(~valid)[0])
                 self._send_faults([malformed_fault(self.fleet, bad, i) for i in range(len(bad))])
             self.mqtt.send(self.mqtt_encoder.messages(block))
-            self.stats.add_block(block)
+            self._count(block)
             return
         if valid.all():
             values = self.encoder.encode(block)
@@ -173,7 +175,12 @@ class Simulation:
             values = payloads.tolist()
             self._send_faults([malformed_fault(self.fleet, bad, i) for i in range(len(bad))])
         self.producer.send_many(topic, self.encoder.key_list(block), values)
+        self._count(block)
+
+    def _count(self, block: ReadingBlock) -> None:
+        before = self.stats.readings
         self.stats.add_block(block)
+        metrics.SIM_READINGS.inc(self.stats.readings - before)
 
     def _progress(self, force: bool = False) -> None:
         t = time.perf_counter()
