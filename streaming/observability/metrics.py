@@ -33,6 +33,14 @@ METRICS_PORTS = {
     "bridge-mqtt": 9403,
     "simulate": 9404,
 }
+# The Prometheus job of each command: the service names of docker-compose.yml.
+SCRAPE_JOBS = {
+    "api": "api",
+    "land": "lander",
+    "state": "state-writer",
+    "bridge-mqtt": "mqtt-bridge",
+    "simulate": "simulator",
+}
 DEFAULT_HOST = "127.0.0.1"
 
 # Latency buckets (seconds) from 1 ms to 10 s.
