@@ -158,11 +158,17 @@ def configure_logging(level: int | None = None, *, libraries: bool = True) -> No
     ours.setLevel(level)
 
 
-def _configure_quietly() -> None:
+def _env_level() -> int:
+    import os
+
     try:
-        configure_logging(libraries=False)
+        return level_from_env(os.environ)
     except SettingsError:  # `ot` reports a bad OT_LOG_LEVEL; elsewhere: info
-        configure_logging(logging.INFO, libraries=False)
+        return logging.INFO
+
+
+def _configure_quietly() -> None:
+    configure_logging(_env_level(), libraries=False)
 
 
 class EventLog:
@@ -182,7 +188,8 @@ class EventLog:
             handler = logging.StreamHandler(stream)
             handler.setFormatter(formatter_for(stream))
             self.logger.handlers = [handler]
-            self.logger.setLevel(logging.getLogger(ROOT).getEffectiveLevel())
+            ours = logging.getLogger(ROOT)
+            self.logger.setLevel(ours.level if ours.level != logging.NOTSET else _env_level())
 
     def _emit(self, level: int, event: str, fields: dict[str, Any]) -> None:
         if _configured is None and self.logger.propagate:
