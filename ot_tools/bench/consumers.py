@@ -1,8 +1,10 @@
 """Consumers benchmark: lander and state writer rates as ratios to a plain consume loop that only
-reads the same messages, in one run; then event -> Redis latency at a fixed produced rate."""
+reads the same messages, in one run, each with and without its Prometheus metrics (A/B); then
+event -> Redis latency at a fixed produced rate."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import threading
@@ -24,6 +26,7 @@ from streaming.consumers.state_writer import StateWriter
 from streaming.events import encode_avro_many, event_id_for
 from streaming.kafka.config import consumer_config, producer_config
 from streaming.kafka.lifecycle import Bounds, JsonLog, StopFlag
+from streaming.observability import metrics
 from streaming.redis_keys import RedisKeys
 from streaming.settings import Settings, Topics
 from streaming.stack.topics import create_topics, delete_topics
@@ -126,6 +129,27 @@ def _latency(settings: Settings, seconds: float, per_second: int) -> dict[str, f
     }
 
 
+def _run_lander(
+    settings: Settings, n: int, log: JsonLog, instrumented: bool
+) -> tuple[float, dict[str, Any]]:
+    """One lander over the topic, in a group of its own: (messages/s, its summary)."""
+    joining = replace(lander_.MEMBERSHIP, group=f"bench-lander-{uuid.uuid4().hex[:8]}")
+    with contextlib.nullcontext() if instrumented else metrics.disabled():
+        lander = Lander(settings, joining, log=log)
+        summary = lander.run(Bounds(max_messages=n), StopFlag())
+    return _rate(lander.runtime.stats), summary
+
+
+def _run_state_writer(
+    settings: Settings, n: int, log: JsonLog, instrumented: bool
+) -> tuple[float, dict[str, Any]]:
+    joining = replace(state_writer.MEMBERSHIP, group=f"bench-state-{uuid.uuid4().hex[:8]}")
+    with contextlib.nullcontext() if instrumented else metrics.disabled():
+        writer = StateWriter(settings, joining, log=log)
+        summary = writer.run(Bounds(max_messages=n), StopFlag())
+    return _rate(writer.runtime.stats), summary
+
+
 def run(settings: Settings, quick: bool) -> dict[str, Any]:
     n = 200_000 if quick else 2_000_000
     topics = _topics("consumers")
@@ -141,14 +165,22 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
                 bench, topics.readings, drills.readings(size, machines=MACHINES, seed=start)
             )
         raw = _raw_rate(bench, n)
-        joining = replace(lander_.MEMBERSHIP, group=f"bench-lander-{uuid.uuid4().hex[:8]}")
-        lander = Lander(bench, joining, log=quiet)
-        land_summary = lander.run(Bounds(max_messages=n), StopFlag())
-        land = _rate(lander.runtime.stats)
-        joining = replace(state_writer.MEMBERSHIP, group=f"bench-state-{uuid.uuid4().hex[:8]}")
-        writer = StateWriter(bench, joining, log=quiet)
-        state_summary = writer.run(Bounds(max_messages=n), StopFlag())
-        state = _rate(writer.runtime.stats)
+        # The metrics' cost as an A/B in this run: each consumer without instrumentation (A)
+        # and with it (B), in the order A B B A so that drift in the machine's load cancels.
+        land_rates: dict[bool, list[float]] = {False: [], True: []}
+        state_rates: dict[bool, list[float]] = {False: [], True: []}
+        for i, instrumented in enumerate((False, True, True, False)):
+            rate, land_summary = _run_lander(
+                replace(bench, lake_dir=lake / f"run{i}"), n, quiet, instrumented
+            )
+            land_rates[instrumented].append(rate)
+        for i, instrumented in enumerate((False, True, True, False)):
+            rate, state_summary = _run_state_writer(
+                replace(bench, redis_prefix=f"{prefix}run{i}:"), n, quiet, instrumented
+            )
+            state_rates[instrumented].append(rate)
+        land, land_off = (float(np.mean(land_rates[k])) for k in (True, False))
+        state, state_off = (float(np.mean(state_rates[k])) for k in (True, False))
         lat_topics = _topics("latency")
         create_topics(settings.kafka_bootstrap_servers, lat_topics, readings_partitions=6)
         try:
@@ -165,8 +197,12 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
             "lander_per_s": round(land),
             "lander_ratio": round(land / raw, 3),
             "lander_files": land_summary["files"],
+            "lander_per_s_without_metrics": round(land_off),
+            "lander_metrics_ratio": round(land / land_off, 3),
             "state_writer_per_s": round(state),
             "state_writer_ratio": round(state / raw, 3),
+            "state_writer_per_s_without_metrics": round(state_off),
+            "state_writer_metrics_ratio": round(state / state_off, 3),
             "state_batches": state_summary["batches"],
             "state_batch_ms_p50": state_summary["batch_ms_p50"],
             **latency,

@@ -264,8 +264,7 @@ class ConsumerRuntime:
                 "client.id": self.client_id,
                 "error_cb": self._client_error,
                 "logger": self.client_log.logger(self.client_id),
-                "statistics.interval.ms": STATS_INTERVAL_MS,
-                "stats_cb": self._statistics,
+                **self._statistics_config(),
             }
         )
         consumer.subscribe(
@@ -383,6 +382,11 @@ class ConsumerRuntime:
 
     def lag(self) -> int:
         return lag(self.consumer, dict(self.positions), self.topic)
+
+    def _statistics_config(self) -> dict[str, Any]:
+        if not metrics.ENABLED:
+            return {}
+        return {"statistics.interval.ms": STATS_INTERVAL_MS, "stats_cb": self._statistics}
 
     def _statistics(self, raw: str) -> None:
         """librdkafka's statistics (every STATS_INTERVAL_MS, from the consume call): the lag of

@@ -12,14 +12,16 @@ folder of its own before the workers start, and its metrics port sums what they 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.metrics import MetricWrapperBase
 
 from streaming.observability.logs import EventLog
 from streaming.settings import ServiceUnavailable
@@ -120,6 +122,38 @@ MQTT_MESSAGES = Counter(
 # -- simulator ------------------------------------------------------------------------------------
 SIM_READINGS = Counter("ot_simulator_readings", "Readings the simulator produced")
 SIM_FAULTS = Counter("ot_simulator_faults", "Faults injected (ground truth)", ["fault_type"])
+
+
+class _Off:
+    """A metric that records nothing (`disabled`)."""
+
+    def labels(self, *_: Any, **__: Any) -> _Off:
+        return self
+
+    def inc(self, *_: Any, **__: Any) -> None:
+        pass
+
+    dec = set = observe = remove = inc
+
+
+ENABLED = True  # False inside `disabled()`: no metric updates, no librdkafka statistics
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """Every metric of this module a no-op inside (for what is built inside: the runtime binds
+    its labelled metrics when made). The benchmark's A/B of what the instrumentation costs."""
+    global ENABLED
+    saved = {
+        name: metric for name, metric in globals().items() if isinstance(metric, MetricWrapperBase)
+    }
+    globals().update(dict.fromkeys(saved, _Off()))
+    ENABLED = False
+    try:
+        yield
+    finally:
+        globals().update(saved)
+        ENABLED = True
 
 
 def add_metrics_options(parser: argparse.ArgumentParser, command: str) -> None:
