@@ -30,6 +30,7 @@ from pathlib import Path
 from streaming.api.keys import Role, new_key
 from streaming.lake import Lake
 from streaming.observability.logs import EventLog, configure_logging
+from streaming.observability.metrics import METRICS_PORTS, SCRAPE_JOBS
 from streaming.redis_keys import RedisKeys
 from streaming.settings import Settings, SettingsError
 from streaming.stack.local import REPO_ROOT, LocalStack, PortTaken, StackError
@@ -163,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-dagster", action="store_true", help="streaming side only")
     parser.add_argument("--port", type=int, default=3000, help="Dagster UI port")
     parser.add_argument("--api-port", type=int, default=8000, help="HTTP API port (ot api)")
+    parser.add_argument(
+        "--monitoring", action="store_true", help="also Prometheus (`ot stack up --monitoring`)"
+    )
     control = parser.add_mutually_exclusive_group()
     control.add_argument(
         "--detach", action="store_true", help="run in the background (`make start`)"
@@ -188,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"make run: configuration error: {exc}", file=sys.stderr)
         return 2
+    if args.monitoring:
+        stack = stack.with_monitoring()
     started: list[str] = []  # the stack services this run started (and stops at the end)
     children: list[Child] = []
     try:
@@ -302,6 +308,10 @@ def run(
     if session_key:
         print(f"  Ingest key   {session_key}  (this run only; set OT_API_KEYS for your own)")
     print(f"  Logs         {logs}/run-*.log")
+    ports = ", ".join(f"{SCRAPE_JOBS[c]} :{p}" for c, p in METRICS_PORTS.items())
+    print(f"  Metrics      http://127.0.0.1:PORT/metrics ({ports})")
+    if "prometheus" in stack.services:
+        print(f"  Prometheus   {stack.prometheus.url}  (alerts: {stack.prometheus.url}/alerts)")
     if kept:
         print(f"  Stack        {', '.join(kept)} were already running: they stay up (`make down`)")
     print(BACKGROUND_READY if args.background else INTERACTIVE_READY, flush=True)
