@@ -27,6 +27,7 @@ from streaming.events import encode_avro_many, event_id_for
 from streaming.kafka.config import consumer_config, producer_config
 from streaming.kafka.lifecycle import Bounds, JsonLog, StopFlag
 from streaming.observability import metrics
+from streaming.observability.logs import log_context
 from streaming.redis_keys import RedisKeys
 from streaming.settings import Settings, Topics
 from streaming.stack.topics import create_topics, delete_topics
@@ -150,6 +151,36 @@ def _run_state_writer(
     return _rate(writer.runtime.stats), summary
 
 
+AB_ORDER = (False, True, True, False, False, True, True, False)  # False: metrics off (A)
+
+
+def _runs(rates: dict[bool, list[float]]) -> str:
+    """Each run's rate in order, e.g. 'A 101k B 99k ...', so the noise shows beside the median."""
+    taken = {k: iter(v) for k, v in rates.items()}
+    return " ".join(f"{'B' if on else 'A'} {next(taken[on]) / 1000:.0f}k" for on in AB_ORDER)
+
+
+def _instrumentation_us_per_batch(batches: int = 100_000) -> float:
+    """What the metrics cost one batch, measured alone: every update a lander and a state writer
+    batch makes (consumer counters, batch histogram, last-batch gauge, log context, landed rows,
+    files and flush time, applied readings, a dead-letter reason), summed, in microseconds."""
+    consumed = metrics.CONSUMED.labels("bench")
+    batch = metrics.BATCH_SECONDS.labels("bench")
+    last = metrics.LAST_BATCH.labels("bench")
+    started = time.perf_counter()
+    for i in range(batches):
+        with log_context(batch=i):
+            consumed.inc(20_000)
+        batch.observe(0.05)
+        last.set(time.time())
+        metrics.LANDED_FILES.inc()
+        metrics.LANDED_ROWS.inc(20_000)
+        metrics.FLUSH_SECONDS.observe(0.01)
+        metrics.STATE_APPLIED.inc(20_000)
+        metrics.DEAD_LETTERS.labels("bench", "OUT_OF_RANGE").inc(3)
+    return (time.perf_counter() - started) / batches * 1e6
+
+
 def run(settings: Settings, quick: bool) -> dict[str, Any]:
     n = 200_000 if quick else 2_000_000
     topics = _topics("consumers")
@@ -166,21 +197,23 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
             )
         raw = _raw_rate(bench, n)
         # The metrics' cost as an A/B in this run: each consumer without instrumentation (A)
-        # and with it (B), in the order A B B A so that drift in the machine's load cancels.
+        # and with it (B), alternating A B B A A B B A over a quarter of the topic each, so that
+        # drift in the machine's load cancels; the median of each arm.
+        part = n // 4
         land_rates: dict[bool, list[float]] = {False: [], True: []}
         state_rates: dict[bool, list[float]] = {False: [], True: []}
-        for i, instrumented in enumerate((False, True, True, False)):
+        for i, instrumented in enumerate(AB_ORDER):
             rate, land_summary = _run_lander(
-                replace(bench, lake_dir=lake / f"run{i}"), n, quiet, instrumented
+                replace(bench, lake_dir=lake / f"run{i}"), part, quiet, instrumented
             )
             land_rates[instrumented].append(rate)
-        for i, instrumented in enumerate((False, True, True, False)):
+        for i, instrumented in enumerate(AB_ORDER):
             rate, state_summary = _run_state_writer(
-                replace(bench, redis_prefix=f"{prefix}run{i}:"), n, quiet, instrumented
+                replace(bench, redis_prefix=f"{prefix}run{i}:"), part, quiet, instrumented
             )
             state_rates[instrumented].append(rate)
-        land, land_off = (float(np.mean(land_rates[k])) for k in (True, False))
-        state, state_off = (float(np.mean(state_rates[k])) for k in (True, False))
+        land, land_off = (float(np.median(land_rates[k])) for k in (True, False))
+        state, state_off = (float(np.median(state_rates[k])) for k in (True, False))
         lat_topics = _topics("latency")
         create_topics(settings.kafka_bootstrap_servers, lat_topics, readings_partitions=6)
         try:
@@ -199,10 +232,13 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
             "lander_files": land_summary["files"],
             "lander_per_s_without_metrics": round(land_off),
             "lander_metrics_ratio": round(land / land_off, 3),
+            "lander_ab_runs_per_s": _runs(land_rates),
             "state_writer_per_s": round(state),
             "state_writer_ratio": round(state / raw, 3),
             "state_writer_per_s_without_metrics": round(state_off),
             "state_writer_metrics_ratio": round(state / state_off, 3),
+            "state_writer_ab_runs_per_s": _runs(state_rates),
+            "metrics_us_per_batch": round(_instrumentation_us_per_batch(), 2),
             "state_batches": state_summary["batches"],
             "state_batch_ms_p50": state_summary["batch_ms_p50"],
             **latency,

@@ -40,7 +40,7 @@ def main(argv: list[str]) -> int:
     settings = Settings.from_env()  # fail early, as one line, on bad configuration
     log = EventLog("api")
     # Several workers write their metrics to a shared folder that this process serves summed.
-    shared = multiprocess_registry() if args.workers > 1 else None
+    shared = multiprocess_registry() if args.workers > 1 and args.metrics_port != 0 else None
     try:
         serve_metrics(args, log, shared[0] if shared else None)
         return _serve(args, settings, log)
