@@ -29,15 +29,12 @@ from pathlib import Path
 
 from streaming.api.keys import Role, new_key
 from streaming.lake import Lake
-from streaming.observability.logs import EventLog, configure_logging
+from streaming.observability.logs import configure_logging
 from streaming.observability.metrics import METRICS_PORTS, SCRAPE_JOBS
 from streaming.redis_keys import RedisKeys
 from streaming.settings import Settings, SettingsError
 from streaming.stack.local import REPO_ROOT, LocalStack, PortTaken, StackError
 from streaming.stack.processes import pid_alive, process_is
-
-# Restarts and exits of the children, through the one logging setup (stderr).
-SUPERVISOR = EventLog("run")
 
 
 @dataclass
@@ -355,9 +352,9 @@ def supervise(children: list[Child], env: dict[str, str]) -> Child | None:
         if child.restart_at is not None:
             if now >= child.restart_at:
                 child.start(env)
-                SUPERVISOR.warning(
-                    "restarted", child=child.name, pid=child.proc.pid if child.proc else None
-                )
+                pid = child.proc.pid if child.proc else "?"
+                now_text = time.strftime("%H:%M:%S")
+                print(f"[{now_text}] {child.name} restarted (pid {pid})", flush=True)
             continue
         if child.alive():
             continue
@@ -367,15 +364,11 @@ def supervise(children: list[Child], env: dict[str, str]) -> Child | None:
             return child
         child.restart_at = now + delay
         last = " | ".join(line.strip()[:160] for line in child.tail(3).splitlines())
-        SUPERVISOR.warning(
-            "exited",
-            child=child.name,
-            code=code,
-            restart_in_s=round(delay),
-            exits=len(child.restarts.exits),
-            window_s=round(child.restarts.window),
-            stop_at=child.restarts.crash_limit,
-            last_log=last,
+        print(
+            f"[{time.strftime('%H:%M:%S')}] {child.name} exited (code {code}); restarting in "
+            f"{delay:.0f} s (exit {len(child.restarts.exits)} within {child.restarts.window:.0f} s,"
+            f" stop at {child.restarts.crash_limit}); last log: {last}",
+            flush=True,
         )
     return None
 
