@@ -7,10 +7,15 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# The operator dashboard (dashboard/): `npm ci` from its lockfile and the production build that
+# `ot api` serves at /. Rebuilt only when the lockfile or a source changed.
+DASHBOARD_STAMP := dashboard/dist/.build-stamp
+DASHBOARD_SOURCES := $(shell find dashboard/src -type f 2>/dev/null) dashboard/index.html \
+	dashboard/vite.config.ts dashboard/tsconfig.json dashboard/package.json
 
-.PHONY: setup lock run start stop logs test test-fast lint format bench up up3 down status clean
+.PHONY: setup lock run start stop logs test test-fast lint format bench drills up up3 down status clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(DASHBOARD_STAMP)
 
 # Re-install only when the project definition or the lock changed: fast and idempotent otherwise.
 # Exactly the locked versions (requirements.lock), so a new machine next month gets the same set.
@@ -19,6 +24,11 @@ $(STAMP): pyproject.toml requirements.lock
 	@$(BIN)/python -m pip install --quiet --upgrade pip
 	@$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
 	@touch $(STAMP)
+
+$(DASHBOARD_STAMP): dashboard/package-lock.json $(DASHBOARD_SOURCES)
+	@command -v npm >/dev/null || { echo "make setup: the dashboard needs Node.js 20+ and npm (apt-get install nodejs npm)"; exit 2; }
+	@cd dashboard && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build >/dev/null
+	@touch $(DASHBOARD_STAMP)
 
 # Resolve pyproject.toml afresh into requirements.lock (an upgrade is a deliberate commit).
 lock:
@@ -64,6 +74,11 @@ bench: setup
 	@$(BIN)/ot stack up
 	@$(BIN)/ot bench
 
+# Every fault drill in turn, on a stack of their own (.drill-stack/, ports from 29092): one JSON
+# verdict line each, exit 1 if anything was lost or duplicated (docs/reliability.md).
+drills: setup
+	@$(BIN)/ot drill all
+
 up: setup
 	@$(BIN)/ot stack up
 
@@ -79,4 +94,4 @@ status: setup
 clean:
 	@-$(BIN)/python -m streaming.run --stop 2>/dev/null
 	@-$(BIN)/ot stack down 2>/dev/null
-	rm -rf $(VENV) .stack lake .dagster .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .stack lake .dagster .pytest_cache .mypy_cache .ruff_cache dashboard/node_modules dashboard/dist

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from streaming.settings import Settings, Topics
+from streaming.settings import Settings
 
 
 @pytest.fixture(scope="session")
@@ -48,28 +47,9 @@ def isolated(stack: Settings, tmp_path: Path) -> Iterator[Settings]:
 def isolated_settings(stack: Settings, lake_dir: Path) -> Settings:
     """`stack` with fresh, uniquely named topics (created), a Redis key prefix, a PostgreSQL schema
     and a lake of its own; `clean_up` removes them again."""
-    from streaming.stack.topics import create_topics
+    from ot_tools.drills import isolated_settings as isolate
 
-    suffix = uuid.uuid4().hex[:10]
-    topics = Topics(
-        readings=f"sensor-readings-{suffix}",
-        dlq=f"sensor-readings-{suffix}.dlq",
-        alerts=f"alerts-{suffix}",
-        faults=f"sim.faults-{suffix}",
-    )
-    create_topics(
-        stack.kafka_bootstrap_servers,
-        topics,
-        readings_partitions=stack.readings_partitions,
-        replication_factor=1,
-    )
-    return replace(
-        stack,
-        topics=topics,
-        lake_dir=lake_dir,
-        redis_prefix=f"ot-test-{suffix}:",
-        pg_schema=f"ot_test_{suffix}",
-    )
+    return isolate(stack, lake_dir)
 
 
 @pytest.fixture
@@ -95,16 +75,6 @@ def mqtt_sessions(stack: Settings) -> Iterator[list[str]]:
 
 
 def clean_up(settings: Settings) -> None:
-    import psycopg
-    import redis
+    from ot_tools.drills import clean_up as remove
 
-    from streaming.redis_keys import RedisKeys
-    from streaming.stack.topics import delete_topics
-
-    delete_topics(settings.kafka_bootstrap_servers, settings.topics.all())
-    client = redis.Redis.from_url(settings.redis_url)
-    keys = list(client.scan_iter(match=RedisKeys(settings.redis_prefix).scan_all, count=1000))
-    for start in range(0, len(keys), 1000):
-        client.delete(*keys[start : start + 1000])
-    with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA IF EXISTS {settings.pg_schema} CASCADE")
+    remove(settings)

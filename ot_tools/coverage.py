@@ -23,6 +23,8 @@ class PartitionCoverage:
     duplicated: list[int] = field(default_factory=list)
     outside: list[int] = field(default_factory=list)  # offsets a file holds outside its name
     name_gaps: list[tuple[int, int]] = field(default_factory=list)  # (expected first, got first)
+    missing_count: int = 0  # all of them (`missing` and `duplicated` list the first 20)
+    duplicated_count: int = 0
 
     @property
     def exact(self) -> bool:
@@ -56,7 +58,10 @@ def lake_coverage(
             cov.dead_lettered += len(dead)
             inside = both[(both >= low) & (both < high)]
             np.add.at(counts, inside - low, 1)
-        cov.missing = [int(x) + low for x in np.flatnonzero(counts == 0)[:20]]
-        cov.duplicated = [int(x) + low for x in np.flatnonzero(counts > 1)[:20]]
+        zero, many = np.flatnonzero(counts == 0), np.flatnonzero(counts > 1)
+        cov.missing = [int(x) + low for x in zero[:20]]
+        cov.duplicated = [int(x) + low for x in many[:20]]
+        cov.missing_count = len(zero)
+        cov.duplicated_count = int((counts[many] - 1).sum())
         out[partition] = cov
     return out

@@ -13,14 +13,16 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streaming.events import encode_avro_many, event_id_for, parse_dlq_headers
+from streaming.events.deadletter import DeadLetter
 from streaming.kafka.config import producer_config, reader_config
-from streaming.settings import Settings
+from streaming.settings import Settings, Topics
 
 METRICS = (("temperature", "°C", 60.0), ("vibration", "mm/s", 3.0), ("pressure", "bar", 5.0))
 GARBAGE = (b"", b"\x00\x00\x00\x00\x01\xff\xff", b"{not json", b"\x07hello", b'{"value": 1}')
@@ -37,10 +39,27 @@ def readings(
 ) -> list[tuple[bytes, bytes]]:
     """(key, value) pairs: valid Avro readings of a small fleet, a garbage payload every
     `garbage_every` messages. Values stay inside the streaming alert limits unless asked."""
+    records = reading_records(n, machines=machines, start_ms=start_ms, step_ms=step_ms, seed=seed)
+    keys = [r["machine_id"].encode() for r in records]
+    values = encode_avro_many(records)
+    if garbage_every:
+        for i in range(garbage_every - 1, n, garbage_every):
+            values[i] = GARBAGE[(i // garbage_every) % len(GARBAGE)]
+    return list(zip(keys, values, strict=True))
+
+
+def reading_records(
+    n: int,
+    *,
+    machines: int = 50,
+    start_ms: int | None = None,
+    step_ms: int = 10,
+    seed: int = 7,
+) -> list[dict[str, Any]]:
+    """The records behind `readings`: contract dicts, ready to encode (or to spoil)."""
     rng = random.Random(seed)
     start = int(time.time() * 1000) - n * step_ms if start_ms is None else start_ms
     records = []
-    keys = []
     for i in range(n):
         machine = f"m{i % machines:03d}"
         metric, unit, base = METRICS[(i // machines) % len(METRICS)]
@@ -60,12 +79,7 @@ def readings(
                 "quality": "GOOD",
             }
         )
-        keys.append(machine.encode())
-    values = encode_avro_many(records)
-    if garbage_every:
-        for i in range(garbage_every - 1, n, garbage_every):
-            values[i] = GARBAGE[(i // garbage_every) % len(GARBAGE)]
-    return list(zip(keys, values, strict=True))
+    return records
 
 
 def heavy_fleet(
@@ -122,8 +136,8 @@ def watermarks(settings: Settings, topic: str) -> dict[int, tuple[int, int]]:
         consumer.close()
 
 
-def dead_lettered_sources(settings: Settings) -> list[tuple[int, int]]:
-    """(source partition, source offset) of every message in the dead-letter topic, in order."""
+def dead_letters(settings: Settings) -> list[DeadLetter]:
+    """What the headers of every message in the dead-letter topic say, in order."""
     topic = settings.topics.dlq
     marks = watermarks(settings, topic)
     consumer = Consumer(
@@ -131,17 +145,65 @@ def dead_lettered_sources(settings: Settings) -> list[tuple[int, int]]:
     )
     consumer.assign([TopicPartition(topic, p, low) for p, (low, _) in marks.items()])
     need = sum(high - low for low, high in marks.values())
-    found: list[tuple[int, int]] = []
+    found: list[DeadLetter] = []
     deadline = time.monotonic() + 60
     try:
         while len(found) < need and time.monotonic() < deadline:
             for m in consumer.consume(num_messages=10_000, timeout=1.0):
                 if m.error() is None:
-                    letter = parse_dlq_headers(m.headers())  # type: ignore[arg-type]
-                    found.append((letter.partition, letter.offset))
+                    found.append(parse_dlq_headers(m.headers()))  # type: ignore[arg-type]
     finally:
         consumer.close()
     return found
+
+
+def dead_lettered_sources(settings: Settings) -> list[tuple[int, int]]:
+    """(source partition, source offset) of every message in the dead-letter topic, in order."""
+    return [(letter.partition, letter.offset) for letter in dead_letters(settings)]
+
+
+def isolated_settings(stack: Settings, lake_dir: Path, replication_factor: int = 1) -> Settings:
+    """`stack` with fresh, uniquely named topics (created), a Redis key prefix, a PostgreSQL schema
+    and a lake of its own (tests and drills: several share one stack); `clean_up` removes them."""
+    from streaming.stack.topics import create_topics
+
+    suffix = uuid.uuid4().hex[:10]
+    topics = Topics(
+        readings=f"sensor-readings-{suffix}",
+        dlq=f"sensor-readings-{suffix}.dlq",
+        alerts=f"alerts-{suffix}",
+        faults=f"sim.faults-{suffix}",
+    )
+    create_topics(
+        stack.kafka_bootstrap_servers,
+        topics,
+        readings_partitions=stack.readings_partitions,
+        replication_factor=replication_factor,
+    )
+    return replace(
+        stack,
+        topics=topics,
+        lake_dir=lake_dir,
+        redis_prefix=f"ot-test-{suffix}:",
+        pg_schema=f"ot_test_{suffix}",
+    )
+
+
+def clean_up(settings: Settings) -> None:
+    """Remove what `isolated_settings` made: its topics, Redis keys and PostgreSQL schema."""
+    import psycopg
+    import redis
+
+    from streaming.redis_keys import RedisKeys
+    from streaming.stack.topics import delete_topics
+
+    delete_topics(settings.kafka_bootstrap_servers, settings.topics.all())
+    client = redis.Redis.from_url(settings.redis_url)
+    keys = list(client.scan_iter(match=RedisKeys(settings.redis_prefix).scan_all, count=1000))
+    for start in range(0, len(keys), 1000):
+        client.delete(*keys[start : start + 1000])
+    with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {settings.pg_schema} CASCADE")
 
 
 def child_env(settings: Settings) -> dict[str, str]:
@@ -197,14 +259,21 @@ def produce_paced(
 
 
 def spawn(
-    command: str, settings: Settings, args: Sequence[str], log: Path
+    command: str,
+    settings: Settings,
+    args: Sequence[str],
+    log: Path,
+    prefix: Sequence[str] = (),
+    out: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[str]:
-    """`ot <command> <args>` as a child process; logs (stderr) appended to `log`."""
-    with open(log, "a") as err:
+    """`ot <command> <args>` as a child process (behind `prefix`, e.g. `ip netns exec NS`); logs
+    (stderr) appended to `log`; stdout piped, or appended to `out` for a long run."""
+    with open(log, "a") as err, open(out or os.devnull, "a") as sink:
         return subprocess.Popen(
-            [sys.executable, "-m", "streaming.cli", command, *args],
-            env=child_env(settings),
-            stdout=subprocess.PIPE,
+            [*prefix, sys.executable, "-m", "streaming.cli", command, *args],
+            env={**child_env(settings), **(env or {})},
+            stdout=subprocess.PIPE if out is None else sink,
             stderr=err,
             text=True,
         )

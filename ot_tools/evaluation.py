@@ -66,7 +66,7 @@ def evaluate(
     generated = time.perf_counter()
     readings = data.readings.unique("event_id", keep="first", maintain_order=True)
     _log("generated", readings=readings.height, seconds=round(generated - began, 1))
-    config = config or DetectionConfig()
+    config = config or DetectionConfig.fleet()  # the pipeline's own config
     if use_limits:
         config = config.with_limits(limits_from_machines(data.machines))
     anomalies = detect(readings, config)

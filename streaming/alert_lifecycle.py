@@ -13,6 +13,11 @@ ones in `alerts:cleared` (capped, oldest cleared dropped first); every transitio
 the new record, onto `alerts:log`, the partition's alert outbox (the state writer publishes it to
 the `alerts` topic) and the change feed.
 
+Escalation is indexed: per Kafka partition, a sorted set holds the unacknowledged open alerts by
+the time they started waiting (`created_ms`, then `escalated_ms`); opening adds, acknowledging and
+clearing remove, and the escalation timer reads only the entries that are due, so its cost per
+tick does not grow with the number of open alerts.
+
 Every transition is one Lua script, so it is atomic against the others and against the state
 writer's batch transaction (the scripts run inside its MULTI/EXEC): two concurrent acks make one
 transition, a clear never loses an ack, and a repeated request changes nothing (`unchanged`).
@@ -118,6 +123,21 @@ local function set_status(rec)
   rec.status = (val(rec.cleared_ms) and 'CLEARED' or 'ACTIVE')
     .. (rec.acknowledged == true and '_ACK' or '_UNACK')
 end
+local function partition_of(rec)
+  local partition = val(rec.kafka_partition)
+  if partition then return string.format('%.0f', partition) end
+  return nil
+end
+-- the escalation index of the alert's partition: waiting since `since` (nil: not waiting)
+local function index(prefix, rec, id, since)
+  local partition = partition_of(rec)
+  if not partition then return end
+  if since then
+    redis.call('ZADD', prefix .. partition, since, id)
+  else
+    redis.call('ZREM', prefix .. partition, id)
+  end
+end
 -- log, outbox of the alert's Kafka partition, change feed
 local function emit(log_key, feed_key, outbox_prefix, log_cap, maxlen, doc, rec)
   redis.call('LPUSH', log_key, doc)
@@ -132,7 +152,8 @@ local function emit(log_key, feed_key, outbox_prefix, log_cap, maxlen, doc, rec)
 end
 """
 
-# KEYS: active, cleared, log, changes. ARGV: id, record, outbox prefix, log cap, feed maxlen.
+# KEYS: active, cleared, log, changes.
+# ARGV: id, record, outbox prefix, log cap, feed maxlen, escalation prefix.
 OPEN_LUA = (
     _COMMON
     + """
@@ -140,14 +161,18 @@ if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 or redis.call('HEXISTS', KEYS[2]
   return 0  -- the same alert again (a replay): keep the record and its lifecycle
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-emit(KEYS[3], KEYS[4], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[2], cjson.decode(ARGV[2]))
+local rec = cjson.decode(ARGV[2])
+if rec.acknowledged ~= true then
+  index(ARGV[6], rec, ARGV[1], val(rec.created_ms) or val(rec.opened_ms))
+end
+emit(KEYS[3], KEYS[4], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[2], rec)
 return 1
 """
 )
 
 # KEYS: active, cleared, cleared index, log, changes.
 # ARGV: op (ack|assign|clear|auto_clear), id, now ms, by, arg (note | assignee ('' = none) |
-#       cleared ms), outbox prefix, log cap, feed maxlen, history cap.
+#       cleared ms), outbox prefix, log cap, feed maxlen, history cap, escalation prefix.
 TRANSITION_LUA = (
     _COMMON
     + """
@@ -203,6 +228,9 @@ rec.at_ms = now
 if by ~= '' then rec.by = by else rec.by = NULL end
 set_status(rec)
 local doc = encode(rec)
+if event == 'cleared' or event == 'acknowledged' then
+  index(ARGV[10], rec, id, nil)  -- no longer waiting for an acknowledgement
+end
 if event == 'cleared' then
   redis.call('HDEL', KEYS[1], id)
   redis.call('HSET', KEYS[2], id, doc)
@@ -223,40 +251,58 @@ return {'changed', doc}
 """
 )
 
-# KEYS: active, log, changes.
+# KEYS: active, log, changes, escalation indexed (marker).
 # ARGV: now ms, after ms, outbox prefix, log cap, feed maxlen, partitions (a,b,..), severities
-#       in rising order (a,b,..).
+#       in rising order (a,b,..), escalation prefix.
 ESCALATE_LUA = (
     _COMMON
     + """
-local now, after = tonumber(ARGV[1]), tonumber(ARGV[2])
-local parts, order, rank = {}, {}, {}
-for p in string.gmatch(ARGV[6], '[^,]+') do parts[p] = true end
+local now, after, prefix = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[8]
+local order, rank = {}, {}
 for s in string.gmatch(ARGV[7], '[^,]+') do
   order[#order + 1] = s
   rank[s] = #order
 end
-local all = redis.call('HGETALL', KEYS[1])
+local function since_of(rec)
+  return val(rec.escalated_ms) or val(rec.created_ms) or val(rec.opened_ms)
+end
+if redis.call('EXISTS', KEYS[4]) == 0 then
+  -- once: index the open alerts recorded before the index existed
+  local all = redis.call('HGETALL', KEYS[1])
+  for i = 1, #all, 2 do
+    local rec = cjson.decode(all[i + 1])
+    if rec.acknowledged ~= true then index(prefix, rec, all[i], since_of(rec)) end
+  end
+  redis.call('SET', KEYS[4], '1')
+end
 local n = 0
-for i = 1, #all, 2 do
-  local rec = cjson.decode(all[i + 1])
-  local level = rank[val(rec.severity) or '']
-  local since = val(rec.escalated_ms) or val(rec.created_ms) or val(rec.opened_ms)
-  local partition = val(rec.kafka_partition)
-  if level and level < #order and since and partition and rec.acknowledged ~= true
-      and parts[string.format('%.0f', partition)] and now - since >= after then
-    if val(rec.original_severity) == nil then rec.original_severity = rec.severity end
-    rec.severity = order[level + 1]
-    rec.escalations = (val(rec.escalations) or 0) + 1
-    rec.escalated_ms = now
-    rec.event = 'escalated'
-    rec.at_ms = now
-    rec.by = NULL
-    set_status(rec)
-    local doc = encode(rec)
-    redis.call('HSET', KEYS[1], all[i], doc)
-    emit(KEYS[2], KEYS[3], ARGV[3], tonumber(ARGV[4]), ARGV[5], doc, rec)
-    n = n + 1
+for p in string.gmatch(ARGV[6], '[^,]+') do
+  local zkey = prefix .. p
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', zkey, '-inf', now - after)) do
+    local raw = redis.call('HGET', KEYS[1], id)
+    local rec = raw and cjson.decode(raw)
+    local level = rec and rank[val(rec.severity) or '']
+    if not rec or rec.acknowledged == true or not level or level >= #order then
+      redis.call('ZREM', zkey, id)  -- gone, acknowledged, or at the top: nothing to wait for
+    else
+      if val(rec.original_severity) == nil then rec.original_severity = rec.severity end
+      rec.severity = order[level + 1]
+      rec.escalations = (val(rec.escalations) or 0) + 1
+      rec.escalated_ms = now
+      rec.event = 'escalated'
+      rec.at_ms = now
+      rec.by = NULL
+      set_status(rec)
+      local doc = encode(rec)
+      redis.call('HSET', KEYS[1], id, doc)
+      if level + 1 >= #order then
+        redis.call('ZREM', zkey, id)
+      else
+        redis.call('ZADD', zkey, now, id)
+      end
+      emit(KEYS[2], KEYS[3], ARGV[3], tonumber(ARGV[4]), ARGV[5], doc, rec)
+      n = n + 1
+    end
   end
 end
 return n
@@ -296,6 +342,7 @@ class AlertScripts:
                 k.outbox_prefix,
                 self.log_cap,
                 self.feed_maxlen,
+                k.escalation_prefix,
             ],
             client=pipe,
         )
@@ -324,16 +371,18 @@ class AlertScripts:
                 self.log_cap,
                 self.feed_maxlen,
                 self.history_cap,
+                k.escalation_prefix,
             ],
             client=pipe,
         )
 
     def escalate(self, now_ms: int, after_ms: int, partitions: Sequence[int]) -> Any:
         """Raise by one severity the unacknowledged active alerts of these Kafka partitions that
-        waited `after_ms` since they opened (or last rose). Result: how many rose."""
+        waited `after_ms` since they opened (or last rose), read from the escalation index (only
+        the due entries). Result: how many rose."""
         k = self.keys
         return self._escalate(
-            keys=[k.alerts_active, k.alerts_log, k.changes],
+            keys=[k.alerts_active, k.alerts_log, k.changes, k.escalation_indexed],
             args=[
                 now_ms,
                 after_ms,
@@ -342,6 +391,7 @@ class AlertScripts:
                 self.feed_maxlen,
                 ",".join(str(p) for p in partitions),
                 ",".join(str(s) for s in Severity),
+                k.escalation_prefix,
             ],
         )
 

@@ -26,6 +26,12 @@ class RedisKeys:
         self.alerts_log = f"{prefix}alerts:log"
         self.alerts_state = f"{prefix}alerts:state"
         self.outbox_prefix = f"{prefix}alerts:outbox:"  # + Kafka partition (the Lua scripts)
+        # + Kafka partition: sorted set of the unacknowledged open alerts by the time (ms) they
+        # started waiting (opened or last escalated): escalation reads only the due ones.
+        self.escalation_prefix = f"{prefix}alerts:escalation:"
+        # Set once the escalation index holds every open alert (built from alerts:active once,
+        # for alerts opened before the index existed).
+        self.escalation_indexed = f"{prefix}alerts:escalation:indexed"
         # Stream: the change feed (machine state changes and alert events) for `ot api`'s
         # WebSocket, appended in the same transaction as the state it reports.
         self.changes = f"{prefix}changes"

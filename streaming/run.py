@@ -1,8 +1,9 @@
 """`make run`: the whole platform on one machine.
 
 Starts the local stack, then the simulator (real time), the HTTP API (`ot api`: the webhook
-gateway, port 8000), the MQTT bridge, the lander, the state writer and `dagster dev` (UI on port
-3000, with the daemon that runs the sensor, automation and schedules).
+gateway, the operator API and the dashboard at `/`, port 8000), the MQTT bridge, the lander, the
+state writer and `dagster dev` (UI on port 3000, with the daemon that runs the sensor, automation
+and schedules).
 Each child writes its log under `.stack/logs/run-*.log`; this process prints one status line every
 few seconds. Ctrl-C (or SIGTERM) stops every process it started, the stack services it started
 included (services that were already running, e.g. after `make up`, stay up).
@@ -238,12 +239,13 @@ def run(
     # The API binds to loopback here: reads and the live stream need no key (a wall display).
     env.setdefault("OT_API_ANONYMOUS_READ", "true")
     settings = Settings.from_env(env)
-    session_key = None
+    session_key = operate_key = None
     # Its server binds to loopback: the operator API's GETs need no key here (a wall display).
     env.setdefault("OT_API_ANONYMOUS_READ", "true")
-    if not settings.api_keys:  # a key for this run only, so the webhook can be tried at once
+    if not settings.api_keys:  # keys for this run only: the webhook and the alarms work at once
         session_key, entry = new_key("make-run", Role.INGEST)
-        env["OT_API_KEYS"] = entry.entry
+        operate_key, operator = new_key("operator", Role.OPERATE)
+        env["OT_API_KEYS"] = f"{entry.entry},{operator.entry}"
     logs = stack.logs
     children += [
         Child(
@@ -296,6 +298,9 @@ def run(
     if not args.no_dagster:
         print(f"  Dagster UI   http://127.0.0.1:{args.port}  (DAGSTER_HOME={env['DAGSTER_HOME']})")
     api_url = f"http://127.0.0.1:{args.api_port}"
+    built = (REPO_ROOT / "dashboard" / "dist" / "index.html").exists()
+    note = "live fleet, machines, alarms" if built else "not built: `make setup` builds it"
+    print(f"  Dashboard    {api_url}/  ({note})")
     print(f"  HTTP API     {api_url}  (webhook POST /webhook/sensor-data, docs {api_url}/docs)")
     print(f"  Operator API {api_url}/api/v1/machines  (reads without a key: OT_API_ANONYMOUS_READ)")
     ws_url = api_url.replace("http://", "ws://")
@@ -304,6 +309,8 @@ def run(
     print(f"  MQTT         {settings.mqtt_url}  (QoS 1 to {topics}, bridged to Kafka)")
     if session_key:
         print(f"  Ingest key   {session_key}  (this run only; set OT_API_KEYS for your own)")
+    if operate_key:
+        print(f"  Operate key  {operate_key}  (this run only: the dashboard asks for it on alarms)")
     print(f"  Logs         {logs}/run-*.log")
     ports = ", ".join(f"{SCRAPE_JOBS[c]} :{p}" for c, p in METRICS_PORTS.items())
     print(f"  Metrics      http://127.0.0.1:PORT/metrics ({ports})")

@@ -153,6 +153,10 @@ class ApiLimits:
     anonymous_read: bool = False
     # Browser origins allowed to call the API (CORS); empty: none, `*`: any.
     cors_origins: tuple[str, ...] = ()
+    # The dashboard's link to the pipeline's UI (`make run` starts `dagster dev` there).
+    dagster_url: str = "http://127.0.0.1:3000"
+    # The built dashboard `ot api` serves at `/` (None: dashboard/dist of the repository).
+    dashboard_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -227,6 +231,8 @@ class Settings:
             ),
             anonymous_read=_bool(env, "OT_API_ANONYMOUS_READ", False),
             cors_origins=_cors_origins(env.get("OT_API_CORS_ORIGINS", "")),
+            dagster_url=_get(env, "OT_DAGSTER_URL", ApiLimits.dagster_url),
+            dashboard_dir=Path(env["OT_DASHBOARD_DIR"]) if env.get("OT_DASHBOARD_DIR") else None,
         )
         topics = Topics(
             readings=_get(env, "OT_TOPIC_READINGS", Topics.readings),

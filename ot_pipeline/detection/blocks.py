@@ -13,6 +13,7 @@ engine from the envelope, drift and ramp modules, with `block_history` and `usua
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ import numpy as np
 import polars as pl
 
 from ot_pipeline.detection.config import DetectorSettings
+from ot_pipeline.detection.resume import Resume
 
 MEDIAN_ABS_STEP_TO_SIGMA = 1.0 / 0.954  # white noise: median |x_t - x_t-1| = 0.954 sigma
 NOISE_QUANTILE = 0.7  # of the per-block median absolute steps, over noise_blocks blocks
@@ -33,6 +35,7 @@ class BlockLayout:
     pos: Any  # per row: position in its block
     count: int  # number of blocks
     sid: Any  # per block: series number
+    first_rows: Any  # per block: its first row
 
 
 def block_layout(n: Any, sid: Any, block_samples: int) -> BlockLayout:
@@ -45,7 +48,13 @@ def block_layout(n: Any, sid: Any, block_samples: int) -> BlockLayout:
     block_first = pos == 0
     block = np.cumsum(block_first, dtype=np.int32 if n.size < 2**31 - 1 else np.int64) - 1
     count = int(block[-1]) + 1 if block.size else 0
-    return BlockLayout(block=block, pos=pos, count=count, sid=sid[block_first])
+    return BlockLayout(
+        block=block,
+        pos=pos,
+        count=count,
+        sid=sid[block_first],
+        first_rows=np.flatnonzero(block_first),
+    )
 
 
 def padded(values: Any, layout: BlockLayout, width: int) -> Any:
@@ -63,6 +72,21 @@ def row_median(grid: Any) -> Any:
     low = np.take_along_axis(ordered, np.clip((count - 1) // 2, 0, last)[:, None], 1)[:, 0]
     high = np.take_along_axis(ordered, np.clip(count // 2, 0, last)[:, None], 1)[:, 0]
     return np.where(count > 0, (low + high) / 2.0, np.nan)
+
+
+def resumed_history(
+    blocks: pl.DataFrame,
+    layout: BlockLayout,
+    resume: Resume | None,
+    roll: Callable[[pl.DataFrame], pl.DataFrame],
+) -> pl.DataFrame:
+    """`roll` (block histories) over the slice's blocks, after the prior blocks of a resumed
+    batch's state (and back to the slice's own blocks), or over the slice's blocks alone."""
+    if resume is None:
+        return roll(blocks)
+    columns = [c for c in blocks.columns if c != "_sid"]
+    gb = resume.block_numbers(layout.sid, layout.first_rows)
+    return resume.trim(roll(resume.extend(blocks, gb, columns)), columns)
 
 
 def block_history(blocks: pl.DataFrame, exprs: dict[str, pl.Expr]) -> pl.DataFrame:
@@ -96,7 +120,7 @@ class BlockStatistics:
 
 
 def block_statistics(
-    xv: Any, flat: Any, layout: BlockLayout, s: DetectorSettings
+    xv: Any, flat: Any, layout: BlockLayout, s: DetectorSettings, resume: Resume | None = None
 ) -> BlockStatistics:
     """Running level (median of block medians), running floor, noise and flat share per block.
 
@@ -123,22 +147,26 @@ def block_statistics(
         nan_to_null=True,
     )
     del grid, steps
-    blocks = block_history(
-        blocks,
-        {
-            "_run_level": pl.col("_bmed").rolling_median(N, min_samples=mb),
-            "_run_floor": pl.col("_bmed").rolling_min(N, min_samples=mb),
-            "_noise": pl.col("_bstep").rolling_quantile(
-                NOISE_QUANTILE, window_size=s.noise_blocks, min_samples=1
-            )
-            * MEDIAN_ABS_STEP_TO_SIGMA,
-            "_flat_share": pl.col("_bflat").rolling_mean(N, min_samples=mb),
-        },
-    )
-    blocks = block_history(
-        blocks,
-        {c: pl.col(c).shift(1) for c in ("_run_level", "_run_floor", "_noise", "_flat_share")},
-    )
+
+    def roll(blocks: pl.DataFrame) -> pl.DataFrame:
+        blocks = block_history(
+            blocks,
+            {
+                "_run_level": pl.col("_bmed").rolling_median(N, min_samples=mb),
+                "_run_floor": pl.col("_bmed").rolling_min(N, min_samples=mb),
+                "_noise": pl.col("_bstep").rolling_quantile(
+                    NOISE_QUANTILE, window_size=s.noise_blocks, min_samples=1
+                )
+                * MEDIAN_ABS_STEP_TO_SIGMA,
+                "_flat_share": pl.col("_bflat").rolling_mean(N, min_samples=mb),
+            },
+        )
+        return block_history(
+            blocks,
+            {c: pl.col(c).shift(1) for c in ("_run_level", "_run_floor", "_noise", "_flat_share")},
+        )
+
+    blocks = resumed_history(blocks, layout, resume, roll)
     run_level = blocks["_run_level"].to_numpy()
     sigma_b = np.fmax(
         blocks["_noise"].to_numpy(),

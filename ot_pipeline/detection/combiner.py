@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from ot_pipeline.detection.config import DetectorSettings
+from ot_pipeline.detection.resume import NONE, Resume
 from ot_pipeline.detection.series import Runs
 
 SEVERITIES = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
@@ -67,19 +68,30 @@ class Combiner:
         score = self.top
         score[suppressed] = 0.0
         anomalous = score >= 1.0
-        if s.alarm_budget and anomalous.any():
+        resume = runs.resume
+        if s.alarm_budget and (anomalous.any() or resume is not None):
             muted = flood_muted(anomalous, runs, s)
             score[muted] = 0.0
             anomalous &= ~muted
         # Severity: magnitude sets the base step, duration escalates (a fault that lasts matters
         # more); a regime transition stays LOW.
         step = np.select([score >= 8.0, score >= 4.0, score >= 2.0], [3, 2, 1], 0)
-        run = runs(anomalous)
+        run = runs(anomalous, "alarm")
         step = np.clip(step + (run >= s.escalate_samples) + (run >= 4 * s.escalate_samples), 0, 3)
         # An alarm does not de-escalate while it lasts: the highest step so far in the run. (Run
         # numbers grow along the rows, so one running maximum of run * 4 + step does it.)
-        run_id = np.cumsum(anomalous & (run == 1))
+        starts = anomalous & (run == 1)
+        if resume is not None:  # the alarm in progress at the checkpoint goes on at its step
+            going_on = np.zeros(anomalous.size, dtype=bool)
+            going_on[resume.live_row] = True
+            going_on &= anomalous & (run > 1)
+            carried = resume.carry("alarm_step", 0)[resume.sid]
+            step = np.where(going_on, np.maximum(step, carried), step)
+            starts |= going_on
+        run_id = np.cumsum(starts)
         step = np.maximum.accumulate(run_id * 4 + step) - run_id * 4
+        if resume is not None:
+            resume.record("alarm_step", np.where(anomalous, step, 0), 0)  # 0: no alarm on
         step = np.where(named == DETECTORS.index("regime"), 0, step)
         return pl.DataFrame(
             {
@@ -103,24 +115,70 @@ def flood_muted(anomalous: Any, runs: Runs, s: DetectorSettings) -> Any:
     rate falls. Causal: a reading's fate depends only on the alarms before it.
     """
     index, start = runs.index, runs.start
-    quiet = runs(~anomalous)  # quiet readings in a row, ending at each row (0 on an alarm)
+    resume = runs.resume
+    quiet = runs(~anomalous, "calm")  # quiet readings in a row, ending at each row (0 on an alarm)
     position = index - start
     before = np.empty_like(quiet)  # quiet readings in a row before each row, in its series
     before[0] = 0
     before[1:] = quiet[:-1]
+    if resume is not None:  # positions continue the series; the calm before P is carried
+        position = position + resume.n0[resume.sid]
+        before[resume.live_row] = resume.carry("calm", 0)
     np.minimum(before, position, out=before)
     onset = anomalous & ((before >= s.alarm_merge_samples) | (before == position))
+    if resume is not None:
+        onset &= resume.live
     started = np.cumsum(onset, dtype=np.int64)  # episodes started so far (all series)
     back = index - s.alarm_budget_window  # the row just out of the window
     within = np.where(back >= start, back, start - 1)  # ... or the row before the series
     earlier = np.where(within >= 0, started[np.maximum(within, 0)], 0)
-    over = onset & (started - earlier > s.alarm_budget)
-    if not over.any():
+    count = started - earlier
+    if resume is not None:  # ... and the onsets before the checkpoint still in the window
+        at = np.flatnonzero(onset)
+        for slot in resume.onsets.T:
+            count[at] += slot[resume.sid[at]] > position[at] - s.alarm_budget_window
+    over = onset & (count > s.alarm_budget)
+    if resume is None and not over.any():
         return np.zeros(anomalous.size, dtype=bool)
     episode = started - 1  # the episode each anomalous row belongs to (its latest onset)
-    muted_episode = np.zeros(int(started[-1]) + 1, dtype=bool)
+    muted_episode = np.zeros(int(started[-1]) + 1 if started.size else 1, dtype=bool)
     muted_episode[episode[over]] = True
-    return anomalous & muted_episode[np.maximum(episode, 0)]
+    in_muted = muted_episode[np.maximum(episode, 0)]
+    if resume is not None:
+        # rows after P before the series' first onset here belong to the episode in progress
+        last_onset = np.maximum.accumulate(np.where(onset, index, -1))
+        carried = last_onset < resume.live_row[resume.sid]
+        in_muted = np.where(carried, resume.muted[resume.sid], in_muted)
+        _record_budget(resume, onset, position, in_muted)
+    return anomalous & in_muted
+
+
+def _record_budget(resume: Resume, onset: Any, position: Any, in_muted: Any) -> None:
+    """The alarm budget at the next checkpoint: the last onsets' positions (the carried ones,
+    then this slice's before P') and whether the episode in progress there is muted."""
+    slots = resume.onsets.shape[1]
+    at = np.flatnonzero(onset)
+    at = at[at <= resume.end_row[resume.sid[at]]]
+    merged = pl.concat(
+        [
+            pl.DataFrame(
+                {
+                    "_sid": np.repeat(np.arange(resume.n0.size, dtype=np.int64), slots),
+                    "_q": resume.onsets.reshape(-1),
+                }
+            ),
+            pl.DataFrame({"_sid": resume.sid[at].astype(np.int64), "_q": position[at]}),
+        ]
+    )
+    last = merged.filter(pl.col("_q") >= 0).group_by("_sid").agg(pl.col("_q").sort().tail(slots))
+    onsets = np.full((resume.n0.size, slots), -NONE, dtype=np.int64)
+    for sid, qs in last.iter_rows():
+        onsets[sid, slots - len(qs) :] = qs
+    resume.out["onsets"] = onsets
+    muted = resume.muted.copy()
+    has = resume.end_row >= 0
+    muted[has] = in_muted[resume.end_row[has]]
+    resume.out["muted"] = muted
 
 
 def named(codes: pl.Series, names: pl.Series) -> pl.Series:

@@ -40,6 +40,7 @@ from ot_pipeline.detection.blocks import (
     block_history,
     block_layout,
     block_statistics,
+    resumed_history,
     running_block_medians,
 )
 from ot_pipeline.detection.combiner import (
@@ -50,9 +51,18 @@ from ot_pipeline.detection.combiner import (
     named,
 )
 from ot_pipeline.detection.config import DetectionConfig, DetectorSettings
+from ot_pipeline.detection.resume import DetectorState, RankState, supported
 from ot_pipeline.detection.series import series_rows
 
-__all__ = ["CODED_SCHEMA", "DETECTORS", "SEVERITIES", "detect", "named", "score_codes"]
+__all__ = [
+    "CODED_SCHEMA",
+    "DETECTORS",
+    "SEVERITIES",
+    "detect",
+    "detect_resumed",
+    "named",
+    "score_codes",
+]
 
 KEY = ["machine_id", "metric"]
 SLICE_ROWS = 1 << 20  # rows (whole series) scored together: Polars' temporaries stay reusable
@@ -81,6 +91,7 @@ def _detect_group(
     use_seq: bool,
     flag_stops: bool,
     input_times: Callable[[], Any] | None = None,
+    state: RankState | None = None,
 ) -> pl.DataFrame:
     """All detectors for the series of one settings group; rows sorted by series and order.
 
@@ -88,7 +99,8 @@ def _detect_group(
     passes, as no null does); per-block statistics are Polars over the (small) block frames. A
     figure constant within a block is computed once per block and taken onto the rows.
     """
-    series = series_rows(rows)
+    series = series_rows(rows, state.resume_of(rows, s) if state is not None else None)
+    resume = series.resume
     runs = series.runs
     flat = stuck.flat_steps(series.step, s)
     layout = block_layout(series.n, series.sid, s.block_samples)
@@ -96,7 +108,7 @@ def _detect_group(
     gap_missing = gap.missing_readings(rows, series, layout, s, use_seq)
 
     # Long-term statistics, stage 1 (raw block medians): running level, noise, flat share.
-    stats = block_statistics(series.xv, flat, layout, s)
+    stats = block_statistics(series.xv, flat, layout, s, resume)
     sigma_b = stats.sigma_b
     sigma = sigma_b[block]
 
@@ -111,17 +123,19 @@ def _detect_group(
     )
 
     # Stage 2 (block medians of running readings only): envelope of normal operation, trend.
-    blocks2 = block_history(
-        running_block_medians(regimes.xr, layout, s),
-        {**envelope.quantile_columns(s), **drift.consistency_columns(s)},
-    )
-    blocks2 = drift.with_change(
-        blocks2.with_columns(**drift.trend_columns(s), **ramp.move_columns(s)), s
-    )
-    blocks2 = block_history(
-        blocks2,
-        {**drift.history_columns(s), **ramp.history_columns(s), **envelope.shifted_columns()},
-    )
+    def stage2(blocks2: pl.DataFrame) -> pl.DataFrame:
+        blocks2 = block_history(
+            blocks2, {**envelope.quantile_columns(s), **drift.consistency_columns(s)}
+        )
+        blocks2 = drift.with_change(
+            blocks2.with_columns(**drift.trend_columns(s), **ramp.move_columns(s)), s
+        )
+        return block_history(
+            blocks2,
+            {**drift.history_columns(s), **ramp.history_columns(s), **envelope.shifted_columns()},
+        )
+
+    blocks2 = resumed_history(running_block_medians(regimes.xr, layout, s), layout, resume, stage2)
     if s.envelope_freeze_passes:
         blocks2 = envelope.frozen(blocks2, stats.frame, s)
     q_lo, q_hi = blocks2["_q_lo"].to_numpy(), blocks2["_q_hi"].to_numpy()
@@ -158,7 +172,9 @@ def _detect_group(
         combiner.add("limits", limits.scores(series.x, regimes.judge, runs, s))
     combiner.add("level", level.scores(excess, breach, runs, s))
     del excess
-    combiner.add("spike", spike.scores(s, series.xv, sigma, regimes.ready, series.n, layout))
+    combiner.add(
+        "spike", spike.scores(s, series.xv, sigma, regimes.ready, series.n, layout, resume)
+    )
     combiner.add(
         "rate_of_change",
         level.rate_of_change_scores(series.step, sigma_b, block, breach, gap_missing, s),
@@ -171,7 +187,10 @@ def _detect_group(
         combiner.add("multivariate", np.where(regimes.stopped, 0.0, rows["_mv"].to_numpy()))
     if flag_stops:
         combiner.add("regime", regime.scores(regimes.stopped, series.first))
-    return combiner.coded(series.suppressed, runs, s)
+    coded = combiner.coded(series.suppressed, runs, s)
+    if state is not None and resume is not None:
+        state.collect(resume, rows, series.n)
+    return coded
 
 
 def _with_multivariate(
@@ -234,8 +253,47 @@ def detect(readings: pl.DataFrame, config: DetectionConfig | None = None) -> pl.
     return readings.hstack(added.get_columns())
 
 
+def detect_resumed(
+    readings: pl.DataFrame, state: DetectorState | None, config: DetectionConfig | None = None
+) -> tuple[pl.DataFrame, DetectorState | None]:
+    """`detect` continuing from `state` (what the previous batch left; None: the series start
+    here), and the state after these readings. Batches resumed in order flag exactly what one
+    `detect` over all their readings flags (ot_pipeline/detection/resume.py)."""
+    config = config or DetectionConfig()
+    missing = {"machine_id", "metric", "ts", "value"} - set(readings.columns)
+    if missing:
+        raise ValueError(f"detect: readings lack column(s) {sorted(missing)}")
+    if readings.height == 0:
+        return detect(readings, config), state
+    columns = [
+        c
+        for c in ("machine_id", "metric", "ts", "value", "seq", "status_code")
+        if c in readings.columns
+    ]
+    frame = readings.select(columns)
+    context = 0
+    if state is not None and state.rows.height:
+        rows = state.rows.select(columns).cast(dict(frame.schema))  # type: ignore[arg-type]
+        context = rows.height
+        frame = pl.concat([rows, frame], how="vertical")
+    out: list[DetectorState] = []
+    coded = score_codes(frame, config, state=state, resumed=out).slice(context)
+    added = coded.select(
+        "score",
+        "is_anomaly",
+        severity=named(coded["_severity"], pl.Series(SEVERITIES)),
+        detector=named(coded["_detector"], pl.Series(DETECTORS)),
+    )
+    return readings.hstack(added.get_columns()), out[0]
+
+
 def score_codes(
-    readings: pl.DataFrame, config: DetectionConfig, *, one_machine: bool = False
+    readings: pl.DataFrame,
+    config: DetectionConfig,
+    *,
+    one_machine: bool = False,
+    state: DetectorState | None = None,
+    resumed: list[DetectorState] | None = None,
 ) -> pl.DataFrame:
     """`detect` without the names: score, is_anomaly, and severity and detector as Int8 codes
     (-1 for none; `named` turns them into strings), one row per input row, in input order. For
@@ -244,6 +302,9 @@ def score_codes(
     `one_machine`: every series is a channel of one machine for the multivariate detector (the
     value columns of a recording, each its own `machine_id` for the config), instead of the
     series of each `machine_id`.
+
+    `resumed`: a list that receives the state after these readings (`detect_resumed`), which
+    `state` (the state before them; its context rows must lead `readings`) continues.
     """
     if readings.height == 0:
         return pl.DataFrame(schema=CODED_SCHEMA)
@@ -329,6 +390,12 @@ def score_codes(
         base = _with_multivariate(
             base, pairs, width if not one_machine else None, on, distinct, use_seq, input_times
         )
+    ranked_state: RankState | None = None
+    if resumed is not None:
+        for settings in distinct:
+            supported(settings)
+        slots = max(d.alarm_budget for d in distinct) + 1
+        ranked_state = RankState(state, pairs.select(*KEY), slots)
     group_of_code = pairs["_group"].to_numpy()
     lengths = np.bincount(group_of_code[base["_code"].to_numpy()], minlength=len(distinct))
     parts = []
@@ -339,7 +406,11 @@ def score_codes(
         part = base.slice(offset, length)
         offset += length
         for piece in _series_slices(part, SLICE_ROWS):
-            parts.append(_detect_group(piece, distinct[group], use_seq, flag_stops, input_times))
+            parts.append(
+                _detect_group(
+                    piece, distinct[group], use_seq, flag_stops, input_times, ranked_state
+                )
+            )
     combined = pl.concat(parts)
     # Back to input order: the inverse of the sort permutation, by one scatter.
     if in_order:
@@ -349,4 +420,6 @@ def score_codes(
         inverse = np.empty(order.size, dtype=np.int64)
         inverse[order] = np.arange(order.size)
         coded = combined.gather(inverse)
+    if ranked_state is not None and resumed is not None:
+        resumed.append(ranked_state.result(readings))
     return coded

@@ -19,7 +19,7 @@ from ot_pipeline.detection.series import Runs
 
 def scores(excess: Any, breach: Any, runs: Runs, s: DetectorSettings) -> Any:
     """Level score: 1 + excess over the fence (in fences) while the alarm is up, at least 1."""
-    held = held_alarm(excess, runs(breach), s, runs)
+    held = held_alarm(excess, runs(breach, "breach"), s, runs)
     return np.where(held, np.maximum(1.0 + excess, 1.0), 0.0)
 
 
@@ -29,13 +29,13 @@ def held_alarm(excess: Any, breach_run: Any, s: DetectorSettings, runs: Runs) ->
     fence by `level_deadband` fences; not judged readings (stopped, unsettled) count as back.
 
     Up at t when the last raise of the series is later than the last release, and t is not a
-    release itself: two running maxima, no loop.
+    release itself: two running maxima, no loop. (No raise yet: both are NONE, not up.)
     """
     raised = breach_run >= s.level_consecutive
-    released = runs(excess <= -s.level_deadband) >= s.level_clear_samples
-    last_raise = np.maximum.accumulate(np.where(raised, runs.index, -1))
-    last_release = np.maximum.accumulate(np.where(released, runs.index, -1))
-    return (last_raise >= runs.start) & (last_raise > last_release) & ~released
+    released = runs(excess <= -s.level_deadband, "release") >= s.level_clear_samples
+    since_raise = runs.since(raised, "raise")
+    since_release = runs.since(released, "released")
+    return (since_raise < since_release) & ~released
 
 
 def rate_of_change_scores(

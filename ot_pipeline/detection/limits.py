@@ -24,7 +24,7 @@ def scores(x: Any, judge: Any, runs: Runs, s: DetectorSettings) -> Any:
     if s.upper_limit is not None:
         breach |= x > s.upper_limit
     breach &= judge
-    limit_run = runs(breach)
+    limit_run = runs(breach, "limit")
     return np.where(
         limit_run >= s.limit_consecutive,
         1.0 + limit_run / (4.0 * s.limit_consecutive),

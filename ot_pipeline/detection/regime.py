@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import polars as pl
 
 from ot_pipeline.detection.blocks import BlockStatistics, row_median
 from ot_pipeline.detection.config import DetectorSettings
@@ -25,7 +26,8 @@ STOP_NOISE_SIGMAS = 8.0  # a stop lies this many noise sigmas below the level it
 DAY_MS = 86_400_000
 PROFILE_DAYS = 7  # the daily profile: the same time of day on up to this many earlier days
 PROFILE_MIN_DAYS = 2  # a daily pattern is one seen on two days at least (not a coincidence)
-PROFILE_TOLERANCE_MS = 1_800_000  # readings around that time of day at most 2 x this apart
+PROFILE_BIN_MS = 300_000  # the profile's resolution: mean values of 5-minute bins
+BIN_SPAN = 1 << 40  # bins of one series in a key: series * BIN_SPAN + bin
 
 
 @dataclass
@@ -39,32 +41,55 @@ class Regimes:
     xr: Any  # the value of running readings (NaN when stopped or suppressed)
 
 
-def daily_profile(series: SeriesRows, at: Any, times: Any) -> Any:
-    """The usual value at the time of day of rows `at`: the median of the series' values at
-    the same time of day (the closer of the readings around it) on up to PROFILE_DAYS earlier
-    days; NaN where fewer than PROFILE_MIN_DAYS earlier days have readings then. Earlier
-    readings only (causal); looked up by binary search on (series, time), so its cost is that
-    of the rows asked about, not of the slice."""
-    sid = series.sid.astype(np.int64)
-    t = times.astype(np.int64)
-    low = int(t.min())
-    span = int(t.max()) - low + 2 * (PROFILE_DAYS + 1) * DAY_MS  # no lag reaches the series before
-    key = sid * span + (t - low)  # series-major, time within
-    order = np.argsort(key, kind="stable") if not np.all(key[1:] >= key[:-1]) else None
-    sorted_key = key if order is None else key[order]
-    value_at = series.xv if order is None else series.xv[order]
-    lagged = np.full((at.size, PROFILE_DAYS), np.nan)
-    for day in range(1, PROFILE_DAYS + 1):
-        target = key[at] - day * DAY_MS
-        j = np.clip(np.searchsorted(sorted_key, target), 1, sorted_key.size - 1)
-        # readings on both sides of that time, close together (so of this series, and not
-        # before its first reading); the closer one stands for it
-        bracket = (sorted_key[j - 1] <= target) & (target <= sorted_key[j])
-        bracket &= sorted_key[j] - sorted_key[j - 1] <= 2 * PROFILE_TOLERANCE_MS
-        closer = target - sorted_key[j - 1] < sorted_key[j] - target
-        j = np.where(closer, j - 1, j)
-        near = bracket
-        lagged[near, day - 1] = value_at[j[near]]
+def profile_bins(series: SeriesRows, times: Any) -> pl.DataFrame:
+    """Per series and PROFILE_BIN_MS bin of event time: the sum and count of its values (the
+    rows a resumed batch has not seen before only, the others are in its state's bins)."""
+    resume = series.resume
+    new = ~np.isnan(series.xv)
+    if resume is not None:
+        new &= series.n >= resume.seen[series.sid]
+    at = np.flatnonzero(new)
+    key = series.sid[at].astype(np.int64) * BIN_SPAN + times[at].astype(np.int64) // PROFILE_BIN_MS
+    values = series.xv[at]
+    if not np.all(key[1:] >= key[:-1]):  # rows out of time order (a skewed clock): sort once
+        order = np.argsort(key, kind="stable")
+        key, values = key[order], values[order]
+    first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if key.size else key
+    bins = pl.DataFrame(
+        {
+            "_sid": key[first] // BIN_SPAN,
+            "_bin": key[first] % BIN_SPAN,
+            "_sum": np.add.reduceat(values, first) if key.size else values,
+            "_count": np.diff(np.r_[first, key.size]).astype(np.int64),
+        }
+    )
+    if resume is not None:
+        bins = (
+            pl.concat([resume.prior_bins, bins], how="vertical_relaxed")
+            .group_by("_sid", "_bin")
+            .agg(pl.col("_sum").sum(), pl.col("_count").sum())
+        )
+        resume.record_bins(bins, PROFILE_DAYS * DAY_MS // PROFILE_BIN_MS + 1)
+        bins = bins.sort("_sid", "_bin")
+    return bins
+
+
+def daily_profile(bins: pl.DataFrame, sid: Any, t: Any) -> Any:
+    """The usual value at the time of day of rows (`sid`, `t`): the median, over up to
+    PROFILE_DAYS earlier days, of the series' mean value in the PROFILE_BIN_MS bin at that time
+    of day; NaN where fewer than PROFILE_MIN_DAYS earlier days have readings then. Earlier days
+    only (causal); a binary search on (series, bin), so its cost is that of the rows asked
+    about. Bins (sums and counts) are what a state carries from batch to batch."""
+    key = bins["_sid"].to_numpy() * BIN_SPAN + bins["_bin"].to_numpy()
+    mean = bins["_sum"].to_numpy() / bins["_count"].to_numpy()
+    here = sid.astype(np.int64) * BIN_SPAN + t.astype(np.int64) // PROFILE_BIN_MS
+    lagged = np.full((sid.size, PROFILE_DAYS), np.nan)
+    if key.size:
+        for day in range(1, PROFILE_DAYS + 1):
+            target = here - day * (DAY_MS // PROFILE_BIN_MS)
+            j = np.clip(np.searchsorted(key, target), 0, key.size - 1)
+            found = key[j] == target
+            lagged[found, day - 1] = mean[j[found]]
     known = np.count_nonzero(~np.isnan(lagged), axis=1) >= PROFILE_MIN_DAYS
     return np.where(known, row_median(lagged), np.nan)
 
@@ -91,11 +116,16 @@ def regimes(
         stopped = positive & (xv < (s.stop_fraction * run_level)[block])
         stopped &= (run_level[block] - xv) > (STOP_NOISE_SIGMAS * sigma_b)[block]
         stopped &= ready
-        if times is not None and stopped.any():
+        # a resumed batch keeps its profile bins for the next one, stops or not
+        wanted = times is not None and (series.resume is not None or stopped.any())
+        t = times() if times is not None and wanted else None
+        if t is not None:
+            bins = profile_bins(series, t)
+        if t is not None and stopped.any():
             # A low that is usual for the time of day (a count's nightly low, a daily cycle)
             # is not a stop: below stop_fraction of the daily profile as well, when known.
             at = np.flatnonzero(stopped)
-            usual = daily_profile(series, at, times())
+            usual = daily_profile(bins, series.sid[at], t[at])
             with np.errstate(invalid="ignore"):
                 seasonal = (xv[at] >= s.stop_fraction * usual) | (
                     usual - xv[at] <= STOP_NOISE_SIGMAS * sigma_b[block[at]]
@@ -110,7 +140,7 @@ def regimes(
     judge = ready & ~stopped
     xr = np.where(stopped, np.nan, xv)
     # The way down to a stop is short; a value that stays in that band is not stopping.
-    stopping &= series.runs(going_down) <= s.stop_transition_samples
+    stopping &= series.runs(going_down, "going_down") <= s.stop_transition_samples
     del going_down
     return Regimes(ready=ready, stopped=stopped, stopping=stopping, judge=judge, xr=xr)
 
@@ -118,16 +148,16 @@ def regimes(
 def settled(series: SeriesRows, regime: Regimes, s: DetectorSettings) -> Any:
     """Judged rows that are not settling after a stop or a suppressed stretch (restart ramps,
     reheating, refilling): level, drift and ramp give no verdict until settle_blocks blocks have
-    passed. A stop is a stop once STOP_CONFIRM_READINGS readings in a row are stopped: a noisy
-    reading of a deep fault that dips below the stop threshold does not silence the level
-    detector."""
-    index = series.index
-    quiet = series.runs(regime.stopped) >= STOP_CONFIRM_READINGS
+    passed, nor in the series' first `baseline_blocks` blocks (its baseline is being learnt).
+    A stop is a stop once STOP_CONFIRM_READINGS readings in a row are stopped: a noisy reading
+    of a deep fault that dips below the stop threshold does not silence the level detector."""
+    quiet = series.runs(regime.stopped, "stopped") >= STOP_CONFIRM_READINGS
     quiet |= series.suppressed
-    last_quiet = np.maximum.accumulate(np.where(quiet, index, -1))
-    never_quiet = last_quiet < series.start  # no stop or suppressed stretch in the series yet
-    judge_settled = (index - last_quiet > s.settle_blocks * s.block_samples) | never_quiet
+    # readings since the last stop or suppressed stretch (NONE: none in the series yet)
+    judge_settled = series.runs.since(quiet, "quiet") > s.settle_blocks * s.block_samples
     judge_settled &= regime.judge
+    # no verdict on a move before the envelope has seen the process move (baseline_blocks)
+    judge_settled &= series.n >= s.baseline_blocks * s.block_samples
     return judge_settled
 
 

@@ -19,9 +19,11 @@ from ot_pipeline.detection.blocks import (
     BlockLayout,
     block_history,
     padded,
+    resumed_history,
     row_median,
 )
 from ot_pipeline.detection.config import DetectorSettings
+from ot_pipeline.detection.resume import Resume
 
 SPIKE_BASE_READINGS = 5  # the level before an excursion is the median of this many readings
 SPIKE_USUAL_QUANTILE = 0.9  # spikes in more than 10 % of blocks are the series' normal
@@ -30,7 +32,13 @@ NUMPY_CHUNK = 1 << 19  # rows per slice of elementwise numpy work (4 MiB per flo
 
 
 def scores(
-    s: DetectorSettings, xv: Any, sigma: Any, ready: Any, n: Any, layout: BlockLayout
+    s: DetectorSettings,
+    xv: Any,
+    sigma: Any,
+    ready: Any,
+    n: Any,
+    layout: BlockLayout,
+    resume: Resume | None = None,
 ) -> Any:
     """Spike score per row (0 where none or not yet judged: too early in the series).
 
@@ -44,17 +52,22 @@ def scores(
     spike[~(ready & (n > s.spike_max_readings + SPIKE_BASE_READINGS))] = 0.0
     if s.spike_usual_threshold > 0 and layout.count:
         largest = np.fmax.reduce(padded(spike, layout, s.block_samples), axis=1)
-        usual = block_history(
+        usual = resumed_history(
             pl.DataFrame({"_sid": layout.sid, "_spike": largest}, nan_to_null=True),
-            {
-                "_usual": pl.col("_spike")
-                .rolling_quantile(
-                    SPIKE_USUAL_QUANTILE,
-                    window_size=s.history_blocks,
-                    min_samples=SPIKE_USUAL_MIN_BLOCKS,
-                )
-                .shift(1)
-            },
+            layout,
+            resume,
+            lambda blocks: block_history(
+                blocks,
+                {
+                    "_usual": pl.col("_spike")
+                    .rolling_quantile(
+                        SPIKE_USUAL_QUANTILE,
+                        window_size=s.history_blocks,
+                        min_samples=SPIKE_USUAL_MIN_BLOCKS,
+                    )
+                    .shift(1)
+                },
+            ),
         )["_usual"].to_numpy()
         scale = np.fmax(s.spike_usual_threshold * usual, 1.0)  # NaN (not known yet): 1
         if (scale > 1.0).any():

@@ -29,7 +29,7 @@ def scores(
     s: DetectorSettings,
 ) -> tuple[Any, Any]:
     """(score, where): 2 x run / stuck_samples, on the rows where the value is stuck."""
-    flat_run = runs(flat)
+    flat_run = runs(flat, "flat")
     stuck = ready & (~stopped | (xv != 0.0)) & (flat_run >= s.stuck_samples)
     with np.errstate(invalid="ignore"):
         stuck &= (flat_share <= s.stuck_max_flat_share)[block]

@@ -94,6 +94,7 @@ def test_make_run_streams_into_the_lake_and_redis_and_serves_the_dagster_ui(
     assert proc.returncode == 0, out
     assert "Dagster UI   http://127.0.0.1:3317" in out
     assert "HTTP API     http://127.0.0.1:8317" in out and "Ingest key   ot_" in out
+    assert "Dashboard    http://127.0.0.1:8317/" in out and "Operate key  ot_" in out
     assert "stopping: simulator, api, mqtt-bridge, lander, state-writer, dagster" in out
     assert not _ui_answers(port), "Ctrl-C must stop the Dagster UI"
 

@@ -91,11 +91,15 @@ class MovableClock:
 
 @contextmanager
 def state_writer(
-    settings: Settings, log: Path, clock: Callable[[], float] = time.time, sweep_every_s=0.2
+    settings: Settings,
+    log: Path,
+    clock: Callable[[], float] = time.time,
+    sweep_every_s=0.2,
+    group: str | None = None,
 ) -> Iterator[StateWriter]:
     """A state writer consuming in a thread until the block ends; yields once it has its
-    partitions."""
-    group = f"state-{settings.topics.readings}"
+    partitions. Another `group` starts from its own (empty) offsets: a replay of the topic."""
+    group = group or f"state-{settings.topics.readings}"
     with open(log, "a") as out:
         writer = StateWriter(
             settings,

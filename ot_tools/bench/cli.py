@@ -27,8 +27,10 @@ RUN_ORDER = (
     "consumers",
     "mqtt",
     "gateway",
+    "api",
     "detection",
     "pipeline",
+    "dashboard",
 )
 
 

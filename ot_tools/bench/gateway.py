@@ -74,12 +74,25 @@ def cpu_seconds(pid: int) -> float:
 
 
 class ApiServer:
-    """`ot api --workers N` on a free port, in its own process group, with the bench's key."""
+    """`ot api --workers N` on a free port, in its own process group, with the bench's key (of
+    `role`) and `env` added to the settings' environment."""
 
-    def __init__(self, settings: Settings, workers: int, log: Path) -> None:
-        self.secret, key = new_key("bench", Role.INGEST)
+    def __init__(
+        self,
+        settings: Settings,
+        workers: int,
+        log: Path,
+        role: Role = Role.INGEST,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.secret, key = new_key("bench", role)
         self.port = free_port()
-        env = {**drills.child_env(settings), "OT_API_KEYS": key.entry, **BENCH_LIMITS}
+        env = {
+            **drills.child_env(settings),
+            "OT_API_KEYS": key.entry,
+            **BENCH_LIMITS,
+            **(env or {}),
+        }
         with open(log, "ab") as err:
             self.proc = subprocess.Popen(
                 [*API, "--port", str(self.port), "--workers", str(workers)],
@@ -113,11 +126,19 @@ class ApiServer:
 
 
 def load(
-    server: ApiServer, rate: float, duration: float, batch: int, seq_base: int
+    server: ApiServer,
+    rate: float,
+    duration: float,
+    batch: int,
+    seq_base: int,
+    gets: list[str] | None = None,
 ) -> dict[str, Any]:
-    """One open-loop run of the generator process; its summary plus the server's CPU share."""
+    """One open-loop run of the generator process (webhook readings, or GETs of `gets` in
+    turn); its summary plus the server's CPU share."""
     args = ["--port", str(server.port), "--rate", str(rate), "--duration", str(duration)]
     args += ["--batch", str(batch), "--seq-base", str(seq_base)]
+    for path in gets or ():
+        args += ["--get", path]
     cpu0, t0 = cpu_seconds(server.proc.pid), time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "ot_tools.bench.loadgen", *args],
@@ -130,7 +151,9 @@ def load(
     if done.returncode != 0:
         raise RuntimeError(f"load generator exited {done.returncode}: {done.stderr[-500:]}")
     summary: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    summary["server_cpu_pct"] = round(100 * (cpu_seconds(server.proc.pid) - cpu0) / wall, 1)
+    cpu = cpu_seconds(server.proc.pid) - cpu0
+    summary["server_cpu_pct"] = round(100 * cpu / wall, 1)
+    summary["server_cpu_s"] = round(cpu, 3)
     return summary
 
 

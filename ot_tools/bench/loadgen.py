@@ -1,8 +1,11 @@
-"""Open-loop HTTP load generator for `ot bench gateway`, run as its own process:
+"""Open-loop HTTP load generator for `ot bench gateway` and `ot bench api`, run as its own
+process:
 
     python -m ot_tools.bench.loadgen --port 8000 --rate 2000 --duration 20 [--batch 100]
+    python -m ot_tools.bench.loadgen --port 8000 --rate 500 --duration 20 --get /api/v1/machines
 
-(the API key comes from `OT_BENCH_KEY`). Requests leave at a fixed arrival rate whatever the
+(the API key comes from `OT_BENCH_KEY`). With `--get PATH` (repeatable: the paths in turn) it
+sends GET requests instead of webhook readings. Requests leave at a fixed arrival rate whatever the
 server does (open loop, unlike wrk): request i is due at `start + i / rate`, and its latency is
 measured from that due time, not from when a connection was free, so a server that falls behind
 shows it in the latency instead of silently lowering the offered rate (coordinated omission).
@@ -87,6 +90,10 @@ def request_bytes(port: int, key: str, body: bytes) -> bytes:
     return head.encode() + body
 
 
+def get_bytes(port: int, key: str, path: str) -> bytes:
+    return (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-API-Key: {key}\r\n\r\n").encode()
+
+
 def parse_head(head: bytes) -> tuple[int, int]:
     """(status, content length) of an HTTP/1.1 response head (up to the blank line)."""
     lines = head.split(b"\r\n")
@@ -117,6 +124,7 @@ class Tally:
     max_lag_ms: float = 0.0
     connections: int = 0
     last_done: float = 0.0
+    response_bytes: int = 0
 
     def summary(
         self, rate: float, duration: float, batch: int, sent: int, started: float
@@ -145,6 +153,7 @@ class Tally:
             "max_ms": round(lat[-1], 2) if lat else 0.0,
             "connections": self.connections,
             "max_send_lag_ms": round(self.max_lag_ms, 2),
+            "mean_response_bytes": round(self.response_bytes / ok) if ok else 0,
         }
 
 
@@ -209,6 +218,7 @@ async def _one(pool: Pool, payload: bytes, due: float, timeout: float, tally: Ta
     tally.last_done = max(tally.last_done, done)
     tally.latencies_ms.append((done - due) * 1000)
     tally.statuses[status] += 1
+    tally.response_bytes += len(body)
     if status == 202:
         tally.accepted += int(orjson.loads(body)["accepted"])
     pool.put(conn)
@@ -230,8 +240,12 @@ async def run(
     connections: int,
     timeout: float,
     seq_base: int,
+    paths: list[str] | None = None,
 ) -> dict[str, Any]:
+    """Send for `duration` s at `rate` requests/s: webhook readings (`batch` per request), or
+    GETs of `paths` in turn when given."""
     tally = Tally()
+    gets = [get_bytes(port, key, p) for p in paths or ()]
     pool = Pool(port, connections, tally)
     bodies = Bodies(batch, int(time.time() * 1000), seq_base)
     total = int(rate * duration)
@@ -245,9 +259,8 @@ async def run(
             await asyncio.sleep(delay)
         else:
             tally.max_lag_ms = max(tally.max_lag_ms, -delay * 1000)
-        task = asyncio.create_task(
-            _one(pool, request_bytes(port, key, bodies.next()), due, timeout, tally)
-        )
+        payload = gets[i % len(gets)] if gets else request_bytes(port, key, bodies.next())
+        task = asyncio.create_task(_one(pool, payload, due, timeout, tally))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     while tasks:
@@ -274,6 +287,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--connections", type=int, default=512, help="most open at once")
     parser.add_argument("--timeout", type=float, default=30.0, help="per request, seconds")
     parser.add_argument("--seq-base", type=int, default=0, help="first seq number - 1")
+    parser.add_argument(
+        "--get", action="append", metavar="PATH", help="GET this path (repeatable: in turn)"
+    )
     args = parser.parse_args(argv)
     key = os.environ["OT_BENCH_KEY"]
     import uvloop
@@ -288,6 +304,7 @@ def main(argv: list[str]) -> int:
             args.connections,
             args.timeout,
             args.seq_base,
+            args.get,
         )
     )
     print(json.dumps(summary), flush=True)

@@ -86,30 +86,53 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
 
 def _anomalies_cpu(lake: Lake, hour: datetime) -> dict[str, Any]:
     """The anomalies step's detection on its own, per CPU second (= per core, whatever number
-    of threads Polars used): the hour plus its trailing history, read as the asset reads them
-    (untimed), then scored and filtered as the asset does; best of two runs."""
+    of threads Polars used), both ways the asset runs it: resumed from the previous hour's
+    detector state (the state computed untimed from the previous hour's readings), and, where
+    that state is missing, over the hour plus its trailing history; read as the asset reads
+    them (untimed), then scored and filtered as the asset does; best of two runs each."""
     from ot_pipeline.assets.anomalies import DETECTION_INPUT, _history
-    from ot_pipeline.detection import detect
+    from ot_pipeline.detection import DetectionConfig, detect
+    from ot_pipeline.detection.engine import detect_resumed
     from ot_pipeline.resources import PipelineConfig
     from ot_pipeline.transforms.anomalies import hour_anomalies
 
     frame = read_hour(lake, "readings", hour_key(hour), columns=DETECTION_INPUT)
-    if frame is None:
+    before = read_hour(
+        lake, "readings", hour_key(hour - timedelta(hours=1)), columns=DETECTION_INPUT
+    )
+    if frame is None or before is None:
         return {}
+    config = DetectionConfig.fleet()
     span = timedelta(minutes=PipelineConfig().detection_history_minutes)
     history = _history(lake, hour, span, frame)
     end = hour + timedelta(hours=1)
-    cpu = []
-    for _ in range(2):
-        started = time.process_time()
-        hour_anomalies(history, frame, hour, end, detect)
-        cpu.append(time.process_time() - started)
-    readings = history.height + frame.height
-    return {
-        "anomalies_detect_readings": readings,
-        "anomalies_detect_cpu_s": round(min(cpu), 2),
-        "anomalies_readings_per_cpu_s": round(readings / min(cpu)),
-    }
+    _, state = detect_resumed(before, None, config)
+    state_file = lake.root / "bench-state.parquet"
+    assert state is not None
+    state.to_frame().write_parquet(state_file)
+
+    def warmed() -> None:
+        hour_anomalies(history, frame, hour, end, lambda f: detect(f, config))
+
+    def resumed() -> None:
+        hour_anomalies(
+            history.clear(), frame, hour, end, lambda f: detect_resumed(f, state, config)[0]
+        )
+
+    figures: dict[str, Any] = {"anomalies_state_bytes": state_file.stat().st_size}
+    for name, run, readings in (
+        ("anomalies", warmed, history.height + frame.height),
+        ("anomalies_resumed", resumed, frame.height),
+    ):
+        cpu = []
+        for _ in range(2):
+            started = time.process_time()
+            run()
+            cpu.append(time.process_time() - started)
+        figures[f"{name}_detect_readings"] = readings
+        figures[f"{name}_detect_cpu_s"] = round(min(cpu), 2)
+        figures[f"{name}_readings_per_cpu_s"] = round(readings / min(cpu))
+    return figures
 
 
 def _step_seconds(instance: Any, run_id: str) -> dict[str, float]:

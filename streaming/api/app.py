@@ -1,7 +1,7 @@
 """The ASGI app of `ot api`: one FastAPI app, a router per concern (the webhook gateway, the
 operator API under `/api/v1`: machines, history, anomalies, production, readiness, alerts and
-the live stream), errors as problem+json, one JSON log line per request, CORS for the origins
-configured in `OT_API_CORS_ORIGINS`.
+the live stream), the operator dashboard's static files at `/`, errors as problem+json, one JSON
+log line per request, CORS for the origins configured in `OT_API_CORS_ORIGINS`.
 
 The clients the routers share (Kafka producer, Redis, the key ring, the change-feed reader) are
 built in the lifespan from one `Settings` and closed there: on shutdown the server first stops
@@ -24,11 +24,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from streaming.api import alerts, gateway, operator, stream
+from streaming.api import alerts, dashboard, gateway, operator, stream
 from streaming.api.alerts import AlertService
 from streaming.api.delivery import AckedProducer
 from streaming.api.fanout import ChangeFeed
 from streaming.api.keys import KeyRing
+from streaming.api.operator.fast import FastReads
 from streaming.api.problems import (
     Problem,
     http_exception_handler,
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None, log: JsonLog | None = None) -> 
             CoalescingChecker(settings.max_future_ms, settings.max_age_ms),
         )
         app.state.operator = await operator.Operator.open(settings)
+        app.state.operator.feed = app.state.feed
         log("started", keys=len(settings.api_keys), topic=settings.topics.readings)
         try:
             yield
@@ -142,6 +144,9 @@ def create_app(settings: Settings | None = None, log: JsonLog | None = None) -> 
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    dashboard.mount(app, settings.api.dashboard_dir)
+
+    app.add_middleware(FastReads)  # innermost: CORS and the request log wrap its answers
     if settings.api.cors_origins:
         app.add_middleware(
             CORSMiddleware,

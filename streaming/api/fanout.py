@@ -80,19 +80,41 @@ class Selection:
 
 @dataclass(slots=True)
 class Item:
-    """One change waiting for a client: the feed entry id, kind, coalescing key, payload."""
+    """One change waiting for clients: the feed entry id, kind, coalescing key, payload. Never
+    changed once made: every subscriber the change matches shares it (and its JSON, encoded
+    once); a merge makes a new one."""
 
     id: str
     kind: str
     key: str
     payload: bytes
+    encoded: bytes | None = None
+    # The merges of this change into older ones, by the older one's identity: subscribers that
+    # fell behind alike hold the same older Item, and the merge is made once for all of them.
+    merges: dict[int, tuple[Item, Item]] | None = None
+
+    def merged_into(self, older: Item) -> Item:
+        """This change on top of `older` (same coalescing key), as a new Item."""
+        if self.merges is None:
+            self.merges = {}
+        found = self.merges.get(id(older))
+        if found is not None and found[0] is older:
+            return found[1]
+        payload = self.payload
+        if self.kind == MACHINE:
+            payload = merge_machine(older.payload, self.payload)
+        merged = Item(self.id, self.kind, self.key, payload)
+        self.merges[id(older)] = (older, merged)  # keeps `older` alive: its id stays unique
+        return merged
 
     def json(self) -> bytes:
-        return b'{"id":"%s","type":"%s","data":%s}' % (
-            self.id.encode(),
-            self.kind.encode(),
-            self.payload,
-        )
+        if self.encoded is None:
+            self.encoded = b'{"id":"%s","type":"%s","data":%s}' % (
+                self.id.encode(),
+                self.kind.encode(),
+                self.payload,
+            )
+        return self.encoded
 
 
 def items_of(entry_id: str, fields: dict[bytes, bytes]) -> list[tuple[Item, str, str]]:
@@ -133,11 +155,7 @@ class Waiting:
             self.items[key] = item
             self.alerts += item.kind == ALERT
             return False
-        if item.kind == MACHINE:
-            waiting.payload = merge_machine(waiting.payload, item.payload)
-        else:
-            waiting.payload = item.payload
-        waiting.id = item.id
+        self.items[key] = item.merged_into(waiting)  # keeps its place
         return True
 
 
@@ -254,7 +272,7 @@ class ChangeFeed:
             for item, machine, line in items_of(last, fields):
                 for sub in subscribers:
                     if sub.selection.matches(item.kind, machine, line):
-                        sub.offer(Item(item.id, item.kind, item.key, item.payload))
+                        sub.offer(item)
         self.position = last
         for sub in subscribers:
             if sub.held is None:

@@ -28,11 +28,11 @@ from streaming.alert_lifecycle import decode_record
 from streaming.api.auth import authenticate
 from streaming.api.fanout import STREAM_ID, ChangeFeed, Item, Selection, Subscriber, parse_id
 from streaming.api.keys import ApiKey, KeyRing, Role
+from streaming.api.operator.fleet import Snapshot, fleet_of
 from streaming.api.problems import Problem
 from streaming.change_feed import ALERT, MACHINE, machine_from_hash
 from streaming.events.model import MACHINE_ID_RE
 from streaming.kafka.lifecycle import JsonLog
-from streaming.redis_keys import RedisKeys
 
 router = APIRouter(prefix="/api/v1", tags=["stream"])
 
@@ -124,34 +124,23 @@ async def _deny(ws: WebSocket, problem: Problem) -> None:
         await _fail(ws, problem)
 
 
-async def snapshot(
-    client: Any, keys: RedisKeys, selection: Selection
+def snapshot(
+    fleet: Snapshot, selection: Selection
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The current state of what `selection` watches: machines (from their hashes) and active
-    alerts (their records), in one pipelined round trip after the machine index."""
-    if selection.states:
-        if selection.machines is not None and not selection.lines:
-            ids = sorted(selection.machines)
-        else:
-            ids = [m.decode() for m in await client.zrange(keys.machines, 0, -1)]
-    else:
-        ids = []
-    pipe = client.pipeline(transaction=False)
-    for machine in ids:
-        pipe.hgetall(keys.machine(machine))
-    if selection.alerts:
-        pipe.hvals(keys.alerts_active)
-    found = await pipe.execute()
+    alerts (their records), from the fleet snapshot the REST routes share (one Redis read for
+    every client subscribing at the same time; it holds every change up to the feed position
+    the client's live changes start from)."""
     machines = []
-    for machine, fields in zip(ids, found, strict=False):
-        if not fields:
-            continue
-        state = machine_from_hash(machine, fields)
-        if selection.matches(MACHINE, machine, state.get("line_id", "")):
-            machines.append(state)
+    if selection.states:
+        for machine in sorted(fleet.fields):
+            fields: Mapping[Any, Any] = fleet.fields[machine]
+            state = machine_from_hash(machine, fields)
+            if selection.matches(MACHINE, machine, state.get("line_id", "")):
+                machines.append(state)
     alerts = []
     if selection.alerts:
-        for raw in found[-1]:
+        for raw in fleet.alert_docs:
             record = decode_record(raw)
             machine, line = record.get("machine_id") or "", record.get("line_id") or ""
             if selection.matches(ALERT, machine, line):
@@ -243,7 +232,8 @@ async def serve(ws: WebSocket, request: StreamRequest, key: ApiKey) -> None:
                 await ws.send_text(changes_frame(items, covered))
                 frames += 1
         else:
-            machines, alerts = await snapshot(ws.app.state.redis, feed_keys(ws), request.selection)
+            fleet = await fleet_of(ws.app.state.operator).snapshot()
+            machines, alerts = snapshot(fleet, request.selection)
             reason = "initial" if since is None else "gap"
             frame = {
                 "type": "snapshot",
@@ -257,6 +247,8 @@ async def serve(ws: WebSocket, request: StreamRequest, key: ApiKey) -> None:
         frames += await _pump(ws, sub)
     except RedisError as exc:
         await _fail(ws, Problem(503, "redis-unavailable", f"Redis: {type(exc).__name__}"))
+    except Problem as problem:  # the snapshot could not be read
+        await _fail(ws, problem)
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:
@@ -269,11 +261,6 @@ async def serve(ws: WebSocket, request: StreamRequest, key: ApiKey) -> None:
             max_waiting=sub.max_waiting,
             frames=frames,
         )
-
-
-def feed_keys(ws: WebSocket) -> RedisKeys:
-    keys: RedisKeys = ws.app.state.keys
-    return keys
 
 
 def changes_frame(items: list[Item], position: str) -> str:

@@ -27,13 +27,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from streaming.consumers.landing import FlushPolicy, PartitionBuffer, slices
-from streaming.kafka.lifecycle import JsonLog, consumer_parser, serve
+from streaming.kafka.lifecycle import ConsumerFailed, JsonLog, consumer_parser, serve
 from streaming.kafka.probe import require_kafka
 from streaming.kafka.runtime import Batch, ConsumerRuntime, Membership
 from streaming.lake import Lake, write_atomically
 from streaming.lake.footer import footer
 from streaming.observability import metrics
 from streaming.settings import ServiceUnavailable, Settings
+
+
+class LakeUnwritable(ConsumerFailed):
+    """A landing file could not be written (disk full, read-only): the process exits with one
+    line (a supervisor restarts it); the temporary file is removed on the next start."""
+
 
 GROUP = "lake-lander"
 STAGE = "lander"
@@ -205,7 +211,14 @@ class Lander:
 
     def _settle(self, done: _Pending) -> None:
         self._pending.remove(done)
-        fenced_at = done.future.result()  # a write error propagates: nothing was committed
+        try:
+            fenced_at = done.future.result()
+        except OSError as exc:  # disk full, read-only, gone: nothing was committed or renamed
+            raise LakeUnwritable(
+                f"lake: cannot write {self.lake.root} ({exc.strerror or exc}); nothing from "
+                f"offset {done.buffer.first_offset} of partition {done.partition} on has landed, "
+                "a restart resumes there once the lake is writable"
+            ) from exc
         p, buf = done.partition, done.buffer
         if fenced_at is not None:
             self.stats.fenced += 1

@@ -43,9 +43,15 @@ from streaming.observability.logs import log_context
 from streaming.settings import Settings
 
 
-class DeadLettersNotConfirmed(RuntimeError):
+class DeadLettersNotConfirmed(ConsumerFailed):
     """The DLQ did not confirm every dead letter: making the covering data durable would lose
-    them."""
+    them. The process exits with one line (a supervisor restarts it); nothing is lost, the data
+    that records them was not made durable."""
+
+
+# How long a sink waits for the dead-letter topic while the cluster cannot take the letters yet
+# (brokers down, fewer in-sync replicas than min.insync.replicas): below max.poll.interval.ms.
+DEAD_LETTER_PATIENCE_S = 180.0
 
 
 class SinkUnavailable(RuntimeError):
@@ -296,6 +302,11 @@ class ConsumerRuntime:
         consumer.assign(partitions)
         if self.breaker.open:
             consumer.pause(partitions)
+        else:
+            # A breaker trip paused the partitions; if they were lost while it was open and the
+            # sink came back before they were assigned again, nothing resumed them: the
+            # network-partition drill's state writer fetched nothing for minutes (twice).
+            consumer.resume(partitions)
         mine = sorted(tp.partition for tp in partitions)
         self.m_assigned.set(len(self.positions))
         self.log(
@@ -372,8 +383,22 @@ class ConsumerRuntime:
             self.log("commit_failed", partition=partition, error=str(exc))
 
     def confirm_dead_letters(self) -> None:
-        """Every dead letter sent so far is in the log, or DeadLettersNotConfirmed."""
+        """Every dead letter sent so far is in the log, or DeadLettersNotConfirmed. While they
+        are still in flight and none failed for good (the cluster is recovering), wait up to
+        DEAD_LETTER_PATIENCE_S, saying so, instead of giving up after the first 30 s."""
+        started = time.monotonic()
         unconfirmed = self.producer.flush(30.0)
+        while (
+            unconfirmed
+            and not self.producer.last_failures
+            and time.monotonic() - started < DEAD_LETTER_PATIENCE_S
+        ):
+            self.log(
+                "dead_letters_waiting",
+                unconfirmed=unconfirmed,
+                waited_s=round(time.monotonic() - started, 1),
+            )
+            unconfirmed = self.producer.flush(10.0)
         if unconfirmed:
             raise DeadLettersNotConfirmed(
                 f"{unconfirmed} dead letters unconfirmed, "

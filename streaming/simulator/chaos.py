@@ -81,6 +81,14 @@ DURATION_MIN: dict[str, tuple[float, float]] = {
 }
 # Share of a bearing-wear window at its end during which the machine has failed (tripped).
 FAILURE_SHARE = 0.1
+# Early faults of a live run: at the expected rates the first fault of a 20-machine fleet comes
+# minutes in, so a new user watched a platform with nothing to show. These start from
+# EARLY_AFTER_MS on (once the detectors have their first 4 blocks of every series, 43 s at
+# `make run`'s rate), EARLY_SPACING_MS apart, alternating a spike and a stuck value: kinds the
+# detectors judge from the first minutes (a level change needs a learnt baseline first).
+EARLY_TYPES = ("spike", "stuck")
+EARLY_AFTER_MS = 60_000
+EARLY_SPACING_MS = 15_000
 
 
 def chaos_rates(profile: str, overrides: Mapping[str, float] | None = None) -> dict[str, float]:
@@ -204,6 +212,7 @@ class Scheduler:
     end_ms: int | None  # None: open-ended real-time run
     interval_ms: int
     segment_ms: int = 3_600_000
+    early_faults: int = 0  # faults in the run's first two minutes (a live run's showcase)
     busy_until: dict[int, int] = field(default_factory=dict)
 
     def segment_count(self) -> int | None:
@@ -221,7 +230,7 @@ class Scheduler:
         faults: list[Fault] = []
         for machine in self.fleet.machines:
             rng = rng_for(self.fleet.seed, 0xFA017, machine.index, segment)
-            drawn: list[Fault] = []
+            drawn: list[Fault] = self._early(machine) if segment == 0 else []
             for fault_type in SCHEDULED_TYPES:
                 rate = self.rates[fault_type]
                 count = int(rng.poisson(rate * hours)) if rate > 0 else 0
@@ -229,7 +238,7 @@ class Scheduler:
                     fault = self._draw(fault_type, rng, machine, seg_start, seg_end)
                     if fault is not None:
                         drawn.append(fault)
-            drawn.sort(key=lambda f: (f.start_ms, f.fault_type))
+            drawn.sort(key=lambda f: (f.start_ms, f.fault_type))  # early ones first: kept
             for n, fault in enumerate(drawn):
                 if fault.fault_type in VALUE_FAULTS:
                     if fault.start_ms < self.busy_until.get(machine.index, 0):
@@ -239,6 +248,47 @@ class Scheduler:
                 faults.append(fault)
         faults.sort(key=lambda f: (f.start_ms, f.machine))
         return faults
+
+    def _early(self, machine: Machine) -> list[Fault]:
+        """The early fault of `machine` when it is one of the `early_faults` machines spread
+        over the fleet (the k-th from EARLY_AFTER_MS + k x EARLY_SPACING_MS on), of a type the
+        profile injects at all (`--chaos none` stays fault-free)."""
+        size = len(self.fleet.machines)
+        count = min(self.early_faults, size)
+        chosen = [k * size // count for k in range(count)] if count else []
+        if machine.index not in chosen:
+            return []
+        k = chosen.index(machine.index)
+        fault_type = EARLY_TYPES[k % len(EARLY_TYPES)]
+        if not self.rates.get(fault_type, 0.0) > 0:
+            return []
+        rng = rng_for(self.fleet.seed, 0xEA71, machine.index)
+        metric = _pick_metric(fault_type, rng, machine)
+        start = self.start_ms + EARLY_AFTER_MS + k * EARLY_SPACING_MS
+        start += -(start - self.start_ms) % self.interval_ms  # on the tick grid
+        if fault_type == "spike":
+            duration = 2 * self.interval_ms
+        else:
+            duration = max(
+                int(rng.uniform(*DURATION_MIN[fault_type]) * MINUTE_MS), 2 * self.interval_ms
+            )
+        if self.end_ms is not None:  # a bounded run: the window ends with it
+            duration = min(duration, self.end_ms - start)
+            if duration < 2 * self.interval_ms:
+                return []
+        params = _params(fault_type, rng, machine, metric)
+        return [
+            Fault(
+                "",
+                fault_type,
+                machine.index,
+                machine.machine_id,
+                metric,
+                start,
+                start + duration,
+                params,
+            )
+        ]
 
     def _draw(
         self,

@@ -84,6 +84,14 @@ def parse_command(argv: list[str]) -> tuple[Options, argparse.Namespace]:
         help="fast-forward start, ISO time (default: now - hours, on the hour)",
     )
     parser.add_argument("--hours", type=float, default=None, help="fast-forward: hours of history")
+    parser.add_argument(
+        "--early-faults",
+        type=int,
+        default=3,
+        help="real time: this many faults (spikes, stuck values) on machines spread over the "
+        "fleet in the first two minutes, so the platform has something to show at once; "
+        "0 = off, fast-forward never (default 3)",
+    )
     parser.add_argument("--compression", default="lz4", choices=["lz4", "zstd", "snappy", "none"])
     parser.add_argument(
         "--sink",
@@ -103,6 +111,8 @@ def parse_command(argv: list[str]) -> tuple[Options, argparse.Namespace]:
         parser.error("--start needs --hours")
     if args.hours is not None and args.hours <= 0:
         parser.error("--hours must be positive")
+    if args.early_faults < 0:
+        parser.error("--early-faults must not be negative")
     options = Options(
         machines=args.machines,
         seed=args.seed,
@@ -115,6 +125,7 @@ def parse_command(argv: list[str]) -> tuple[Options, argparse.Namespace]:
         hours=args.hours,
         compression=args.compression,
         sink=args.sink,
+        early_faults=args.early_faults,
     )
     return options, args
 

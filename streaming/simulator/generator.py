@@ -111,12 +111,18 @@ class FleetSimulator:
     next_segment: int = 0
     scheduler: Scheduler | None = None
     lost_total: int = 0  # readings dropped by packet loss so far
+    early_faults: int = 0  # faults in the first two minutes (a live run), see chaos.EARLY_TYPES
 
     def __post_init__(self) -> None:
         if self.interval_ms < 1:
             raise ValueError("interval must be at least 1 ms")
         self.scheduler = Scheduler(
-            self.fleet, self.rates, self.start_ms, self.end_ms, self.interval_ms
+            self.fleet,
+            self.rates,
+            self.start_ms,
+            self.end_ms,
+            self.interval_ms,
+            early_faults=self.early_faults,
         )
 
     @property
@@ -403,6 +409,7 @@ def make_simulator(
     seed: int,
     chaos: str,
     rates: Mapping[str, float] | None = None,
+    early_faults: int = 0,
 ) -> FleetSimulator:
     interval_ms = max(1, round(interval_s * 1000))
     start_ms = align_ms(to_epoch_ms(start), interval_ms)
@@ -413,6 +420,7 @@ def make_simulator(
         interval_ms=interval_ms,
         rates=chaos_rates(chaos, rates),
         end_ms=start_ms + round(hours * 3_600_000),
+        early_faults=early_faults,
     )
 
 
@@ -424,10 +432,12 @@ def generate(
     seed: int,
     chaos: str,
     rates: Mapping[str, float] | None = None,
+    early_faults: int = 0,
 ) -> SimulatedData:
     """A fast-forward run without Kafka: readings in delivery order (duplicates included, lost
-    and malformed messages excluded), the ground-truth faults and the machine records."""
-    sim = make_simulator(fleet_size, start, hours, interval_s, seed, chaos, rates)
+    and malformed messages excluded), the ground-truth faults and the machine records.
+    `early_faults`: the first minutes of a live run (see `chaos.EARLY_TYPES`)."""
+    sim = make_simulator(fleet_size, start, hours, interval_s, seed, chaos, rates, early_faults)
     block_ticks = max(1, 200_000 // max(1, int(sim.fleet.n_metrics.sum())))
     blocks: list[ReadingBlock] = []
     faults: list[Fault] = []

@@ -51,6 +51,7 @@ class Options:
     compression: str = "lz4"
     progress_every_s: float = 2.0
     sink: str = "kafka"  # or "mqtt": readings published to the broker, ground truth to Kafka
+    early_faults: int = 3  # real time: faults in the first two minutes (0 = off)
 
     @property
     def fast_forward(self) -> bool:
@@ -127,6 +128,8 @@ class Simulation:
             interval_ms=interval_ms,
             rates=chaos_rates(options.chaos, options.rates),
             end_ms=end,
+            # a live run shows what the platform finds at once; history keeps its plain rates
+            early_faults=0 if options.fast_forward else options.early_faults,
         )
         self.per_tick = per_tick
         self.queue = DeliveryQueue()

@@ -1,6 +1,6 @@
-"""`ot stack up | down | status | env | start | stop | restart | kill`: start/stop/inspect Kafka,
-Redis, PostgreSQL, Mosquitto (and Prometheus with `up --monitoring`), or one service or Kafka
-node (`kafka-2`)."""
+"""`ot stack up | down | status | env | start | stop | restart | kill | pause | resume`:
+start/stop/inspect Kafka, Redis, PostgreSQL, Mosquitto (and Prometheus with `up --monitoring`),
+or one service or Kafka node (`kafka-2`)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,8 @@ def main(argv: list[str]) -> int:
         ("stop", "stop one service or Kafka node (SIGTERM)"),
         ("restart", "stop, then start one service or Kafka node"),
         ("kill", "SIGKILL one service or Kafka node (drills)"),
+        ("pause", "SIGSTOP one service or Kafka node: hung, not dead (drills)"),
+        ("resume", "SIGCONT what `pause` stopped"),
     ):
         one = sub.add_parser(verb, help=what)
         one.add_argument("name", help="kafka, kafka-N, redis, postgres, mosquitto or prometheus")
@@ -48,10 +50,14 @@ def main(argv: list[str]) -> int:
             print(f"started: {what} in {took:.1f} s")
             print('next: eval "$(.venv/bin/ot stack env)"')
             return 0
-        if args.action in {"start", "stop", "restart", "kill"}:
+        if args.action in {"start", "stop", "restart", "kill", "pause", "resume"}:
             if args.action == "kill":
                 stack.kill(args.name)
                 print(f"killed: {args.name}")
+                return 0
+            if args.action in {"pause", "resume"}:
+                stack.pause(args.name, resume=args.action == "resume")
+                print(f"{args.action}d: {args.name}")
                 return 0
             done = getattr(stack, args.action)(args.name)
             verb = "stopped" if args.action == "stop" else "started"

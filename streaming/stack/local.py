@@ -259,6 +259,17 @@ class LocalStack:
             os.kill(pid, signal.SIGKILL)
             wait(lambda pid=pid: not pid_alive(pid), 10)  # type: ignore[misc]
 
+    def pause(self, name: str, resume: bool = False) -> None:
+        """SIGSTOP one service or Kafka node: hung, not dead (its connections stay open and
+        nothing answers); `resume=True` sends SIGCONT (drills)."""
+        self._check_name(name)
+        names = self.kafka.node_names() if name == "kafka" else [name]
+        for each in names:
+            pid = self.postgres.owned_pid() if each == "postgres" else self._own_pid(each)
+            if pid is None:
+                raise StackError(f"{each}: not running")
+            os.kill(pid, signal.SIGCONT if resume else signal.SIGSTOP)
+
     def status(self) -> dict[str, bool]:
         """Per service: True when this stack's own process runs and answers (something else
         answering on the port is not this stack's service: see `conflicts`)."""

@@ -78,7 +78,13 @@ class Plant:
 @pytest.fixture(scope="module")
 def plant(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plant]:
     tmp = tmp_path_factory.mktemp("plant")
-    settings = replace(isolated_settings(stack, tmp / "lake"), dagster_home=tmp / "dagster")
+    # Silence never turns a machine OFFLINE here (the setup outlasts the default 30 s on a busy
+    # machine); the test of that limit starts its own server with a short one.
+    settings = replace(
+        isolated_settings(stack, tmp / "lake"),
+        dagster_home=tmp / "dagster",
+        offline_after_seconds=86_400,
+    )
     hours, loaded = 3, 2
     start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours)
     try:
@@ -202,6 +208,27 @@ def test_pages_filters_and_sort(plant: Plant, api: httpx.Client) -> None:
         headers=H,
     )
     assert_problem(bad, 400, "invalid-cursor")
+
+
+def test_the_direct_path_answers_byte_for_byte_what_the_route_answers(
+    plant: Plant, api: httpx.Client
+) -> None:
+    """fast.py answers the plain list requests itself; a repeated scalar parameter sends the same
+    request through the FastAPI route instead (which takes the last value)."""
+    for query in ["", "?limit=4", "?limit=2&sort=-last_seen", "?status=ONLINE&type=MOTOR"]:
+        direct = api.get(f"/api/v1/machines{query}", headers=H)
+        joiner = "&" if query else "?"
+        routed = api.get(f"/api/v1/machines{query}{joiner}sort=id&sort=id", headers=H)
+        if "sort=" in query:
+            routed = api.get(f"/api/v1/machines{query}&{query.split('&')[-1]}", headers=H)
+        assert direct.status_code == routed.status_code == 200, (direct.text, routed.text)
+        assert direct.content == routed.content, query
+        assert direct.headers["content-type"] == routed.headers["content-type"]
+    # A key without the read role, or none, never gets an answer from the direct path.
+    assert_problem(api.get("/api/v1/machines"), 401, "unauthorized")
+    ingest = {"X-API-Key": INGEST_SECRET}
+    one = api.get("/api/v1/machines", headers=H).json()["items"][0]["machine_id"]
+    assert_problem(api.get(f"/api/v1/machines/{one}", headers=ingest), 403, "forbidden")
 
 
 def test_machine_detail_has_every_metric_status_and_its_open_alerts(

@@ -19,7 +19,7 @@ from streaming.simulator.chaos import (
     chaos_rates,
     reference_sigma,
 )
-from streaming.simulator.fleet import METRIC_INDEX
+from streaming.simulator.fleet import METRIC_INDEX, build_fleet
 from streaming.simulator.generator import (
     STATUS_FAULT,
     STATUS_WARNING,
@@ -282,3 +282,39 @@ def test_detectable_faults_are_sized_in_sigmas_of_the_metric() -> None:
         sigma = reference_sigma(machines[row["machine_id"]], Metric(row["metric"]))
         size = abs(params.get("magnitude", params.get("offset_at_end", 0)))
         assert size >= 4.9 * sigma
+
+
+def test_a_live_run_injects_its_first_faults_in_the_first_two_minutes() -> None:
+    """At the expected rates the first fault of a 20-machine fleet came about 9 minutes into a
+    `make run`; a live run now starts with `early_faults` spikes and stuck values on machines
+    spread over the fleet, from 60 s on, while a fast-forward history keeps its plain rates and
+    `--chaos none` stays fault-free."""
+    fleet = build_fleet(20, 7)
+
+    def first_segment(early: int, chaos: str) -> list[Fault]:
+        sim = FleetSimulator(
+            fleet=fleet,
+            start_ms=START_MS,
+            interval_ms=360,
+            rates=chaos_rates(chaos),
+            end_ms=None,  # a live run is open-ended
+            early_faults=early,
+        )
+        return sim.schedule_until(START_MS)
+
+    def key(f: Fault) -> tuple[str, str, int]:
+        return (f.fault_type, f.machine_id, f.start_ms)
+
+    live = first_segment(3, "default")
+    plain = first_segment(0, "default")
+    added = [f for f in live if key(f) not in {key(p) for p in plain}]
+    assert len(added) == 3
+    assert {f.fault_type for f in added} == {"spike", "stuck"}
+    assert len({f.machine_id for f in added}) == 3
+    # after the detectors' first blocks (43 s at `make run`'s rate), within two minutes
+    assert all(MIN <= f.start_ms - START_MS <= 2 * MIN for f in added)
+    assert all(f.detectable and f.metric is not None for f in added)
+    assert not [f for f in plain if f.detectable and f.start_ms - START_MS <= 2 * MIN]
+    assert first_segment(3, "none") == []
+    # the rest of the schedule is the same draw: only faults overlapping an early one go
+    assert {key(f) for f in live} - {key(f) for f in added} <= {key(f) for f in plain}

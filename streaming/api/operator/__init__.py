@@ -7,18 +7,29 @@ PostgreSQL rollups stitched to the lake's recent tail), anomalies and production
 - `params`: times, cursors, read access and the problem answers every route shares.
 - `models`: the answers' schemas for `/docs`.
 - `machines`, `history` (+ `lake_reads`: the lake tail with DuckDB), `anomalies`, `production`,
-  `health`: one router each.
+  `health`, `data_health` (the dashboard's strip), `limits` (units and alert limits per metric):
+  one router each.
 """
 
 from fastapi import APIRouter
 
-from streaming.api.operator import anomalies, health, history, machines, production
+from streaming.api.operator import (
+    anomalies,
+    data_health,
+    health,
+    history,
+    limits,
+    machines,
+    production,
+)
 from streaming.api.operator.resources import Operator
 
 PREFIX = "/api/v1"
 
 router = APIRouter(prefix=PREFIX)
 router.include_router(health.router)
+router.include_router(data_health.router)
+router.include_router(limits.router)
 router.include_router(machines.router)
 router.include_router(history.router)
 router.include_router(anomalies.router)

@@ -91,6 +91,12 @@ def choose(resolution: Resolution, span_ms: int) -> tuple[Resolution, int]:
 
 def _merge_buckets(rows: list[tuple[int, int, float, float, float]], step: int) -> list[dict]:
     """Base buckets -> points of `step` ms: counts add, min/max, count-weighted mean."""
+    if all(ts % step == 0 for ts, *_ in rows) and len({r[0] for r in rows}) == len(rows):
+        # one base bucket per point (the usual case): nothing to merge
+        return [
+            {"ts": ts, "count": count, "min": lo, "max": hi, "mean": mean}
+            for ts, count, lo, hi, mean in rows
+        ]
     points: list[dict[str, Any]] = []
     for ts, count, lo, hi, mean in rows:
         b = ts // step * step
@@ -121,6 +127,7 @@ async def _rollup_rows(
         raise unavailable("postgres", exc) from None
     except TimeoutError as exc:  # the pool found no connection in time
         raise unavailable("postgres", exc) from None
+    # int/float: the hourly view's sums come back as Decimal
     return [(int(b), int(c), float(lo), float(hi), float(m)) for b, c, lo, hi, m in rows]
 
 

@@ -1,15 +1,16 @@
 """`GET /api/v1/machines` and `GET /api/v1/machines/{id}`: the live state in Redis.
 
-The list is one round trip: a Lua script reads the machine index (`{p}machines`) and every
-machine hash (`{p}machine:{id}`) in one call, so the answer is one consistent snapshot. Filters,
-sort and the cursor are applied here. The status is the state writer's (`ONLINE`, `ANOMALY`,
-`FAULT`, `OFFLINE`), except that a machine silent for more than `OT_OFFLINE_AFTER_SECONDS` is
-`OFFLINE` even before the writer's sweep says so (or while the writer is down).
+Both answer from the fleet snapshot (fleet.py): one Lua call reads the machine index
+(`{p}machines`), every machine hash (`{p}machine:{id}`) and the open alerts as one consistent
+snapshot, which serves every request until the change feed says the state changed. Filters, sort
+and the cursor are applied here, and each distinct page is encoded once per snapshot. The status
+is the state writer's (`ONLINE`, `ANOMALY`, `FAULT`, `OFFLINE`), except that a machine silent for
+more than `OT_OFFLINE_AFTER_SECONDS` is `OFFLINE` even before the writer's sweep says so (or
+while the writer is down).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from enum import StrEnum
@@ -18,8 +19,10 @@ from typing import Annotated, Any
 import orjson
 import redis
 from fastapi import APIRouter, Depends, Path, Query
+from fastapi.responses import Response
 
 from streaming.api.keys import ApiKey
+from streaming.api.operator.fleet import Snapshot, alerts_by_machine, fleet_of, machine_view
 from streaming.api.operator.models import Json, MachineDetail, MachinePage, errors
 from streaming.api.operator.params import (
     DEFAULT_LIMIT,
@@ -35,11 +38,9 @@ from streaming.api.operator.params import (
 )
 from streaming.api.operator.resources import Operator
 from streaming.api.problems import Problem
-from streaming.events.model import MachineType, Metric
+from streaming.events.model import MachineType
 
 router = APIRouter(tags=["machines"])
-
-_METRIC_ORDER = tuple(sorted(str(m) for m in Metric))
 
 
 class Status(StrEnum):
@@ -47,9 +48,6 @@ class Status(StrEnum):
     OFFLINE = "OFFLINE"
     ANOMALY = "ANOMALY"
     FAULT = "FAULT"
-
-
-_STATUSES = frozenset(s.value for s in Status)
 
 
 class MachineSort(StrEnum):
@@ -65,91 +63,8 @@ class MachineSort(StrEnum):
     LINE_DESC = "-line"
 
 
-# Index then every hash, in one call, as one JSON text: [[id, [field, value, ...]], ...]
-# (cjson in Redis encodes it in C; orjson here decodes it in C).
-_SNAPSHOT = """
-local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
-local out = {}
-for i = 1, #ids do
-  out[i] = {ids[i], redis.call('HGETALL', ARGV[1] .. ids[i])}
-end
-if #out == 0 then return '[]' end
-return cjson.encode(out)
-"""
-
-
 def _text(raw: bytes | str) -> str:
     return raw.decode() if isinstance(raw, bytes) else raw
-
-
-def _int(raw: str | None) -> int | None:
-    try:
-        return int(raw) if raw is not None else None
-    except ValueError:
-        return None
-
-
-def machine_view(
-    machine_id: str, fields: dict[str, str], now: int, offline_ms: int
-) -> dict[str, Any]:
-    """The answer for one machine hash: metadata, status (OFFLINE after silence) and values."""
-    last_seen = _int(fields.get("last_seen"))
-    status = fields.get("status", "ONLINE")
-    if status not in _STATUSES:
-        status = "ONLINE"
-    if last_seen is None or now - last_seen > offline_ms:
-        status = "OFFLINE"
-    values: dict[str, dict[str, Any]] = {}
-    for name in _METRIC_ORDER:
-        raw = fields.get(name)
-        if raw is None:
-            continue
-        try:
-            values[name] = {"value": float(raw), "ts": _int(fields.get(name + "_ts"))}
-        except ValueError:
-            continue
-    return {
-        "machine_id": machine_id,
-        "type": fields.get("type"),
-        "line": fields.get("line"),
-        "status": status,
-        "status_code": _int(fields.get("status_code")),
-        "last_seen": last_seen,
-        "values": values,
-    }
-
-
-async def snapshot(op: Operator) -> list[tuple[str, dict[str, str]]]:
-    """Every machine of the index with its hash fields (machines whose hash expired are left
-    out), in one round trip."""
-    script = op.redis.register_script(_SNAPSHOT)
-    try:
-        raw = await script(keys=[op.keys.machines], args=[op.keys.machine_prefix])
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise unavailable("redis", exc) from None
-    return [
-        (machine, dict(zip(pairs[::2], pairs[1::2], strict=True)))
-        for machine, pairs in orjson.loads(raw)
-        if pairs  # an empty table: the hash expired, the index entry not yet swept
-    ]
-
-
-async def fleet(op: Operator) -> list[dict[str, Any]]:
-    """The views of every machine, now. Requests that arrive while a read is in flight share
-    it (one Redis call and one decoding for all of them), so nothing is older than one round
-    trip and a burst of requests costs one snapshot."""
-    pending: asyncio.Future[list[dict[str, Any]]] | None = op.shared.get("fleet")
-    if pending is None or pending.done():
-        pending = asyncio.ensure_future(_fleet(op))
-        op.shared["fleet"] = pending
-    return await asyncio.shield(pending)
-
-
-async def _fleet(op: Operator) -> list[dict[str, Any]]:
-    found = await snapshot(op)
-    now = now_ms()
-    offline_ms = int(op.settings.offline_after_seconds * 1000)
-    return [machine_view(m, f, now, offline_ms) for m, f in found]
 
 
 def _sort_key(sort: MachineSort, item: dict[str, Any]) -> list[Any]:
@@ -180,22 +95,53 @@ async def list_machines(
     sort: MachineSort = MachineSort.ID,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
-) -> Json:
+) -> Response:
+    body = await list_body(op, sort, type, line, status, limit, cursor)
+    return Response(body, media_type="application/json")
+
+
+async def list_body(
+    op: Operator,
+    sort: MachineSort,
+    type: list[MachineType] | None,
+    line: list[str] | None,
+    status: list[Status] | None,
+    limit: int,
+    cursor: str | None,
+) -> bytes:
+    """The encoded answer of the list (also served by fast.py); Problem 400 for a bad cursor."""
     kind = _cursor_kind(sort, type, line, status)
     after = decode_cursor(cursor, kind)["after"] if cursor else None
-    items = await fleet(op)
+    snap = await fleet_of(op).snapshot()
+    page_key = (kind, limit, orjson.dumps(after))
+    return fleet_of(op).encoded(
+        snap, page_key, lambda: _page(snap, sort, type, line, status, limit, after, kind)
+    )
+
+
+def _page(
+    snap: Snapshot,
+    sort: MachineSort,
+    type: list[MachineType] | None,
+    line: list[str] | None,
+    status: list[Status] | None,
+    limit: int,
+    after: Any,
+    kind: str,
+) -> dict[str, Any]:
     types = {str(t) for t in type or ()}
     lines = set(line or ())
     statuses = {str(s) for s in status or ()}
     items = [
         i
-        for i in items
+        for i in snap.views
         if (not types or i["type"] in types)
         and (not lines or i["line"] in lines)
         and (not statuses or i["status"] in statuses)
     ]
     descending = sort.value.startswith("-")
-    items.sort(key=lambda i: _sort_key(sort, i), reverse=descending)
+    if sort is not MachineSort.ID:  # the snapshot is sorted by id already
+        items.sort(key=lambda i: _sort_key(sort, i), reverse=descending)
     if after is not None:
         if descending:
             items = [i for i in items if _sort_key(sort, i) < after]
@@ -205,7 +151,7 @@ async def list_machines(
     next_cursor = None
     if len(items) > limit:
         next_cursor = encode_cursor({"k": kind, "after": _sort_key(sort, page[-1])})
-    return Json({"items": page, "next_cursor": next_cursor})
+    return {"items": page, "next_cursor": next_cursor}
 
 
 def _cursor_kind(sort: MachineSort, *filters: list[Any] | None) -> str:
@@ -225,10 +171,28 @@ async def get_machine(
     key: Annotated[ApiKey, Depends(READ)],
     op: Annotated[Operator, Depends(operator)],
 ) -> Json:
+    snap = await fleet_of(op).snapshot()
+    view = snap.by_id.get(machine_id)
+    if view is not None:
+        alerts = snap.alerts.get(machine_id, [])
+    else:  # not in the snapshot: a machine newer than it, or one the index does not list
+        view, alerts = await _read_machine(op, machine_id)
+    return Json(detail(view, alerts))
+
+
+def detail(view: dict[str, Any], alerts: list[Any]) -> dict[str, Any]:
+    """One machine's answer: its view, how long it has been silent, its open alerts."""
+    last_seen = view["last_seen"]
+    silent = now_ms() - last_seen if last_seen is not None else None
+    return {**view, "silent_ms": silent, "alerts": alerts}
+
+
+async def _read_machine(op: Operator, machine_id: str) -> tuple[dict[str, Any], list[Any]]:
+    """One machine straight from Redis (its hash and the open alerts); 404 when it has none."""
     try:
         async with op.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(op.keys.machine(machine_id))
-            pipe.hgetall(op.keys.alerts_active)
+            pipe.hvals(op.keys.alerts_active)
             raw_fields, raw_alerts = await pipe.execute()
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise unavailable("redis", exc) from None
@@ -240,18 +204,5 @@ async def get_machine(
             "the state writer keeps it)",
         )
     fields = {_text(k): _text(v) for k, v in raw_fields.items()}
-    now = now_ms()
-    view = machine_view(machine_id, fields, now, int(op.settings.offline_after_seconds * 1000))
-    alerts = []
-    for doc in raw_alerts.values():
-        try:
-            alert = json.loads(doc)
-        except ValueError:
-            continue
-        if isinstance(alert, dict) and alert.get("machine_id") == machine_id:
-            alerts.append(alert)
-    alerts.sort(key=lambda a: (a.get("opened_ms") or 0, str(a.get("alert_id"))))
-    last_seen = view["last_seen"]
-    return Json(
-        {**view, "silent_ms": now - last_seen if last_seen is not None else None, "alerts": alerts}
-    )
+    view = machine_view(machine_id, fields, now_ms(), int(op.settings.offline_after_seconds * 1000))
+    return view, alerts_by_machine([_text(a) for a in raw_alerts]).get(machine_id, [])

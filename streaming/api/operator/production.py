@@ -21,7 +21,7 @@ from fastapi import APIRouter, Depends, Query
 from psycopg import sql
 
 from streaming.api.keys import ApiKey
-from streaming.api.operator.machines import snapshot
+from streaming.api.operator.fleet import fleet_of
 from streaming.api.operator.models import Json, Production, errors
 from streaming.api.operator.params import (
     DAY_MS,
@@ -178,7 +178,9 @@ async def _today(op: Operator, frm: int, to: int, lines: list[str]) -> dict[str,
     day = day_key(datetime.fromtimestamp(now / 1000, UTC))
     try:
         raw = await op.redis.hgetall(op.keys.day_machines(day))
-        line_of = {m: f.get("line") for m, f in await snapshot(op)} if lines else {}
+        line_of: dict[str, Any] = {}
+        if lines:
+            line_of = {m: v["line"] for m, v in (await fleet_of(op).snapshot()).by_id.items()}
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise unavailable("redis", exc) from None
     live = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}

@@ -25,6 +25,8 @@ from confluent_kafka import Consumer, TopicPartition
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
+from streaming.api.fanout import ChangeFeed
+from streaming.api.operator.asset_checks import AssetChecks
 from streaming.api.problems import Problem
 from streaming.kafka.config import reader_config
 from streaming.lake import Lake
@@ -53,11 +55,15 @@ class Operator:
     _duck: duckdb.DuckDBPyConnection = field(init=False)
     _kafka: Consumer | None = field(default=None, init=False)
     _kafka_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
-    # Reads in flight that concurrent requests share (see machines.fleet).
+    # The process's change-feed reader: the fleet snapshot stays valid until it moves (fleet.py).
+    feed: ChangeFeed | None = field(default=None, init=False)
+    # State the routes keep between requests (the fleet snapshot, fleet.py).
     shared: dict[str, Any] = field(default_factory=dict, init=False)
+    asset_checks: AssetChecks = field(init=False)
 
     def __post_init__(self) -> None:
         self.keys = RedisKeys(self.settings.redis_prefix)
+        self.asset_checks = AssetChecks(self.settings.api.dagster_url)
         self._duck = duckdb.connect(config={"threads": DUCKDB_THREADS})
 
     @classmethod
@@ -122,16 +128,38 @@ class Operator:
         return await asyncio.to_thread(run)
 
     # -- Kafka -----------------------------------------------------------------------------------
+    def _probe(self) -> Consumer:
+        """The one Kafka client of the health reads (call under `_kafka_lock`)."""
+        if self._kafka is None:
+            config = reader_config(self.settings.kafka_bootstrap_servers, "api-health")
+            config["group.id"] = LANDER_GROUP  # read its commits; never subscribes or commits
+            self._kafka = Consumer(config)
+        return self._kafka
+
+    def dead_letters(self) -> int | None:
+        """Blocking (run it in a thread): messages in the dead-letter topic (high - low watermark,
+        summed over its partitions); None when the topic does not exist."""
+        topic = self.settings.topics.dlq
+        with self._kafka_lock:
+            consumer = self._probe()
+            meta = consumer.list_topics(topic, timeout=KAFKA_TIMEOUT_S)
+            found = meta.topics.get(topic)
+            if found is None or found.error is not None:
+                return None
+            total = 0
+            for p in sorted(found.partitions):
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, p), timeout=KAFKA_TIMEOUT_S, cached=False
+                )
+                total += max(0, high - low)
+            return total
+
     def lander_lag(self) -> dict[str, Any]:
         """Blocking (run it in a thread): the broker's topic metadata, then the lander group's
         committed offsets against the high watermarks of the readings topic."""
         topic = self.settings.topics.readings
         with self._kafka_lock:
-            if self._kafka is None:
-                config = reader_config(self.settings.kafka_bootstrap_servers, "api-health")
-                config["group.id"] = LANDER_GROUP  # read its commits; never subscribes or commits
-                self._kafka = Consumer(config)
-            consumer = self._kafka
+            consumer = self._probe()
             meta = consumer.list_topics(topic, timeout=KAFKA_TIMEOUT_S)
             found = meta.topics.get(topic)
             if found is None or found.error is not None:
