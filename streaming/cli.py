@@ -17,9 +17,11 @@ import tokenize
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
+from streaming.observability.logs import configure_logging
 from streaming.settings import ServiceUnavailable, SettingsError
 
 GROUP = "ot.commands"
+OWN_LOGGING = frozenset({"pipeline"})  # commands whose framework configures its own logging
 _USAGE_PREFIX = re.compile(r"^`ot [^`]*`:\s*")  # "`ot land`: land ..." -> "land ..."
 
 
@@ -84,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     command = table[name].load()
     try:
+        # One logging setup for the process; Dagster (`ot pipeline`) keeps its own for its lines.
+        configure_logging(libraries=name not in OWN_LOGGING)
         return int(command(rest) or 0)
     except SettingsError as exc:
         print(f"ot {name}: configuration error: {exc}", file=sys.stderr)

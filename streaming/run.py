@@ -34,6 +34,8 @@ from pathlib import Path
 
 from streaming.api.keys import Role, new_key
 from streaming.lake import Lake
+from streaming.observability.logs import configure_logging
+from streaming.observability.metrics import METRICS_PORTS, SCRAPE_JOBS
 from streaming.redis_keys import RedisKeys
 from streaming.settings import Settings, SettingsError
 from streaming.stack.local import REPO_ROOT, LocalStack, PortTaken, StackError
@@ -170,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-dagster", action="store_true", help="streaming side only")
     parser.add_argument("--port", type=int, default=3000, help="Dagster UI port")
     parser.add_argument("--api-port", type=int, default=8000, help="HTTP API port (ot api)")
+    parser.add_argument(
+        "--monitoring", action="store_true", help="also Prometheus (`ot stack up --monitoring`)"
+    )
     control = parser.add_mutually_exclusive_group()
     control.add_argument(
         "--detach", action="store_true", help="run in the background (`make start`)"
@@ -191,9 +196,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.detach:
             return start_background(stack, [a for a in raw if a != "--detach"])
         Settings.from_env()  # bad configuration: one line before anything starts
+        configure_logging()
     except SettingsError as exc:
         print(f"make run: configuration error: {exc}", file=sys.stderr)
         return 2
+    if args.monitoring:
+        stack = stack.with_monitoring()
     started: list[str] = []  # the stack services this run started (and stops at the end)
     children: list[Child] = []
     try:
@@ -309,6 +317,10 @@ def run(
     if operate_key:
         print(f"  Operate key  {operate_key}  (this run only: the dashboard asks for it on alarms)")
     print(f"  Logs         {logs}/run-*.log")
+    ports = ", ".join(f"{SCRAPE_JOBS[c]} :{p}" for c, p in METRICS_PORTS.items())
+    print(f"  Metrics      http://127.0.0.1:PORT/metrics ({ports})")
+    if "prometheus" in stack.services:
+        print(f"  Prometheus   {stack.prometheus.url}  (alerts: {stack.prometheus.url}/alerts)")
     if kept:
         print(f"  Stack        {', '.join(kept)} were already running: they stay up (`make down`)")
     print(BACKGROUND_READY if args.background else INTERACTIVE_READY, flush=True)

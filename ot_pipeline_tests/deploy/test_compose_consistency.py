@@ -554,8 +554,7 @@ def test_grafana_datasource_points_at_the_compose_timescaledb(
     services: dict[str, dict[str, Any]],
 ) -> None:
     assert _grafana_mount(services, "./deploy/grafana/provisioning") == "/etc/grafana/provisioning"
-    files = sorted((ROOT / "deploy/grafana/provisioning/datasources").glob("*.yaml"))
-    (source,) = [ds for f in files for ds in yaml.safe_load(f.read_text())["datasources"]]
+    (source,) = [s for s in _datasources() if s["type"] == "grafana-postgresql-datasource"]
     pg_env = _env(services["timescaledb"])
     assert source["type"] == "grafana-postgresql-datasource"
     assert source["url"] == "timescaledb:5432"
@@ -564,6 +563,15 @@ def test_grafana_datasource_points_at_the_compose_timescaledb(
     assert source["secureJsonData"]["password"] == pg_env["POSTGRES_PASSWORD"]
     assert source["jsonData"]["timescaledb"] is True
     assert "grafana" in services and "timescaledb" in services["grafana"]["depends_on"]
+    # The metrics: the compose Prometheus on its container port.
+    (prometheus,) = [s for s in _datasources() if s["type"] == "prometheus"]
+    assert prometheus["url"] == "http://prometheus:9090"
+    assert "prometheus" in services["grafana"]["depends_on"]
+
+
+def _datasources() -> list[dict[str, Any]]:
+    files = sorted((ROOT / "deploy/grafana/provisioning/datasources").glob("*.yaml"))
+    return [ds for f in files for ds in yaml.safe_load(f.read_text())["datasources"]]
 
 
 def test_grafana_loads_the_dashboards_from_the_mounted_folder(
@@ -578,10 +586,12 @@ def test_grafana_loads_the_dashboards_from_the_mounted_folder(
     assert (ROOT / "deploy/grafana/dashboards" / home.removeprefix(target + "/")).exists()
 
 
-# The dashboard's SQL. Grafana expands its macros and variables before PostgreSQL sees a query;
+# The dashboards' SQL. Grafana expands its macros and variables before PostgreSQL sees a query;
 # the tests expand them the same way, then check the identifiers (pure) and run the queries
-# against the pipeline's own DDL (stack).
-DASHBOARD = ROOT / "deploy/grafana/dashboards/ot-machines.json"
+# against the pipeline's own DDL (stack). Every dashboard over the rollups is checked, and every
+# PromQL query of the metrics dashboards names only metrics the code exports.
+DASHBOARDS = sorted((ROOT / "deploy/grafana/dashboards").glob("*.json"))
+PG_SOURCE = "grafana-postgresql-datasource"
 # Keywords, functions and types the queries use; any other word must be a column or an alias.
 SQL_WORDS = frozenset(
     [
@@ -614,28 +624,42 @@ SQL_WORDS = frozenset(
         "to_timestamp",
         "between",
         "time",
+        "on",
     ]
 )
 _TABLE_REF = re.compile(r"\bot\.([a-z_][a-z0-9_]*)\b")
 
 
-def _dashboard() -> dict[str, Any]:
-    loaded = json.loads(DASHBOARD.read_text())
+def _dashboard(path: Path) -> dict[str, Any]:
+    loaded = json.loads(path.read_text())
     assert isinstance(loaded, dict)
     return loaded
 
 
+def _sql_dashboards() -> list[Path]:
+    """The dashboards over the PostgreSQL rollups (their panels query the PostgreSQL source)."""
+    return [
+        path
+        for path in DASHBOARDS
+        if any(p["datasource"]["type"] == PG_SOURCE for p in _dashboard(path)["panels"])
+    ]
+
+
 def _dashboard_queries() -> list[tuple[str, str]]:
-    """(where, raw SQL) of every panel target and every query variable."""
-    board = _dashboard()
-    queries = [
-        (f"panel {p['title']!r}", t["rawSql"]) for p in board["panels"] for t in p["targets"]
-    ]
-    queries += [
-        (f"variable {v['name']}", v["query"])
-        for v in board["templating"]["list"]
-        if v["type"] == "query"
-    ]
+    """(where, raw SQL) of every panel target and every query variable of every SQL dashboard."""
+    queries = []
+    for path in _sql_dashboards():
+        board = _dashboard(path)
+        queries += [
+            (f"{path.name}: panel {p['title']!r} {t['refId']}", t["rawSql"])
+            for p in board["panels"]
+            for t in p["targets"]
+        ]
+        queries += [
+            (f"{path.name}: variable {v['name']}", v["query"])
+            for v in board["templating"]["list"]
+            if v["type"] == "query"
+        ]
     return queries
 
 
@@ -670,19 +694,23 @@ def _pipeline_tables() -> dict[str, set[str]]:
     return tables
 
 
-def test_dashboard_has_a_fixed_uid_the_variables_and_the_provisioned_datasource() -> None:
-    board = _dashboard()
-    assert board["uid"] == "ot-machines"
-    names = {v["name"] for v in board["templating"]["list"]}
-    assert {"machine_id", "metric"} <= names
-    (source_file,) = (ROOT / "deploy/grafana/provisioning/datasources").glob("*.yaml")
-    (source,) = yaml.safe_load(source_file.read_text())["datasources"]
-    ref = {"type": source["type"], "uid": source["uid"]}
-    for panel in board["panels"]:
-        assert panel["datasource"] == ref, panel["title"]
-        assert all(t["datasource"] == ref for t in panel["targets"]), panel["title"]
-    for var in board["templating"]["list"]:
-        assert var["datasource"] == ref, var["name"]
+def test_dashboards_have_fixed_uids_the_variables_and_the_provisioned_datasources() -> None:
+    uids = [_dashboard(path)["uid"] for path in DASHBOARDS]
+    assert {"ot-machines", "ot-fleet", "ot-operations"} <= set(uids)
+    assert len(set(uids)) == len(uids)
+    sources = {s["type"]: {"type": s["type"], "uid": s["uid"]} for s in _datasources()}
+    for path in DASHBOARDS:
+        board = _dashboard(path)
+        assert path.stem == board["uid"], path.name  # the file names the dashboard
+        for panel in board["panels"]:
+            ref = sources[panel["datasource"]["type"]]
+            assert panel["datasource"] == ref, panel["title"]
+            assert all(t["datasource"] == ref for t in panel["targets"]), panel["title"]
+        for var in board["templating"]["list"]:
+            assert var["datasource"] == sources[PG_SOURCE], var["name"]
+    for path in _sql_dashboards():
+        names = {v["name"] for v in _dashboard(path)["templating"]["list"]}
+        assert {"machine_id", "metric"} <= names, path.name
     timed = [sql for _, sql in _dashboard_queries() if "$__timeFilter(" in sql]
     assert len(timed) == len(_dashboard_queries())
     assert any("$__timeGroupAlias(" in sql for sql in timed)
@@ -704,6 +732,90 @@ def test_dashboard_queries_use_only_tables_and_columns_of_the_pipeline_ddl() -> 
         unknown = {w for w in words if w.lower() not in SQL_WORDS} - tables[table] - aliases
         assert not unknown, f"{where}: not columns of ot.{table}: {sorted(unknown)}"
     assert {"readings_1m", "readings_5m", "anomalies", "machine_health_hourly"} <= used
+
+
+def test_fleet_dashboard_has_gauges_per_machine_raw_vs_processed_and_alert_history() -> None:
+    board = _dashboard(ROOT / "deploy/grafana/dashboards/ot-fleet.json")
+    kinds = {p["title"]: p["type"] for p in board["panels"]}
+    gauges = [p for p in board["panels"] if p["type"] == "gauge"]
+    assert len(gauges) >= 2
+    for gauge in gauges:  # one gauge per row: per machine
+        (target,) = gauge["targets"]
+        assert target["format"] == "table" and "machine_id" in target["rawSql"]
+        assert gauge["options"]["reduceOptions"]["values"] is True
+    (raw,) = [p for p in board["panels"] if p["title"].startswith("Raw vs processed")]
+    tables = {_TABLE_REF.findall(t["rawSql"])[0] for t in raw["targets"]}
+    assert tables == {"readings_1m", "readings_5m", "readings_hourly", "anomalies"}
+    assert any("history" in title.lower() and kind == "table" for title, kind in kinds.items())
+
+
+def _exported_samples() -> set[str]:
+    """The sample names the code's metrics export (counters add _total, histograms three)."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from streaming.observability import metrics
+
+    names = set()
+    for metric in vars(metrics).values():
+        if isinstance(metric, MetricWrapperBase):
+            for family in metric.describe():
+                names |= {f"{family.name}{suffix}" for suffix in _SUFFIXES[family.type]}
+    return names
+
+
+_SUFFIXES = {
+    "counter": ("_total",),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_count", "_sum"),
+}
+
+
+def test_metrics_dashboards_query_only_metrics_the_code_exports() -> None:
+    exported = _exported_samples()
+    assert "ot_consumer_messages_total" in exported and "ot_consumer_batch_seconds_bucket" in (
+        exported
+    )
+    prom = [
+        (path.name, p["title"], t["expr"])
+        for path in DASHBOARDS
+        for p in _dashboard(path)["panels"]
+        for t in p["targets"]
+        if t["datasource"]["type"] == "prometheus"
+    ]
+    assert prom, "no dashboard reads the Prometheus metrics"
+    used = set()
+    for name, title, expr in prom:
+        for metric in re.findall(r"\b(ot_[a-z_]+)", expr):
+            assert metric in exported, f"{name}: {title!r} reads {metric}, which no code exports"
+            used.add(metric)
+    rules = yaml.safe_load((ROOT / "deploy/prometheus/alerts.yml").read_text())["groups"]
+    for rule in (r for group in rules for r in group["rules"]):
+        for metric in re.findall(r"\b(ot_[a-z_]+)", rule["expr"]):
+            assert metric in exported, f"alert {rule['alert']} reads {metric}: no code exports it"
+    assert {"ot_consumer_lag_messages", "ot_dead_letters_total"} <= used
+
+
+def test_prometheus_scrapes_every_project_service_on_its_metrics_port(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    from streaming.observability.metrics import METRICS_PORTS, SCRAPE_JOBS
+    from streaming.stack.prometheus import RULES
+
+    prometheus = services["prometheus"]
+    assert _mounts(prometheus)["/etc/prometheus"] == "./deploy/prometheus"
+    assert _published(prometheus) == [("127.0.0.1", LocalStack().prometheus_port, 9090)]
+    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    # The rules are the file the local stack loads, at its path inside the container.
+    assert config["rule_files"] == [f"/etc/prometheus/{RULES.name}"]
+    assert RULES.parent == ROOT / "deploy/prometheus"
+    jobs = {
+        job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]
+    }
+    assert jobs == {SCRAPE_JOBS[c]: [f"{SCRAPE_JOBS[c]}:{p}"] for c, p in METRICS_PORTS.items()}
+    for job in jobs:  # each job is a service that serves its metrics to the compose network
+        command = services[job]["command"]
+        assert command[command.index("--metrics-host") + 1] == "0.0.0.0", job
+        assert "--metrics-port" not in command, f"{job}: the default port is the scraped one"
 
 
 @pytest.mark.stack

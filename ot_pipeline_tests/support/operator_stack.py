@@ -35,15 +35,16 @@ KEY_ENTRIES = f"{READER.entry},{OPERATOR.entry},{INGESTER.entry}"
 
 @contextmanager
 def running_api(
-    settings: Settings, log: Path, keys: str, **env: str
+    settings: Settings, log: Path, keys: str, *args: str, **env: str
 ) -> Iterator[tuple[httpx.Client, subprocess.Popen[bytes]]]:
-    """`ot api` as a real process on a free port with these settings and `OT_API_KEYS` entries;
-    yields a client bound to it (once `/health` answers) and the process; SIGTERM at the end."""
+    """`ot api` (with `args`) as a real process on a free port with these settings and
+    `OT_API_KEYS` entries; yields a client bound to it (once `/health` answers) and the
+    process; SIGTERM at the end."""
     port = free_port()
     child_env = {**drills.child_env(settings), "OT_API_KEYS": keys, **env}
     with open(log, "ab") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streaming.cli", "api", "--port", str(port)],
+            [sys.executable, "-m", "streaming.cli", "api", "--port", str(port), *args],
             env=child_env,
             stdout=err,
             stderr=err,

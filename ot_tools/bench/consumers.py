@@ -1,8 +1,10 @@
 """Consumers benchmark: lander and state writer rates as ratios to a plain consume loop that only
-reads the same messages, in one run; then event -> Redis latency at a fixed produced rate."""
+reads the same messages, in one run, each with and without its Prometheus metrics (A/B); then
+event -> Redis latency at a fixed produced rate."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import threading
@@ -24,6 +26,8 @@ from streaming.consumers.state_writer import StateWriter
 from streaming.events import encode_avro_many, event_id_for
 from streaming.kafka.config import consumer_config, producer_config
 from streaming.kafka.lifecycle import Bounds, JsonLog, StopFlag
+from streaming.observability import metrics
+from streaming.observability.logs import log_context
 from streaming.redis_keys import RedisKeys
 from streaming.settings import Settings, Topics
 from streaming.stack.topics import create_topics, delete_topics
@@ -126,6 +130,57 @@ def _latency(settings: Settings, seconds: float, per_second: int) -> dict[str, f
     }
 
 
+def _run_lander(
+    settings: Settings, n: int, log: JsonLog, instrumented: bool
+) -> tuple[float, dict[str, Any]]:
+    """One lander over the topic, in a group of its own: (messages/s, its summary)."""
+    joining = replace(lander_.MEMBERSHIP, group=f"bench-lander-{uuid.uuid4().hex[:8]}")
+    with contextlib.nullcontext() if instrumented else metrics.disabled():
+        lander = Lander(settings, joining, log=log)
+        summary = lander.run(Bounds(max_messages=n), StopFlag())
+    return _rate(lander.runtime.stats), summary
+
+
+def _run_state_writer(
+    settings: Settings, n: int, log: JsonLog, instrumented: bool
+) -> tuple[float, dict[str, Any]]:
+    joining = replace(state_writer.MEMBERSHIP, group=f"bench-state-{uuid.uuid4().hex[:8]}")
+    with contextlib.nullcontext() if instrumented else metrics.disabled():
+        writer = StateWriter(settings, joining, log=log)
+        summary = writer.run(Bounds(max_messages=n), StopFlag())
+    return _rate(writer.runtime.stats), summary
+
+
+AB_ORDER = (False, True, True, False, False, True, True, False)  # False: metrics off (A)
+
+
+def _runs(rates: dict[bool, list[float]]) -> str:
+    """Each run's rate in order, e.g. 'A 101k B 99k ...', so the noise shows beside the median."""
+    taken = {k: iter(v) for k, v in rates.items()}
+    return " ".join(f"{'B' if on else 'A'} {next(taken[on]) / 1000:.0f}k" for on in AB_ORDER)
+
+
+def _instrumentation_us_per_batch(batches: int = 100_000) -> float:
+    """What the metrics cost one batch, measured alone: every update a lander and a state writer
+    batch makes (consumer counters, batch histogram, last-batch gauge, log context, landed rows,
+    files and flush time, applied readings, a dead-letter reason), summed, in microseconds."""
+    consumed = metrics.CONSUMED.labels("bench")
+    batch = metrics.BATCH_SECONDS.labels("bench")
+    last = metrics.LAST_BATCH.labels("bench")
+    started = time.perf_counter()
+    for i in range(batches):
+        with log_context(batch=i):
+            consumed.inc(20_000)
+        batch.observe(0.05)
+        last.set(time.time())
+        metrics.LANDED_FILES.inc()
+        metrics.LANDED_ROWS.inc(20_000)
+        metrics.FLUSH_SECONDS.observe(0.01)
+        metrics.STATE_APPLIED.inc(20_000)
+        metrics.DEAD_LETTERS.labels("bench", "OUT_OF_RANGE").inc(3)
+    return (time.perf_counter() - started) / batches * 1e6
+
+
 def run(settings: Settings, quick: bool) -> dict[str, Any]:
     n = 200_000 if quick else 2_000_000
     topics = _topics("consumers")
@@ -141,14 +196,24 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
                 bench, topics.readings, drills.readings(size, machines=MACHINES, seed=start)
             )
         raw = _raw_rate(bench, n)
-        joining = replace(lander_.MEMBERSHIP, group=f"bench-lander-{uuid.uuid4().hex[:8]}")
-        lander = Lander(bench, joining, log=quiet)
-        land_summary = lander.run(Bounds(max_messages=n), StopFlag())
-        land = _rate(lander.runtime.stats)
-        joining = replace(state_writer.MEMBERSHIP, group=f"bench-state-{uuid.uuid4().hex[:8]}")
-        writer = StateWriter(bench, joining, log=quiet)
-        state_summary = writer.run(Bounds(max_messages=n), StopFlag())
-        state = _rate(writer.runtime.stats)
+        # The metrics' cost as an A/B in this run: each consumer without instrumentation (A)
+        # and with it (B), alternating A B B A A B B A over a quarter of the topic each, so that
+        # drift in the machine's load cancels; the median of each arm.
+        part = n // 4
+        land_rates: dict[bool, list[float]] = {False: [], True: []}
+        state_rates: dict[bool, list[float]] = {False: [], True: []}
+        for i, instrumented in enumerate(AB_ORDER):
+            rate, land_summary = _run_lander(
+                replace(bench, lake_dir=lake / f"run{i}"), part, quiet, instrumented
+            )
+            land_rates[instrumented].append(rate)
+        for i, instrumented in enumerate(AB_ORDER):
+            rate, state_summary = _run_state_writer(
+                replace(bench, redis_prefix=f"{prefix}run{i}:"), part, quiet, instrumented
+            )
+            state_rates[instrumented].append(rate)
+        land, land_off = (float(np.median(land_rates[k])) for k in (True, False))
+        state, state_off = (float(np.median(state_rates[k])) for k in (True, False))
         lat_topics = _topics("latency")
         create_topics(settings.kafka_bootstrap_servers, lat_topics, readings_partitions=6)
         try:
@@ -165,8 +230,15 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
             "lander_per_s": round(land),
             "lander_ratio": round(land / raw, 3),
             "lander_files": land_summary["files"],
+            "lander_per_s_without_metrics": round(land_off),
+            "lander_metrics_ratio": round(land / land_off, 3),
+            "lander_ab_runs_per_s": _runs(land_rates),
             "state_writer_per_s": round(state),
             "state_writer_ratio": round(state / raw, 3),
+            "state_writer_per_s_without_metrics": round(state_off),
+            "state_writer_metrics_ratio": round(state / state_off, 3),
+            "state_writer_ab_runs_per_s": _runs(state_rates),
+            "metrics_us_per_batch": round(_instrumentation_us_per_batch(), 2),
             "state_batches": state_summary["batches"],
             "state_batch_ms_p50": state_summary["batch_ms_p50"],
             **latency,

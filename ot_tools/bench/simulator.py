@@ -71,7 +71,9 @@ def _produce(settings: Settings, hours: float, start: datetime, compression: str
             compression=compression,
             progress_every_s=1e9,
         )
-        return Simulation(replace(settings, topics=topics), options, log=lambda _l: None).run()
+        return Simulation(
+            replace(settings, topics=topics), options, log=lambda *_, **__: None
+        ).run()
     finally:
         delete_topics(settings.kafka_bootstrap_servers, topics.all())
 

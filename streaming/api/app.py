@@ -12,7 +12,6 @@ queued.
 from __future__ import annotations
 
 import secrets
-import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -41,6 +40,8 @@ from streaming.api.ratelimit import Limits, RateLimiter
 from streaming.api.webhook_checks import CoalescingChecker
 from streaming.kafka.config import producer_config
 from streaming.kafka.lifecycle import JsonLog
+from streaming.observability import metrics
+from streaming.observability.logs import log_context
 from streaming.redis_keys import RedisKeys
 from streaming.settings import Settings
 
@@ -73,7 +74,7 @@ def kafka_producer_config(settings: Settings) -> dict[str, Any]:
 
 def create_app(settings: Settings | None = None, log: JsonLog | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
-    log = log or JsonLog("api", sys.stderr)
+    log = log or JsonLog("api")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -173,6 +174,9 @@ class RequestLog:
         self.log = log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await _count_websocket(self.app, scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -193,15 +197,23 @@ class RequestLog:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            with log_context(request_id=request_id):  # on every line logged for the request
+                await self.app(scope, receive, send_with_id)
         finally:
+            seconds = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            metrics.HTTP_SECONDS.labels(route, scope["method"], str(status)).observe(seconds)
+            if state.get("accepted"):
+                metrics.GATEWAY_READINGS.labels("accepted").inc(state["accepted"])
+            if state.get("rejected"):
+                metrics.GATEWAY_READINGS.labels("rejected").inc(state["rejected"])
             client = scope.get("client")
             self.log(
                 "request",
                 method=scope["method"],
                 path=scope["path"],
                 status=status,
-                ms=round((time.perf_counter() - started) * 1000, 2),
+                ms=round(seconds * 1000, 2),
                 key=state.get("key_name"),
                 readings=state.get("readings"),
                 accepted=state.get("accepted"),
@@ -209,3 +221,21 @@ class RequestLog:
                 request_id=request_id,
                 client=client[0] if client else None,
             )
+
+
+async def _count_websocket(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """`ot_websocket_clients`: a connection counts from its accept to its end."""
+    accepted = False
+
+    async def send_counting(message: Message) -> None:
+        nonlocal accepted
+        if message["type"] == "websocket.accept" and not accepted:
+            accepted = True
+            metrics.WEBSOCKET_CLIENTS.inc()
+        await send(message)
+
+    try:
+        await app(scope, receive, send_counting)
+    finally:
+        if accepted:
+            metrics.WEBSOCKET_CLIENTS.dec()

@@ -9,11 +9,17 @@ why uvicorn is the default).
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 
 from streaming.api.keys import KeyEntryError, Role, new_key
+from streaming.observability.logs import EventLog
+from streaming.observability.metrics import (
+    add_metrics_options,
+    multiprocess_registry,
+    remove_multiprocess_folder,
+    serve_metrics,
+)
 from streaming.settings import Settings
 
 DEFAULT_HOST = "127.0.0.1"
@@ -29,20 +35,27 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--server", choices=["uvicorn", "granian"], default="uvicorn")
     parser.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
     parser.add_argument("--graceful-timeout", type=float, default=30.0)
+    add_metrics_options(parser, "api")
     args = parser.parse_args(argv)
     settings = Settings.from_env()  # fail early, as one line, on bad configuration
-    print(
-        json.dumps(
-            {
-                "event": "serving",
-                "url": f"http://{args.host}:{args.port}",
-                "docs": f"http://{args.host}:{args.port}/docs",
-                "server": args.server,
-                "keys": len(settings.api_keys),
-            }
-        ),
-        file=sys.stderr,
-        flush=True,
+    log = EventLog("api")
+    # Several workers write their metrics to a shared folder that this process serves summed.
+    shared = multiprocess_registry() if args.workers > 1 and args.metrics_port != 0 else None
+    try:
+        serve_metrics(args, log, shared[0] if shared else None)
+        return _serve(args, settings, log)
+    finally:
+        if shared:
+            remove_multiprocess_folder(shared[1])
+
+
+def _serve(args: argparse.Namespace, settings: Settings, log: EventLog) -> int:
+    log(
+        "serving",
+        url=f"http://{args.host}:{args.port}",
+        docs=f"http://{args.host}:{args.port}/docs",
+        server=args.server,
+        keys=len(settings.api_keys),
     )
     if args.server == "granian":
         return _granian(args)

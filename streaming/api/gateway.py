@@ -33,6 +33,7 @@ from streaming.api.webhook_body import (
 from streaming.api.webhook_checks import CoalescingChecker
 from streaming.api.webhook_docs import REQUEST_BODY, RESPONSES, Accepted
 from streaming.events import Rejection, dlq_headers
+from streaming.observability import metrics
 from streaming.settings import Settings
 
 STAGE = "gateway"
@@ -137,6 +138,8 @@ async def sensor_data(request: Request, key: Annotated[ApiKey, Depends(INGEST)])
         ) from None
     request.state.accepted = len(checked.event_ids)
     request.state.rejected = len(rejected)
+    for r in rejected:
+        metrics.DEAD_LETTERS.labels(STAGE, str(r.reason)).inc()
     rejected_out = [_rejection(r) for r in rejected]
     if not checked.event_ids:
         raise Problem(

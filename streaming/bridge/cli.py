@@ -7,6 +7,7 @@ from pathlib import Path
 
 from streaming.bridge.mqtt import BridgeOptions, MqttBridge
 from streaming.kafka.lifecycle import Bounds, JsonLog, Progress, StopFlag, print_summary
+from streaming.observability.metrics import add_metrics_options, serve_metrics
 from streaming.settings import Settings
 
 
@@ -69,6 +70,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="read Sparkplug B DBIRTH/DDATA of this group only (repeatable; default all groups)",
     )
     p.add_argument("--no-sparkplug", action="store_true", help="do not read Sparkplug B")
+    add_metrics_options(p, "bridge-mqtt")
     args = parser.parse_args(argv)
     if not 1 <= args.max_in_flight <= 65_535:
         parser.error("--max-in-flight must be 1..65535")
@@ -93,6 +95,7 @@ def main(argv: list[str]) -> int:
     )
     log = JsonLog("bridge-mqtt")
     stop = StopFlag().install()
+    serve_metrics(args, log)
     bridge = MqttBridge(settings, options, log)
     summary = bridge.run(
         Bounds(args.max_messages, args.until_idle, args.duration),

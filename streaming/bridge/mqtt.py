@@ -35,6 +35,7 @@ from streaming.events import decode_batch, dlq_headers, encode_avro, encode_avro
 from streaming.events.reasons import Reason
 from streaming.kafka.lifecycle import Bounds, JsonLog, Progress, StopFlag
 from streaming.kafka.producer import ConfirmedProducer
+from streaming.observability import metrics
 from streaming.settings import Settings
 
 STAGE = "mqtt"
@@ -240,6 +241,12 @@ class MqttBridge:
         stats.dead_letters += sum(batch.dead_letters.values())
         stats.dead_letter_reasons.update(batch.dead_letters)
         self.unacked = 0
+        # Per batch: received, forwarded as readings, and dead letters by reason.
+        metrics.MQTT_MESSAGES.labels("received").inc(len(messages))
+        metrics.MQTT_MESSAGES.labels("forwarded").inc(batch.readings)
+        for reason, count in batch.dead_letters.items():
+            metrics.MQTT_MESSAGES.labels("dead_lettered").inc(count)
+            metrics.DEAD_LETTERS.labels(STAGE, reason).inc(count)
 
     def _send(self, messages: list[Publish], batch: _Batch) -> None:
         received_ms = int(time.time() * 1000)

@@ -32,6 +32,7 @@ from streaming.kafka.probe import require_kafka
 from streaming.kafka.runtime import Batch, ConsumerRuntime, Membership
 from streaming.lake import Lake, write_atomically
 from streaming.lake.footer import footer
+from streaming.observability import metrics
 from streaming.settings import ServiceUnavailable, Settings
 
 
@@ -226,6 +227,7 @@ class Lander:
         p, buf = done.partition, done.buffer
         if fenced_at is not None:
             self.stats.fenced += 1
+            metrics.FENCED.inc()
             self.log("fenced", partition=p, first=buf.first_offset, lake_next=fenced_at)
             if p in self.runtime.positions:
                 self.buffers.pop(p, None)
@@ -235,6 +237,9 @@ class Lander:
         self.stats.landed += done.rows
         elapsed = time.perf_counter() - done.started
         self.stats.flush_seconds.append(elapsed)
+        metrics.LANDED_FILES.inc()
+        metrics.LANDED_ROWS.inc(done.rows)
+        metrics.FLUSH_SECONDS.observe(elapsed)
         self.runtime.commit(p, buf.last_offset + 1)  # only reports lag: the lake holds the truth
         self.log(
             "landed",
@@ -307,6 +312,7 @@ def require_writable_lake(root: Path) -> None:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = consumer_parser("ot land", __doc__, GROUP, poll_timeout=MEMBERSHIP.poll_timeout)
+    metrics.add_metrics_options(p, "land")
     p.add_argument("--flush-rows", type=int, default=FlushPolicy.max_rows)
     p.add_argument("--flush-bytes", type=int, default=FlushPolicy.max_bytes)
     p.add_argument("--flush-age", type=float, default=FlushPolicy.max_age_s, help="seconds")

@@ -52,6 +52,7 @@ from streaming.consumers.state_store import StateStore
 from streaming.kafka.lifecycle import JsonLog, consumer_parser, serve
 from streaming.kafka.probe import require_kafka
 from streaming.kafka.runtime import Batch, ConsumerRuntime, Membership, SinkUnavailable
+from streaming.observability import metrics
 from streaming.redis_keys import STATE_WRITER_GROUP, RedisKeys
 from streaming.settings import ServiceUnavailable, Settings
 
@@ -203,6 +204,8 @@ class StateWriter:
             first[int(p)], last[int(p)] = int(mine[0]), int(mine[-1])
         if not self._apply(readings, len(decoded.rejected), first, last):
             return
+        for reason, count in decoded.reason_counts().items():
+            metrics.STATE_INVALID.labels(reason).inc(count)
         elapsed_ms = (time.perf_counter() - batch.started) * 1000
         self.stats.batch_ms.append(elapsed_ms)
         if self.measure_latency and readings.height:
@@ -242,6 +245,7 @@ class StateWriter:
         )
         if stale is not None:
             self.stats.stale += 1
+            metrics.STATE_CONFLICTS.labels("watch" if "reason" in stale else "stale").inc()
             self.log("stale_batch", **stale)
             self._reseek()
             return False
@@ -253,7 +257,9 @@ class StateWriter:
         self.stats.invalid += invalid
         self.stats.batches += 1
         self.stats.alerts += events.height
+        metrics.STATE_APPLIED.inc(readings.height)
         if events.height:
+            metrics.STATE_ALERT_EVENTS.inc(events.height)
             for p in events["kafka_partition"].unique().to_list():
                 self._publish_outbox(int(p))
         return True
@@ -380,6 +386,7 @@ class StateWriter:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = consumer_parser("ot state", __doc__, GROUP, poll_timeout=MEMBERSHIP.poll_timeout)
+    metrics.add_metrics_options(p, "state")
     p.add_argument("--rules", type=Path, help="JSON file of alert rules (default: built in)")
     p.add_argument("--sweep-every", type=float, default=1.0, help="OFFLINE sweep period, s")
     p.add_argument("--expire-after", type=int, default=86_400, help="drop silent machines, s")

@@ -13,6 +13,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
+from streaming.observability.logs import kafka_logger
 from streaming.settings import Settings
 
 # The one size limit, end to end: the brokers accept records of up to this many bytes
@@ -71,6 +72,7 @@ def consumer_config(
         "fetch.wait.max.ms": 100,
         "max.partition.fetch.bytes": MESSAGE_MAX_BYTES,
         **prefetch_config(prefetch_mb),
+        "logger": kafka_logger(),
     }
     if instance_id:
         config["group.instance.id"] = instance_id
@@ -87,12 +89,13 @@ def reader_config(bootstrap: str, purpose: str) -> dict[str, Any]:
         "auto.offset.reset": "earliest",
         "enable.partition.eof": False,
         "max.partition.fetch.bytes": MESSAGE_MAX_BYTES,
+        "logger": kafka_logger(),
     }
 
 
 def admin_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
     """An admin client (topics, group descriptions, probes)."""
-    return {"bootstrap.servers": bootstrap, **extra}
+    return {"bootstrap.servers": bootstrap, "logger": kafka_logger(), **extra}
 
 
 def _idempotent(bootstrap: str) -> dict[str, Any]:
@@ -103,6 +106,8 @@ def _idempotent(bootstrap: str) -> dict[str, Any]:
         "enable.idempotence": True,
         "acks": "all",
         "message.max.bytes": MESSAGE_MAX_BYTES,
+        # librdkafka's own lines through the one log, rate-limited (not raw on stderr).
+        "logger": kafka_logger(),
     }
 
 

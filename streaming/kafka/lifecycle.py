@@ -1,5 +1,6 @@
 """What every long-running consumer shares: stop on SIGTERM/SIGINT, bounded runs for tests, a
-progress line and structured logs on stderr, and the one-line JSON summary on stdout."""
+progress line and structured logs on stderr (streaming/observability/logs.py), and the one-line
+JSON summary on stdout."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any
 
 from streaming.kafka.config import PREFETCH_MB
+from streaming.observability.logs import EventLog
+from streaming.observability.metrics import serve_metrics
 
 
 class ConsumerFailed(RuntimeError):
@@ -98,12 +101,13 @@ def serve(
     `started` fields), run it within the options' bounds and print the summary."""
     log = JsonLog(component)
     stop = StopFlag().install()
+    serve_metrics(args, log)
     consumer = build(log)
     log("started", topic=topic, group=args.group, **started)
     try:
         return run_bounded(consumer, args, stop, log)
     except ConsumerFailed as exc:
-        log("failed", error=str(exc))  # one clear line; a supervisor restarts the process
+        log.error("failed", error=str(exc))  # one clear line; a supervisor restarts the process
         return EXIT_FAILED
 
 
@@ -140,18 +144,9 @@ class Bounds:
         return None
 
 
-class JsonLog:
-    """Structured logs: one JSON object a line on stderr."""
-
-    def __init__(self, component: str, stream: TextIO | None = None) -> None:
-        self.component = component
-        self.stream = stream or sys.stderr
-
-    def __call__(self, event: str, **fields: Any) -> None:
-        record = {"ts": round(time.time(), 3), "component": self.component, "event": event}
-        record.update(fields)
-        self.stream.write(json.dumps(record, default=str) + "\n")
-        self.stream.flush()
+# Every component logs through the one logging setup (streaming/observability/logs.py); the
+# name stays for the callers that import it from here.
+JsonLog = EventLog
 
 
 class Progress:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import ConsumerGroupState
 from confluent_kafka.admin import AdminClient
+
+from streaming.observability.logs import EventLog, KafkaClientLog
 
 # librdkafka log facilities that explain why a member lost its partitions or left the group.
 REASONS = {
@@ -69,13 +70,13 @@ def group_changes(before: dict[str, list[int]], after: dict[str, list[int]]) -> 
 
 
 class ClientLog(logging.Handler):
-    """librdkafka's log lines (the client's `logger`): warnings and errors go to the JSON log
-    as `kafka_log`; the last one of the facilities in REASONS is kept to say why partitions
-    were lost."""
+    """librdkafka's log lines (the client's `logger`): warnings and errors go to the one log as
+    `kafka_log`, rate-limited per facility (`KafkaClientLog`); the last one of the facilities
+    in REASONS is kept to say why partitions were lost."""
 
-    def __init__(self, log: Callable[..., None]) -> None:
+    def __init__(self, log: EventLog) -> None:
         super().__init__(level=logging.DEBUG)
-        self.log = log
+        self.forward = KafkaClientLog(log).forward
         self.last: tuple[float, str, str] | None = None  # monotonic, facility, message
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -85,8 +86,8 @@ class ClientLog(logging.Handler):
         facility, message = str(args[0]), str(args[2])
         if facility in REASONS:
             self.last = (time.monotonic(), facility, message)
-        if record.levelno >= logging.WARNING:  # as JSON, like every other line on stderr
-            self.log("kafka_log", facility=facility, message=message[-500:])
+        if record.levelno >= logging.WARNING:
+            self.forward(record.levelno, facility, str(args[1]), message)
 
     def reason(self, within_s: float = 120.0) -> str | None:
         """Why, if librdkafka said so within the last `within_s` seconds."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import random
 import socket
@@ -43,6 +44,8 @@ from streaming.kafka.config import (
 from streaming.kafka.lifecycle import Bounds, ConsumerFailed, JsonLog, Progress, StopFlag
 from streaming.kafka.producer import ConfirmedProducer
 from streaming.kafka.rebalance import ClientLog, describe_group, group_changes
+from streaming.observability import metrics
+from streaming.observability.logs import log_context
 from streaming.settings import Settings
 
 
@@ -103,6 +106,7 @@ class Breaker:
 # A fenced static member reports `_FATAL` (wrapping FENCED_INSTANCE_ID) while `err.fatal()` says
 # False: the client is dead all the same (no callbacks, no messages), so it is known by its code.
 FATAL_CODES = frozenset({KafkaError._FATAL, KafkaError.FENCED_INSTANCE_ID})
+STATS_INTERVAL_MS = 5000  # librdkafka statistics: the partitions' lag for the metrics
 REJOIN_BUDGET = 3  # fresh clients within REJOIN_WINDOW_S; one more failure exits the process
 REJOIN_WINDOW_S = 300.0
 
@@ -253,6 +257,14 @@ class ConsumerRuntime:
         self.me = membership.instance_id or self.client_id  # the member id once joined
         self.leaving = False
         self.producer = ConfirmedProducer(settings)
+        # Metrics per batch, never per message; lag from librdkafka's statistics (no requests).
+        group = membership.group
+        self.m_consumed = metrics.CONSUMED.labels(group)
+        self.m_batch = metrics.BATCH_SECONDS.labels(group)
+        self.m_last = metrics.LAST_BATCH.labels(group)
+        self.m_assigned = metrics.ASSIGNED.labels(group)
+        self.lag_partitions: set[int] = set()
+        self.batches = 0
         self.consumer = self._join()
 
     def _join(self) -> Consumer:
@@ -271,6 +283,7 @@ class ConsumerRuntime:
                 "client.id": self.client_id,
                 "error_cb": self._client_error,
                 "logger": self.client_log.logger(self.client_id),
+                **self._statistics_config(),
             }
         )
         consumer.subscribe(
@@ -309,6 +322,7 @@ class ConsumerRuntime:
             # network-partition drill's state writer fetched nothing for minutes (twice).
             consumer.resume(partitions)
         mine = sorted(tp.partition for tp in partitions)
+        self.m_assigned.set(len(self.positions))
         self.log(
             "assigned",
             partitions={tp.partition: tp.offset for tp in partitions},
@@ -334,6 +348,7 @@ class ConsumerRuntime:
     def _release(self, consumer: Consumer, released: list[int], event: str, why: str) -> None:
         for p in released:
             self.positions.pop(p, None)
+        self.m_assigned.set(len(self.positions))
         self.previously = sorted(released)
         consumer.unassign()
         self.log(event, partitions=released, reason=why, member=self.me)
@@ -407,6 +422,33 @@ class ConsumerRuntime:
     def lag(self) -> int:
         return lag(self.consumer, dict(self.positions), self.topic)
 
+    def _statistics_config(self) -> dict[str, Any]:
+        if not metrics.ENABLED:
+            return {}
+        return {"statistics.interval.ms": STATS_INTERVAL_MS, "stats_cb": self._statistics}
+
+    def _statistics(self, raw: str) -> None:
+        """librdkafka's statistics (every STATS_INTERVAL_MS, from the consume call): the lag of
+        each assigned partition against its high watermark, for `ot_consumer_lag_messages`."""
+        try:
+            parts = json.loads(raw)["topics"][self.topic]["partitions"]
+        except (ValueError, KeyError, TypeError):
+            return
+        group = self.membership.group
+        seen = set()
+        for p, nxt in list(self.positions.items()):
+            info = parts.get(str(p))
+            if not info or info.get("hi_offset", -1) < 0:
+                continue
+            behind = info["hi_offset"] - nxt if nxt >= 0 else info.get("consumer_lag", -1)
+            if behind >= 0:
+                metrics.LAG.labels(group, str(p)).set(behind)
+                seen.add(p)
+        for p in self.lag_partitions - seen - set(self.positions):
+            with contextlib.suppress(KeyError):
+                metrics.LAG.remove(group, str(p))
+        self.lag_partitions = (self.lag_partitions | seen) & set(self.positions)
+
     # -- one batch --------------------------------------------------------------------------
     def decode(self, messages: list[Message]) -> Batch | None:
         """Decode a consumed batch, leaving out what the sink already holds; dead-letter the
@@ -427,6 +469,7 @@ class ConsumerRuntime:
         offsets = np.fromiter((m.offset() for m in good), dtype=np.int64, count=n)
         values = [m.value() for m in good]
         self.stats.consumed += n
+        self.m_consumed.inc(n)
         # Drop what the sink already holds (prefetched before a seek) or is no longer ours.
         floor = np.full(int(parts.max()) + 1, np.iinfo(np.int64).max, dtype=np.int64)
         for p, nxt in self.positions.items():
@@ -450,6 +493,8 @@ class ConsumerRuntime:
         )
         if self.dead_letter_stage and decoded.rejected:
             self._dead_letter(good, decoded, parts, offsets, self.dead_letter_stage)
+            for reason, count in decoded.reason_counts().items():
+                metrics.DEAD_LETTERS.labels(self.dead_letter_stage, reason).inc(count)
         return Batch(good, values, parts, offsets, decoded, ingest_ms, started)
 
     def _dead_letter(
@@ -521,6 +566,7 @@ class ConsumerRuntime:
             raise ConsumerFailed(why)
         time.sleep(0.5 * len(self.rejoins))  # a little more patience after each failure
         self.rejoins.append(now)
+        metrics.REJOINS.labels(self.membership.group).inc()
         self.log("rejoining", reason=reason, lost=lost, attempt=len(self.rejoins))
         self.consumer = self._join()
 
@@ -558,9 +604,13 @@ class ConsumerRuntime:
                         bounds.saw_messages(now)
                         if self.stats.first_batch_at is None:
                             self.stats.first_batch_at = now
-                        batch = self.decode(messages)
-                        if batch is not None:
-                            self._write(batch)
+                        self.batches += 1
+                        with log_context(batch=self.batches):
+                            batch = self.decode(messages)
+                            if batch is not None:
+                                self._write(batch)
+                                self.m_batch.observe(time.perf_counter() - batch.started)
+                        self.m_last.set(time.time())
                     if self.failed is not None:
                         self.rejoin()
                         continue
@@ -610,6 +660,7 @@ class ConsumerRuntime:
         """Stop consuming (pause every partition) and wait for the breaker's next probe."""
         first = not self.breaker.open
         delay = self.breaker.trip(now)
+        metrics.SINK_UNAVAILABLE.labels(self.membership.group).inc()
         if first:
             self.consumer.pause(self.consumer.assignment())
         self.log(

@@ -8,6 +8,8 @@ import signal
 from datetime import UTC, datetime
 
 from streaming.kafka.probe import require_kafka
+from streaming.observability.logs import EventLog
+from streaming.observability.metrics import add_metrics_options, serve_metrics
 from streaming.settings import Settings
 from streaming.simulator.chaos import FAULT_TYPES, PROFILES
 from streaming.simulator.runner import Options, Simulation
@@ -35,6 +37,11 @@ def _start(text: str) -> datetime:
 
 
 def parse_args(argv: list[str]) -> Options:
+    return parse_command(argv)[0]
+
+
+def parse_command(argv: list[str]) -> tuple[Options, argparse.Namespace]:
+    """The simulation's options, and the command's (metrics endpoint)."""
     parser = argparse.ArgumentParser(
         prog="ot simulate",
         description="Run the factory fleet simulator. Real time by default; --hours (and "
@@ -94,6 +101,7 @@ def parse_args(argv: list[str]) -> Options:
         "QoS 1 on {root}/{line}/{machine}/{metric}, for `ot bridge mqtt`; the ground truth "
         "(sim.faults) goes to Kafka either way",
     )
+    add_metrics_options(parser, "simulate")
     args = parser.parse_args(argv)
     if args.machines < 1:
         parser.error("--machines must be at least 1")
@@ -105,7 +113,7 @@ def parse_args(argv: list[str]) -> Options:
         parser.error("--hours must be positive")
     if args.early_faults < 0:
         parser.error("--early-faults must not be negative")
-    return Options(
+    options = Options(
         machines=args.machines,
         seed=args.seed,
         chaos=args.chaos,
@@ -119,10 +127,11 @@ def parse_args(argv: list[str]) -> Options:
         sink=args.sink,
         early_faults=args.early_faults,
     )
+    return options, args
 
 
 def main(argv: list[str]) -> int:
-    options = parse_args(argv)
+    options, args = parse_command(argv)
     settings = Settings.from_env()
     # SIGTERM (a supervisor, `make stop`) ends the run as Ctrl-C does: what is generated is
     # flushed and the summary printed.
@@ -137,7 +146,9 @@ def main(argv: list[str]) -> int:
         settings.topics,
         readings_partitions=settings.readings_partitions,
     )
-    summary = Simulation(settings, options).run()
+    log = EventLog("simulator")
+    serve_metrics(args, log)
+    summary = Simulation(settings, options, log=log).run()
     print(json.dumps(summary), flush=True)
     ok = summary["delivery_failures"] == 0 and summary["undelivered_at_exit"] == 0
     if options.sink == "mqtt":

@@ -7,7 +7,6 @@ generated when the wall clock reaches them (event time = now), paced by `--rate`
 
 from __future__ import annotations
 
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -17,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from streaming.observability import metrics
+from streaming.observability.logs import EventLog
 from streaming.settings import Settings
 from streaming.simulator.chaos import FAULT_TYPES, MALFORMED_KINDS, Fault, chaos_rates
 from streaming.simulator.fleet import build_fleet
@@ -97,7 +98,7 @@ class Simulation:
         settings: Settings,
         options: Options,
         producer: SimulatorProducer | None = None,
-        log: Callable[[str], None] | None = None,
+        log: Callable[..., None] | None = None,
     ) -> None:
         self.settings = settings
         self.options = options
@@ -142,7 +143,7 @@ class Simulation:
             self.mqtt = SimulatorMqtt(settings.mqtt_url)
             self.mqtt_encoder = MqttBlockEncoder(self.fleet, settings.mqtt_topic_root)
         self.stats = RunStats()
-        self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.log = log or EventLog("simulator")  # log(event, **fields)
         self._started = time.perf_counter()
         self._last_progress = self._started
 
@@ -152,6 +153,7 @@ class Simulation:
         for fault in faults:
             self.producer.send_json(topic, fault.machine_id, fault.record())
             self.stats.faults[fault.fault_type] += 1
+            metrics.SIM_FAULTS.labels(fault.fault_type).inc()
 
     def _send_block(self, block: ReadingBlock) -> None:
         if not len(block):
@@ -163,7 +165,7 @@ class Simulation:
                 bad = block.take(np.nonzero(~valid)[0])
                 self._send_faults([malformed_fault(self.fleet, bad, i) for i in range(len(bad))])
             self.mqtt.send(self.mqtt_encoder.messages(block))
-            self.stats.add_block(block)
+            self._count(block)
             return
         if valid.all():
             values = self.encoder.encode(block)
@@ -176,7 +178,12 @@ class Simulation:
             values = payloads.tolist()
             self._send_faults([malformed_fault(self.fleet, bad, i) for i in range(len(bad))])
         self.producer.send_many(topic, self.encoder.key_list(block), values)
+        self._count(block)
+
+    def _count(self, block: ReadingBlock) -> None:
+        before = self.stats.readings
         self.stats.add_block(block)
+        metrics.SIM_READINGS.inc(self.stats.readings - before)
 
     def _progress(self, force: bool = False) -> None:
         t = time.perf_counter()
@@ -191,9 +198,13 @@ class Simulation:
             else "-"
         )
         self.log(
-            f"simulate: {s.readings:,} readings ({s.readings / max(elapsed, 1e-9):,.0f}/s), "
-            f"event time {event}, faults {sum(s.faults.values()):,}, "
-            f"malformed {sum(s.malformed.values()):,}, delivery failures {self.producer.failed}"
+            "progress",
+            readings=s.readings,
+            rate=round(s.readings / max(elapsed, 1e-9)),
+            event_time=event,
+            faults=sum(s.faults.values()),
+            malformed=sum(s.malformed.values()),
+            delivery_failures=self.producer.failed,
         )
 
     # -- the two clocks ----------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """`ot stack up | down | status | env | start | stop | restart | kill | pause | resume`:
-start/stop/inspect Kafka, Redis, PostgreSQL, Mosquitto, or one service or Kafka node (`kafka-2`)."""
+start/stop/inspect Kafka, Redis, PostgreSQL, Mosquitto (and Prometheus with `up --monitoring`),
+or one service or Kafka node (`kafka-2`)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,11 @@ def main(argv: list[str]) -> int:
     sub = parser.add_subparsers(dest="action", required=True)
     up = sub.add_parser("up", help="start Kafka, Redis, PostgreSQL and Mosquitto (idempotent)")
     up.add_argument("--brokers", type=int, choices=[1, 3], default=None, help="Kafka nodes")
+    up.add_argument(
+        "--monitoring",
+        action="store_true",
+        help="also Prometheus (scraping every ot command's /metrics, with alerting rules)",
+    )
     sub.add_parser("down", help="stop what `up` started")
     status = sub.add_parser("status", help="exit 0 only when every service answers")
     status.add_argument("--json", action="store_true")
@@ -28,10 +34,12 @@ def main(argv: list[str]) -> int:
         ("resume", "SIGCONT what `pause` stopped"),
     ):
         one = sub.add_parser(verb, help=what)
-        one.add_argument("name", help="kafka, kafka-N, redis, postgres or mosquitto")
+        one.add_argument("name", help="kafka, kafka-N, redis, postgres, mosquitto or prometheus")
     args = parser.parse_args(argv)
 
     stack = LocalStack.from_env(brokers=getattr(args, "brokers", None))
+    if getattr(args, "monitoring", False) or (args.action != "up" and stack.monitoring_running()):
+        stack = stack.with_monitoring()  # status, env, down: Prometheus too while it runs
     try:
         if args.action == "up":
             started_at = time.perf_counter()

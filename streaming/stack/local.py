@@ -46,10 +46,13 @@ from streaming.stack.processes import (
     port_from_env,
     wait,
 )
+from streaming.stack.prometheus import DEFAULT_PORT as DEFAULT_PROMETHEUS_PORT
+from streaming.stack.prometheus import Prometheus
 from streaming.stack.redis import RedisServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("kafka", "redis", "postgres", "mosquitto")
+MONITORING = ("prometheus",)  # with `ot stack up --monitoring`
 
 __all__ = ["REPO_ROOT", "SERVICES", "LocalStack", "PortTaken", "StackError"]
 
@@ -62,6 +65,7 @@ class LocalStack:
     redis_port: int = DEFAULT_REDIS_PORT
     pg_port: int = DEFAULT_PG_PORT
     mqtt_port: int = DEFAULT_MQTT_PORT
+    prometheus_port: int = DEFAULT_PROMETHEUS_PORT
     services: tuple[str, ...] = SERVICES
     topics: Topics = field(default_factory=Topics)
     readings_partitions: int = 6
@@ -83,6 +87,7 @@ class LocalStack:
             redis_port=port_from_env("OT_STACK_REDIS_PORT", DEFAULT_REDIS_PORT),
             pg_port=port_from_env("OT_STACK_PG_PORT", DEFAULT_PG_PORT),
             mqtt_port=port_from_env("OT_STACK_MQTT_PORT", DEFAULT_MQTT_PORT),
+            prometheus_port=port_from_env("OT_STACK_PROMETHEUS_PORT", DEFAULT_PROMETHEUS_PORT),
         )
         # The size `up` recorded is authoritative: with a broker down, node 1 included, the stack
         # is still a 3-broker one (never a fresh single node on broker 1's port).
@@ -105,6 +110,17 @@ class LocalStack:
     @property
     def mosquitto(self) -> Mosquitto:
         return Mosquitto(self.root, self.mqtt_port)
+
+    @property
+    def prometheus(self) -> Prometheus:
+        return Prometheus(self.root, self.prometheus_port)
+
+    def with_monitoring(self) -> LocalStack:
+        """The same stack with Prometheus (`ot stack up --monitoring`)."""
+        return replace(self, services=tuple(dict.fromkeys([*self.services, *MONITORING])))
+
+    def monitoring_running(self) -> bool:
+        return self.prometheus.owned_pid(self.pids) is not None
 
     @property
     def pids(self) -> Pids:
@@ -170,6 +186,8 @@ class LocalStack:
             started += self.postgres.up(self.logs)
         if "mosquitto" in self.services:
             started += self.mosquitto.up(self.pids)
+        if "prometheus" in self.services:
+            started += self.prometheus.up(self.pids)
         if "kafka" in self.services:
             started += self.kafka.up(self.pids)
             from streaming.stack.topics import create_topics
@@ -204,10 +222,9 @@ class LocalStack:
     # -- one service or broker node (drills, operators) ------------------------------------------
     def _check_name(self, name: str) -> None:
         nodes = self.kafka.node_names()
-        if name not in nodes and name not in self.services:
-            raise StackError(
-                f"{name}: not a service of this stack ({', '.join([*nodes, *self.services])})"
-            )
+        known = [*nodes, *dict.fromkeys([*self.services, *MONITORING])]
+        if name not in known:
+            raise StackError(f"{name}: not a service of this stack ({', '.join(known)})")
 
     def start(self, name: str) -> list[str]:
         """Start one service or Kafka node (`kafka-2`) if it is not running; `kafka` starts the
@@ -266,6 +283,10 @@ class LocalStack:
             result["postgres"] = bool(self.postgres.owned_pid()) and self.postgres.answers()
         if "mosquitto" in self.services:
             result["mosquitto"] = bool(self.mosquitto.owned_pid(pids)) and self.mosquitto.answers()
+        if "prometheus" in self.services:
+            result["prometheus"] = (
+                bool(self.prometheus.owned_pid(pids)) and self.prometheus.answers()
+            )
         return result
 
     def conflicts(self) -> dict[str, PortTaken]:
@@ -277,6 +298,7 @@ class LocalStack:
             "redis": self.redis.conflict(pids) if "redis" in self.services else None,
             "postgres": self.postgres.conflict() if "postgres" in self.services else None,
             "mosquitto": self.mosquitto.conflict(pids) if "mosquitto" in self.services else None,
+            "prometheus": self.prometheus.conflict(pids) if "prometheus" in self.services else None,
         }
         return {name: error for name, error in found.items() if error is not None}
 
@@ -288,6 +310,8 @@ class LocalStack:
             return self.redis.owned_pid(self.pids)
         if name == "mosquitto":
             return self.mosquitto.owned_pid(self.pids)
+        if name == "prometheus":
+            return self.prometheus.owned_pid(self.pids)
         return self.pids.read(name)
 
     def kill_broker(self, node_id: int) -> None:
@@ -325,6 +349,10 @@ class LocalStack:
             lines.append(f"postgres  {self.pg_dsn}  (timescaledb: {self.postgres.timescaledb()})")
         if "mosquitto" in self.services:
             lines.append(f"mosquitto {self.mqtt_url}  (MQTT 5, persistent sessions)")
+        if "prometheus" in self.services:
+            lines.append(
+                f"prometheus {self.prometheus.url}  (alerts: {self.prometheus.url}/alerts)"
+            )
 
         def mark(service: str) -> str:
             value = state.get(service)

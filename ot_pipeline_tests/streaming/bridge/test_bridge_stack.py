@@ -410,7 +410,9 @@ def test_simulated_fleet_over_mqtt_reaches_kafka_through_the_bridge(
     client_id = f"bridge-{uuid.uuid4().hex[:8]}"
     mqtt_sessions.append(client_id)
     log = tmp_path / "bridge.log"
-    bridge = _bridge(settings, client_id, log, "--until-idle", "3")
+    # Idle for 8 s: the simulator's own start-up (imports, Kafka probe, topics, metrics
+    # endpoint) takes 2-4 s on a loaded machine before its first message.
+    bridge = _bridge(settings, client_id, log, "--until-idle", "8")
     _wait_connected(log, 1, bridge)
     simulate = subprocess.run(
         [sys.executable, "-m", "streaming.cli", "simulate", "--sink", "mqtt", *SIMULATION],

@@ -67,7 +67,7 @@ def test_fast_forward_hour_reads_back_exactly_what_the_summary_reports(
         hours=1.0,
         start=datetime.fromtimestamp(start, UTC),
     )
-    summary = Simulation(isolated, options, log=lambda _line: None).run()
+    summary = Simulation(isolated, options, log=lambda *_, **__: None).run()
     assert summary["delivery_failures"] == 0 and summary["undelivered_at_exit"] == 0
     assert summary["delivered"] == summary["messages_sent"]
     assert summary["duplicates"] > 0 and summary["malformed"]["total"] > 0
@@ -123,7 +123,7 @@ def test_fast_forward_hour_reads_back_exactly_what_the_summary_reports(
 def test_real_time_run_is_paced_by_rate_with_event_time_now(isolated: Settings) -> None:
     options = Options(machines=4, seed=1, chaos="none", rate=400.0, duration_s=3.0)
     before = time.time() * 1000
-    summary = Simulation(isolated, options, log=lambda _line: None).run()
+    summary = Simulation(isolated, options, log=lambda *_, **__: None).run()
     after = time.time() * 1000
     assert summary["mode"] == "real-time" and summary["delivery_failures"] == 0
     assert 0.8 * 1200 <= summary["readings"] <= 1.1 * 1200
