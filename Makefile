@@ -13,7 +13,7 @@ DASHBOARD_STAMP := dashboard/dist/.build-stamp
 DASHBOARD_SOURCES := $(shell find dashboard/src -type f 2>/dev/null) dashboard/index.html \
 	dashboard/vite.config.ts dashboard/tsconfig.json dashboard/package.json
 
-.PHONY: setup lock run start stop logs test test-fast lint format bench drills up up3 down status clean
+.PHONY: setup lock run start stop logs test test-drills test-fast lint format bench drills up up3 down status clean
 
 setup: $(STAMP) $(DASHBOARD_STAMP)
 
@@ -54,8 +54,13 @@ stop: setup
 logs: setup
 	@$(BIN)/python -m streaming.run --logs
 
+# The full `ot drill` tests (marked `drill`, minutes each on a three-broker stack of their own) run
+# with `make test-drills`; `make test` keeps the two quick drills (hostile input, consumer loss).
 test: setup
-	@$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	@$(BIN)/python -m pytest -q -m "not drill" $(PYTEST_ARGS)
+
+test-drills: setup
+	@$(BIN)/python -m pytest -q -m drill $(PYTEST_ARGS)
 
 # Pure-logic tests only: no servers.
 test-fast: setup

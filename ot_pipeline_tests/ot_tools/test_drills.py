@@ -92,7 +92,7 @@ def test_consumer_loss_survivors_take_over_with_and_without_static_membership(
     assert all(n > 10_000 for n in produced)
 
 
-@pytest.mark.slow
+@pytest.mark.drill
 def test_redis_outage_state_writer_backs_off_resumes_exactly_and_api_answers_503(
     options: DrillOptions,
 ) -> None:
@@ -103,7 +103,7 @@ def test_redis_outage_state_writer_backs_off_resumes_exactly_and_api_answers_503
     assert report["api"]["paused"]["history"]["status"] == 200
 
 
-@pytest.mark.slow
+@pytest.mark.drill
 def test_broker_loss_leader_coordinator_two_brokers_and_a_hung_one(
     options: DrillOptions,
 ) -> None:
@@ -115,7 +115,7 @@ def test_broker_loss_leader_coordinator_two_brokers_and_a_hung_one(
     assert all(p["recovery_s"] is not None for p in report["phases"])
 
 
-@pytest.mark.slow
+@pytest.mark.drill
 def test_network_partition_consumers_cut_off_and_degraded_rejoin_and_catch_up(
     options: DrillOptions,
 ) -> None:
@@ -125,13 +125,13 @@ def test_network_partition_consumers_cut_off_and_degraded_rejoin_and_catch_up(
     assert any("lost" in events for events in cut["events"].values()), cut["events"]
 
 
-@pytest.mark.slow
+@pytest.mark.drill
 def test_lake_disk_full_lander_stops_says_why_and_resumes_exactly(options: DrillOptions) -> None:
     report = drill("lake-disk-full", options)
     assert report["lander_exits_while_full"]
 
 
-@pytest.mark.slow
+@pytest.mark.drill
 def test_overload_consumers_fall_behind_with_bounded_memory_and_catch_up(
     options: DrillOptions,
 ) -> None:
@@ -139,7 +139,7 @@ def test_overload_consumers_fall_behind_with_bounded_memory_and_catch_up(
     assert max(report["phases"][0]["peak_lag"].values()) > report["sustainable_per_s"]
 
 
-@pytest.mark.slow
+@pytest.mark.drill
 def test_postgres_outage_run_fails_clearly_then_retries_and_succeeds(
     options: DrillOptions,
 ) -> None:
