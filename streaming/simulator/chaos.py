@@ -84,9 +84,12 @@ FAILURE_SHARE = 0.1
 # Early faults of a live run: at the expected rates the first fault of a 20-machine fleet comes
 # minutes in, so a new user watched a platform with nothing to show. These start from
 # EARLY_AFTER_MS on (once the detectors have their first 4 blocks of every series, 43 s at
-# `make run`'s rate), EARLY_SPACING_MS apart, alternating a spike and a stuck value: kinds the
-# detectors judge from the first minutes (a level change needs a learnt baseline first).
-EARLY_TYPES = ("spike", "stuck")
+# `make run`'s rate), EARLY_SPACING_MS apart: first a machine that goes silent for a minute or
+# more (packet loss: the state writer opens an OFFLINE alarm after OT_OFFLINE_AFTER_SECONDS, so
+# the alarm panel has something to acknowledge within two minutes), then a spike and a stuck
+# value, kinds the detectors judge from the first minutes (a level change needs a learnt
+# baseline first).
+EARLY_TYPES = ("packet_loss", "spike", "stuck")
 EARLY_AFTER_MS = 60_000
 EARLY_SPACING_MS = 15_000
 

@@ -88,8 +88,9 @@ def parse_command(argv: list[str]) -> tuple[Options, argparse.Namespace]:
         "--early-faults",
         type=int,
         default=3,
-        help="real time: this many faults (spikes, stuck values) on machines spread over the "
-        "fleet in the first two minutes, so the platform has something to show at once; "
+        help="real time: this many faults (a silent machine, spikes, stuck values) on machines "
+        "spread over the fleet in the first two minutes, so the platform has something to show "
+        "at once; "
         "0 = off, fast-forward never (default 3)",
     )
     parser.add_argument("--compression", default="lz4", choices=["lz4", "zstd", "snappy", "none"])

@@ -311,7 +311,8 @@ def test_a_fresh_fleet_raises_no_level_burst_and_shows_its_early_faults() -> Non
     then left that envelope on every load-driven metric: about 12,000 `level` flags in 15
     minutes without any fault. The fleet's config gives no level verdict before
     `baseline_blocks` (120) blocks now, while the live run's early faults (spikes, stuck
-    values, judged from the 4th block) are found within two minutes."""
+    values, judged from the 4th block) are found within two minutes (the third, a machine falling
+    silent, is the state writer's OFFLINE alarm)."""
     from streaming.simulator import generate
     from streaming.simulator.chaos import DETECTABLE
 
@@ -338,9 +339,10 @@ def test_a_fresh_fleet_raises_no_level_burst_and_shows_its_early_faults() -> Non
     )
     early = live.faults.filter(
         pl.col("fault_type").is_in(list(DETECTABLE)),
+        pl.col("metric").is_not_null(),  # the silent machine is the state writer's OFFLINE alarm
         pl.col("start_ms") - int(start.timestamp() * 1000) <= 120_000,
     )
-    assert early.height >= 3
+    assert early.height >= 2
     flagged = detect(live.readings, fleet).filter(pl.col("is_anomaly"))
     for fault in early.iter_rows(named=True):
         hits = flagged.filter(

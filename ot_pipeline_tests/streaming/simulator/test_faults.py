@@ -286,9 +286,9 @@ def test_detectable_faults_are_sized_in_sigmas_of_the_metric() -> None:
 
 def test_a_live_run_injects_its_first_faults_in_the_first_two_minutes() -> None:
     """At the expected rates the first fault of a 20-machine fleet came about 9 minutes into a
-    `make run`; a live run now starts with `early_faults` spikes and stuck values on machines
-    spread over the fleet, from 60 s on, while a fast-forward history keeps its plain rates and
-    `--chaos none` stays fault-free."""
+    `make run`; a live run now starts with `early_faults` faults on machines spread over the
+    fleet, from 60 s on: a machine falling silent (an OFFLINE alarm), a spike and a stuck value,
+    while a fast-forward history keeps its plain rates and `--chaos none` stays fault-free."""
     fleet = build_fleet(20, 7)
 
     def first_segment(early: int, chaos: str) -> list[Fault]:
@@ -309,11 +309,18 @@ def test_a_live_run_injects_its_first_faults_in_the_first_two_minutes() -> None:
     plain = first_segment(0, "default")
     added = [f for f in live if key(f) not in {key(p) for p in plain}]
     assert len(added) == 3
-    assert {f.fault_type for f in added} == {"spike", "stuck"}
+    assert [f.fault_type for f in sorted(added, key=lambda f: f.start_ms)] == [
+        "packet_loss",
+        "spike",
+        "stuck",
+    ]
     assert len({f.machine_id for f in added}) == 3
     # after the detectors' first blocks (43 s at `make run`'s rate), within two minutes
     assert all(MIN <= f.start_ms - START_MS <= 2 * MIN for f in added)
-    assert all(f.detectable and f.metric is not None for f in added)
+    assert all(f.detectable for f in added)
+    assert all(f.metric is not None for f in added if f.fault_type != "packet_loss")
+    silent = next(f for f in added if f.fault_type == "packet_loss")
+    assert silent.end_ms - silent.start_ms >= MIN  # longer than the 30 s OFFLINE limit
     assert not [f for f in plain if f.detectable and f.start_ms - START_MS <= 2 * MIN]
     assert first_segment(3, "none") == []
     # the rest of the schedule is the same draw: only faults overlapping an early one go
