@@ -179,7 +179,14 @@ def test_three_broker_cluster_replicates_topics_and_survives_a_killed_broker(
     try:
         assert cluster.up() == ["kafka-1", "kafka-2", "kafka-3"]
         bootstrap = cluster.bootstrap
-        meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10)
+        # Brokers learn new topics from the controller asynchronously: the broker that answers
+        # may not know the topics `up()` just created for a moment (seen under load in CI).
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        deadline = time.monotonic() + 30
+        meta = admin.list_topics(timeout=10)
+        while not set(Topics().all()) <= set(meta.topics) and time.monotonic() < deadline:
+            time.sleep(0.5)
+            meta = admin.list_topics(timeout=10)
         readings = meta.topics[Topics().readings]
         assert len(readings.partitions) == 6
         assert {len(p.replicas) for p in readings.partitions.values()} == {3}
