@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ot_tools.drills import clean_up
 from streaming.settings import Settings, Topics
 from streaming.stack.local import REPO_ROOT, LocalStack
 
@@ -177,7 +178,7 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
     try:
         return measure(rate, warmup, window, free_port(), free_port(), env, folder)
     finally:
-        remove(own)
+        clean_up(own)
         shutil.rmtree(folder / "lake", ignore_errors=True)
 
 
@@ -200,23 +201,6 @@ def isolated(settings: Settings, suffix: str) -> Settings:
     return replace(
         settings, topics=topics, redis_prefix=f"ot-bench-{suffix}:", pg_schema=f"ot_bench_{suffix}"
     )
-
-
-def remove(settings: Settings) -> None:
-    """The topics, Redis keys and PostgreSQL schema of `isolated`."""
-    import psycopg
-    import redis
-
-    from streaming.redis_keys import RedisKeys
-    from streaming.stack.topics import delete_topics
-
-    delete_topics(settings.kafka_bootstrap_servers, settings.topics.all())
-    client = redis.Redis.from_url(settings.redis_url)
-    keys = list(client.scan_iter(match=RedisKeys(settings.redis_prefix).scan_all, count=1000))
-    for start in range(0, len(keys), 1000):
-        client.delete(*keys[start : start + 1000])
-    with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA IF EXISTS {settings.pg_schema} CASCADE")
 
 
 def measure(
