@@ -120,11 +120,15 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
 
 
 def bulk_producer_config(
-    bootstrap: str, compression: str = "lz4", client_id: str = "ot-simulate"
+    bootstrap: str,
+    compression: str = "lz4",
+    client_id: str = "ot-simulate",
+    queue_messages: int = 1_000_000,
 ) -> dict[str, Any]:
-    """The simulator's producer: idempotent, large compressed batches, a deep local queue, and
-    delivery reports for failures only (a callback per delivered message would cost about a
-    microsecond each)."""
+    """The simulator's producer: idempotent, large compressed batches, a local queue of
+    `queue_messages` (deep for fast-forward; bounded in real time, where a full queue holds the
+    generator back instead of growing), and delivery reports for failures only (a callback per
+    delivered message would cost about a microsecond each)."""
     config = _idempotent(bootstrap)
     config.update(
         {
@@ -132,7 +136,7 @@ def bulk_producer_config(
             "linger.ms": 50,
             "batch.size": 1_000_000,
             "batch.num.messages": 100_000,
-            "queue.buffering.max.messages": 1_000_000,
+            "queue.buffering.max.messages": queue_messages,
             "queue.buffering.max.kbytes": 1_048_576,
             "delivery.report.only.error": True,
             "client.id": client_id,

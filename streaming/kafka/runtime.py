@@ -109,6 +109,39 @@ FATAL_CODES = frozenset({KafkaError._FATAL, KafkaError.FENCED_INSTANCE_ID})
 STATS_INTERVAL_MS = 5000  # librdkafka statistics: the partitions' lag for the metrics
 REJOIN_BUDGET = 3  # fresh clients within REJOIN_WINDOW_S; one more failure exits the process
 REJOIN_WINDOW_S = 300.0
+# A fence that follows broker trouble (a transport error, all brokers down) within this many
+# seconds is the group coordinator failing over, not another process with the same instance id:
+# it does not count against REJOIN_BUDGET (the broker-loss drill at 20,000 readings/s fenced a
+# static lander once per fault, four times in 300 s). REJOIN_HARD_BUDGET still bounds them.
+FAILOVER_EXCUSE_S = 60.0
+REJOIN_HARD_BUDGET = 20
+
+
+@dataclass
+class Rejoins:
+    """The fresh clients made after fatal errors, and whether one more is still reasonable."""
+
+    times: list[float] = field(default_factory=list)  # monotonic, every fresh client
+    unexplained: list[float] = field(default_factory=list)  # those with no broker trouble before
+
+    def over_budget(self, now: float, trouble_at: float | None) -> tuple[bool, bool]:
+        """(give up, explained): explained when broker trouble came within FAILOVER_EXCUSE_S
+        before; give up when the unexplained ones, or all of them, spent their budget in
+        REJOIN_WINDOW_S."""
+        self.times = [t for t in self.times if now - t < REJOIN_WINDOW_S]
+        self.unexplained = [t for t in self.unexplained if now - t < REJOIN_WINDOW_S]
+        explained = trouble_at is not None and now - trouble_at < FAILOVER_EXCUSE_S
+        give_up = len(self.times) >= REJOIN_HARD_BUDGET or (
+            not explained and len(self.unexplained) >= REJOIN_BUDGET
+        )
+        return give_up, explained
+
+    def record(self, now: float, explained: bool) -> int:
+        """A fresh client is being made; returns its attempt number within the window."""
+        self.times.append(now)
+        if not explained:
+            self.unexplained.append(now)
+        return len(self.times)
 
 
 def is_fatal(err: KafkaError) -> bool:
@@ -245,7 +278,8 @@ class ConsumerRuntime:
         self.disturbed_at = time.monotonic()
         self.membership = membership
         self.failed: KafkaError | None = None  # a fatal error: the client must be replaced
-        self.rejoins: list[float] = []  # monotonic times of the fresh clients made
+        self.rejoins = Rejoins()  # the fresh clients made after fatal errors
+        self.kafka_trouble_at: float | None = None  # monotonic, the last non-fatal Kafka error
         self.breaker = Breaker()  # open while the sink's store cannot be reached
         # Rebalances in the logs: this client's name, librdkafka's reasons, the group's view.
         self.client_id = f"ot-{sink.command}-{os.getpid()}@{socket.gethostname()}"
@@ -533,6 +567,7 @@ class ConsumerRuntime:
             self.failed = self.failed or err
             self.log("kafka_fatal", code=err.name(), error=str(err))
             return
+        self.kafka_trouble_at = self.disturbed_at
         self.log("kafka_error", code=err.name(), error=str(err))
 
     def _client_error(self, err: KafkaError) -> None:
@@ -543,11 +578,11 @@ class ConsumerRuntime:
         """The client failed fatally (e.g. fenced when the group coordinator was lost): drop it,
         tell the sink its partitions are lost, and join again with a fresh client; whoever owns a
         partition next resumes where the sink's record says, so this is exact. A client that
-        keeps failing (REJOIN_BUDGET fresh clients within REJOIN_WINDOW_S: another live process
-        with the same --instance-id, a broken configuration) raises ConsumerFailed instead."""
+        keeps failing raises ConsumerFailed instead: REJOIN_BUDGET fresh clients within
+        REJOIN_WINDOW_S with no broker trouble before them (another live process with the same
+        --instance-id, a broken configuration), or REJOIN_HARD_BUDGET in all."""
         err, self.failed = self.failed, None
         now = self.disturbed_at = time.monotonic()
-        self.rejoins = [t for t in self.rejoins if now - t < REJOIN_WINDOW_S]
         lost = sorted(self.positions)
         self.sink.lose(lost)
         self.positions.clear()
@@ -556,18 +591,21 @@ class ConsumerRuntime:
         except Exception as exc:  # a fatally failed client may refuse to close cleanly
             self.log("close_failed", error=str(exc))
         reason = f"{err.name()}: {err.str()}" if err is not None else "unknown"
-        if len(self.rejoins) >= REJOIN_BUDGET:
+        give_up, after_trouble = self.rejoins.over_budget(now, self.kafka_trouble_at)
+        if give_up:
             why = (
-                f"Kafka client failed fatally {len(self.rejoins) + 1} times within "
+                f"Kafka client failed fatally {len(self.rejoins.times) + 1} times within "
                 f"{REJOIN_WINDOW_S:.0f} s (last: {reason})"
             )
             if self.membership.instance_id:
                 why += f"; does another process use --instance-id {self.membership.instance_id}?"
             raise ConsumerFailed(why)
-        time.sleep(0.5 * len(self.rejoins))  # a little more patience after each failure
-        self.rejoins.append(now)
+        time.sleep(0.5 * len(self.rejoins.times))  # a little more patience after each failure
+        attempt = self.rejoins.record(now, after_trouble)
         metrics.REJOINS.labels(self.membership.group).inc()
-        self.log("rejoining", reason=reason, lost=lost, attempt=len(self.rejoins))
+        self.log(
+            "rejoining", reason=reason, lost=lost, attempt=attempt, after_broker_trouble=after_trouble
+        )
         self.consumer = self._join()
 
     # -- running ----------------------------------------------------------------------------

@@ -23,11 +23,13 @@ POLL_EVERY = 20_000  # serve delivery reports every N messages in the tight loop
 class SimulatorProducer:
     """Sends keyed byte messages in a tight loop; counts produced messages and failures."""
 
-    def __init__(self, bootstrap: str, compression: str = "lz4") -> None:
+    def __init__(
+        self, bootstrap: str, compression: str = "lz4", queue_messages: int = 1_000_000
+    ) -> None:
         self.produced = 0
         self.failed = 0
         self.failure_reasons: Counter[str] = Counter()
-        config = bulk_producer_config(bootstrap, compression)
+        config = bulk_producer_config(bootstrap, compression, queue_messages=queue_messages)
         config["on_delivery"] = self._on_delivery
         config["error_cb"] = self._on_error
         self.client_errors: Counter[str] = Counter()

@@ -35,6 +35,10 @@ from streaming.simulator.wire import AvroBlockEncoder, MqttBlockEncoder
 
 HOUR_MS = 3_600_000
 BLOCK_READINGS = 100_000  # readings generated per block in fast-forward
+# Real time: at most this many messages wait in the producer's queue (two blocks); when the
+# brokers or the CPU cannot keep up, the generator waits instead of the queue growing (a deep
+# queue held 2 GB at 100,000 readings/s). Fast-forward keeps librdkafka's deep queue.
+REAL_TIME_QUEUE_MESSAGES = 2 * BLOCK_READINGS
 
 
 @dataclass
@@ -135,7 +139,9 @@ class Simulation:
         self.queue = DeliveryQueue()
         self.encoder = AvroBlockEncoder(self.fleet)
         self.producer = producer or SimulatorProducer(
-            settings.kafka_bootstrap_servers, options.compression
+            settings.kafka_bootstrap_servers,
+            options.compression,
+            queue_messages=1_000_000 if options.fast_forward else REAL_TIME_QUEUE_MESSAGES,
         )
         self.mqtt: SimulatorMqtt | None = None
         self.mqtt_encoder: MqttBlockEncoder | None = None

@@ -9,7 +9,15 @@ import pytest
 from confluent_kafka import KafkaError
 
 from streaming.kafka.rebalance import group_changes
-from streaming.kafka.runtime import Breaker, is_fatal
+from streaming.kafka.runtime import (
+    FAILOVER_EXCUSE_S,
+    REJOIN_BUDGET,
+    REJOIN_HARD_BUDGET,
+    REJOIN_WINDOW_S,
+    Breaker,
+    Rejoins,
+    is_fatal,
+)
 
 
 def test_breaker_backs_off_exponentially_with_jitter_up_to_its_cap_and_closes_on_success() -> None:
@@ -33,6 +41,39 @@ def test_a_fenced_static_member_is_fatal_although_librdkafka_says_not() -> None:
     assert is_fatal(KafkaError(KafkaError._FAIL, fatal=True))
     assert not is_fatal(KafkaError(KafkaError._TRANSPORT))
     assert not is_fatal(KafkaError(KafkaError._ALL_BROKERS_DOWN))
+
+
+def _rejoin_until_give_up(rejoins: Rejoins, trouble_before_s: float | None) -> int:
+    """Fresh clients made, one every 5 s, until the budget says give up."""
+    now = 1000.0
+    for made in range(100):
+        trouble = None if trouble_before_s is None else now - trouble_before_s
+        give_up, explained = rejoins.over_budget(now, trouble)
+        if give_up:
+            return made
+        rejoins.record(now, explained)
+        now += 5.0
+    return 100
+
+
+def test_fences_after_broker_trouble_are_failovers_and_do_not_spend_the_rejoin_budget() -> None:
+    # Another process with the same instance id: fences with no broker trouble before them.
+    assert _rejoin_until_give_up(Rejoins(), None) == REJOIN_BUDGET
+    assert _rejoin_until_give_up(Rejoins(), FAILOVER_EXCUSE_S + 1) == REJOIN_BUDGET
+    # The coordinator failing over (a transport error seconds before each fence): rejoin, up to
+    # the hard budget.
+    assert _rejoin_until_give_up(Rejoins(), 10.0) == REJOIN_HARD_BUDGET
+    # Failovers do not hide a later conflict: their fresh clients count only for the hard cap.
+    rejoins = Rejoins()
+    for i in range(REJOIN_BUDGET + 2):
+        rejoins.record(float(i), explained=True)
+    assert rejoins.over_budget(10.0, None) == (False, False)
+    # The window forgets: three unexplained fences long ago leave the budget whole.
+    old = Rejoins()
+    for i in range(REJOIN_BUDGET):
+        old.record(float(i), explained=False)
+    assert old.over_budget(2.0, None)[0]
+    assert not old.over_budget(REJOIN_WINDOW_S + 10.0, None)[0]
 
 
 def test_group_changes_name_who_joined_who_left_and_where_partitions_went() -> None:
