@@ -40,20 +40,22 @@ def run(options: DrillOptions) -> dict[str, Any]:
         dynamic_lake = d.work / "lake-dynamic"
         common = ["--progress-every", "1", "--session-timeout-ms", "10000"]
         landing = ["--flush-age", "1", "--flush-rows", "50000"]
-        static_args = ["--group", "lander-static", "--instance-id", "lander-0", *common, *landing]
+        static_group, dynamic_group = d.group("lander-static"), d.group("lander-dynamic")
+        state_group = d.group("state")
+        static_args = ["--group", static_group, "--instance-id", "lander-0", *common, *landing]
         d.child("lander-static", "land", static_args)
         from dataclasses import replace
 
         d.child(
             "lander-dynamic",
             "land",
-            ["--group", "lander-dynamic", *common, *landing],
+            ["--group", dynamic_group, *common, *landing],
             settings=replace(d.settings, lake_dir=dynamic_lake),
         )
-        d.child("state", "state", ["--group", "state", "--instance-id", "state-0", *common])
+        d.child("state", "state", ["--group", state_group, "--instance-id", "state-0", *common])
         d.say(f"load: {rate:,.0f} readings/s until the faults are done")
         simulator = d.simulate(rate, 3600, machines=200)
-        d.monitor_lag("lander-static", "lander-dynamic", "state")
+        d.monitor_lag(static_group, dynamic_group, state_group)
         d.wait_assigned("lander-static", "lander-dynamic", "state")
         d.sleep(8)
 
@@ -72,7 +74,7 @@ def run(options: DrillOptions) -> dict[str, Any]:
             "leader", f"SIGKILL the leader of most partitions, restart after {outage:.0f} s", node
         )
         d.sleep(5)
-        node = coordinator_of(d, "lander-static")
+        node = coordinator_of(d, static_group)
         kill_and_restart(
             "coordinator",
             f"SIGKILL the coordinator of the static lander's group, restart after {outage:.0f} s",
@@ -127,6 +129,6 @@ def run(options: DrillOptions) -> dict[str, Any]:
             exits = d.children[name].exits
             d.check(f"{name}: never crashed (rode out every fault)", not exits, exits[:2])
         d.stop_consumers("lander-static", "lander-dynamic", "state")
-        static = d.reconcile({"lake-static": d.settings.lake_dir}, state_group="state")
+        static = d.reconcile({"lake-static": d.settings.lake_dir}, state_group=state_group)
         dynamic = d.reconcile({"lake-dynamic": dynamic_lake})
         return d.report(combine({"static": static, "dynamic": dynamic}))

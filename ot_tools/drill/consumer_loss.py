@@ -60,7 +60,7 @@ def _one_mode(
     takeovers: dict[str, dict[str, float | None]],
 ) -> dict[str, Any]:
     static = mode == "static"
-    lgroup, sgroup = f"lander-{mode}", f"state-{mode}"
+    lgroup, sgroup = d.group(f"lander-{mode}", settings), d.group(f"state-{mode}", settings)
     common = ["--progress-every", "1", "--session-timeout-ms", "10000"]
     landing = ["--flush-age", "1", "--flush-rows", "20000"]
 

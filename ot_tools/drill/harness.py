@@ -466,6 +466,14 @@ class Drill:
         self.lag = LagMonitor(settings or self.settings, groups).start()
         return self.lag
 
+    def group(self, name: str, settings: Settings | None = None) -> str:
+        """A consumer group name of this run's own. A static member (--instance-id) that joins a
+        group already used for another topic can get that group's old assignment back instead of
+        the new topic's partitions (a rerun of broker-loss on a kept drill stack: the static
+        lander and state writer were assigned the previous run's partitions and read nothing)."""
+        topic = (settings or self.settings).topics.readings
+        return f"{name}-{topic.rsplit('-', 1)[-1]}"
+
     def isolate(self, name: str) -> Settings:
         """Another set of topics, Redis prefix and lake on the drill stack (cleaned up at the
         end), for a second part of a drill."""

@@ -278,6 +278,7 @@ class ConsumerRuntime:
         self.disturbed_at = time.monotonic()
         self.membership = membership
         self.failed: KafkaError | None = None  # a fatal error: the client must be replaced
+        self.foreign: str | None = None  # assigned another topic's partitions: exit, say why
         self.rejoins = Rejoins()  # the fresh clients made after fatal errors
         self.kafka_trouble_at: float | None = None  # monotonic, the last non-fatal Kafka error
         self.breaker = Breaker()  # open while the sink's store cannot be reached
@@ -330,6 +331,19 @@ class ConsumerRuntime:
 
     # -- rebalance callbacks: the sink, not the group, says where each partition resumes ------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        foreign = sorted({tp.topic for tp in partitions} - {self.topic})
+        if foreign:
+            # A static member that rejoins a group used for another topic before its session
+            # expired gets the group's old assignment back (the broker skips the rebalance), and
+            # would read nothing for good. Exit instead: a restart after the session timeout
+            # gets a fresh assignment.
+            self.foreign = (
+                f"group {self.membership.group} assigned partitions of {', '.join(foreign)} "
+                f"while this consumer reads {self.topic} (a static member rejoining a group "
+                "that was used for another topic); give each topic a group of its own"
+            )
+            self.log.error("foreign_assignment", topics=foreign, why=self.foreign)
+            return
         try:
             resume: dict[int, int | None] | None = self.sink.resume(
                 [tp.partition for tp in partitions]
@@ -360,6 +374,7 @@ class ConsumerRuntime:
         self.log(
             "assigned",
             partitions={tp.partition: tp.offset for tp in partitions},
+            topic=partitions[0].topic if partitions else self.topic,
             member=self._member(consumer),
             gained=sorted(set(mine) - set(self.previously)),
             gave_up=sorted(set(self.previously) - set(mine)),
@@ -604,7 +619,11 @@ class ConsumerRuntime:
         attempt = self.rejoins.record(now, after_trouble)
         metrics.REJOINS.labels(self.membership.group).inc()
         self.log(
-            "rejoining", reason=reason, lost=lost, attempt=attempt, after_broker_trouble=after_trouble
+            "rejoining",
+            reason=reason,
+            lost=lost,
+            attempt=attempt,
+            after_broker_trouble=after_trouble,
         )
         self.consumer = self._join()
 
@@ -633,6 +652,8 @@ class ConsumerRuntime:
                     continue
                 want = bounds.remaining(self.stats.consumed, self.batch_size)
                 messages = self.consumer.consume(num_messages=want, timeout=self.poll_timeout)
+                if self.foreign is not None:  # before any of its messages reach the sink
+                    raise ConsumerFailed(self.foreign)
                 now = time.monotonic()
                 self.backlog = len(messages) >= want
                 if self.backlog:

@@ -116,3 +116,28 @@ def test_rebalances_log_who_joined_or_left_why_and_which_partitions_moved_where(
         p: {"from": b_member, "to": a_member} for p in given
     }
     assert _events(a_log, "assigned")[-1]["gained"] == given
+
+
+def test_a_static_member_handed_another_topics_partitions_exits_saying_why(
+    isolated: Settings, tmp_path: Path
+) -> None:
+    # The group and instance id were just used for another topic: the broker skips the rebalance
+    # and hands the old assignment back. Reading nothing for good would be a blind screen.
+    group = f"foreign-{isolated.topics.readings}"
+    other = drills.isolated_settings(isolated, tmp_path / "other-lake")
+    try:
+        drills.produce(other, other.topics.readings, drills.readings(500, machines=10))
+        args = ["--group", group, "--instance-id", "lander-0", "--until-idle", "2", *FAST]
+        first = drills.summary_of(drills.spawn("land", other, args, tmp_path / "first.log"))
+        assert first["landed"] == 500
+        log = tmp_path / "second.log"
+        second = drills.spawn("land", isolated, args, log)
+        second.wait(timeout=60)
+    finally:
+        drills.clean_up(other)
+    assert second.returncode == 3
+    foreign = _events(log, "foreign_assignment")
+    assert foreign and foreign[0]["topics"] == [other.topics.readings]
+    failed = _events(log, "failed")
+    assert failed and "give each topic a group of its own" in failed[0]["error"]
+    assert not list(Path(isolated.lake_dir).rglob("*.parquet"))  # nothing of the other topic
