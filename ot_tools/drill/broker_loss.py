@@ -6,9 +6,11 @@ dead)."""
 from __future__ import annotations
 
 import signal
+import time
 from collections import Counter
 from typing import Any
 
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from ot_tools.drill.harness import Drill, DrillOptions, combine, now
@@ -23,10 +25,19 @@ def leader_of_most(d: Drill) -> int:
     return leaders.most_common(1)[0][0]
 
 
-def coordinator_of(d: Drill, group: str) -> int:
+def coordinator_of(d: Drill, group: str, timeout: float = 90.0) -> int:
+    """The broker coordinating `group`; asked again while the cluster is still settling after
+    the previous fault (a describe timed out once 5 s after a broker restart at 20,000/s)."""
     admin = AdminClient(admin_config(d.settings.kafka_bootstrap_servers, log_level=0))
-    desc = admin.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=15)
-    return int(desc.coordinator.id)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            future = admin.describe_consumer_groups([group], request_timeout=10)[group]
+            return int(future.result(timeout=15).coordinator.id)
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            d.sleep(2)
 
 
 def run(options: DrillOptions) -> dict[str, Any]:
