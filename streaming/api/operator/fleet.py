@@ -12,17 +12,21 @@ every change up to the reader's position at any time, and a request reads it as 
 machine is a lookup, a list page is encoded once per change of the fleet (not per request).
 
 A full read is one Lua call: the machine index, every machine hash, the open alerts and the feed's
-last entry id (its *tag*), atomically. It makes the first snapshot, and it runs again in the
-background every `MAX_AGE_S` as a safety net for what changes without a feed entry (a hash expiring
-after a day of silence, the index dropping such machines; a feed trimmed under a reader that fell
-that far behind): requests keep reading the current snapshot meanwhile, the new one is built in
-slices that yield to the event loop, the entries read meanwhile are applied on top of it (those
-after its tag), and it replaces the current one in one step. A machine whose silence crosses
-`OT_OFFLINE_AFTER_SECONDS` turns OFFLINE on read (its view is made again, no Redis read).
+last entry id (its *tag*), atomically. It makes the first snapshot and is the safety net for what
+changes without a feed entry (a hash expiring after a day of silence, the index dropping such
+machines; a feed trimmed under a reader that fell that far behind): a request that finds the
+snapshot's full read half `MAX_AGE_S` old starts the next one in the background and is answered
+from the current snapshot. The new one is built in slices that yield to the event loop (a machine
+whose hash did not change keeps its view), the entries read meanwhile are applied on top of it
+(those after its tag), and it replaces the current one in one step. A machine whose silence
+crosses `OT_OFFLINE_AFTER_SECONDS` turns OFFLINE on read (its view is made again, no Redis read).
 
 Requests wait for a full read (and share it) only when there is no snapshot to follow the feed
 with: before the first one, without a reader that follows the feed, after an entry the fleet
-cannot apply, or after a background read failed (Redis down: they get 503 as before).
+cannot apply, after a background read failed (Redis down: they get 503 as before), or when the
+last full read is `MAX_AGE_S` old (no request for that long). So an answer holds every change up
+to the feed position the reader has reached, and what changed without an entry after at most
+`MAX_AGE_S`.
 """
 
 from __future__ import annotations
@@ -41,7 +45,9 @@ from streaming.api.operator.params import now_ms, unavailable
 from streaming.api.operator.resources import Operator
 from streaming.events.model import Metric
 
-MAX_AGE_S = 1.0  # the safety net's period: the full read runs again (in the background)
+# The safety net: a full read starts in the background once the snapshot's is MAX_AGE_S / 2
+# old, and a request waits for one when it is MAX_AGE_S old (no request for that long).
+MAX_AGE_S = 1.0
 MAX_ENCODED = 256  # encoded answers kept per version of the snapshot (distinct query strings)
 BUILD_SLICE = 100  # machine views a full read builds before it yields to the event loop
 _METRIC_ORDER = tuple(sorted(str(m) for m in Metric))
@@ -339,9 +345,9 @@ class Fleet:
 
     async def snapshot(self) -> Snapshot:
         snap = self.current
-        if snap is not None:
-            now = now_ms()
-            if now - snap.read_ms >= self.max_age_ms and not self._reading():
+        now = now_ms()
+        if snap is not None and now - snap.read_ms < self.max_age_ms:
+            if now - snap.read_ms >= self.max_age_ms // 2 and not self._reading():
                 self._start_read().add_done_callback(_retrieved)  # the safety net, not awaited
             snap.turn_offline(now, self.offline_ms)
             return snap
