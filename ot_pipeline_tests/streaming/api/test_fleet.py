@@ -91,7 +91,7 @@ def test_machine_entries_give_the_hashes_the_writer_wrote() -> None:
         m: _no_partition(f) for m, f in whole.fields.items()
     }
     assert snap.by_id["p2"]["values"]["rpm"] == {"value": 1500.0, "ts": now + 15}
-    assert snap.by_id["p3"]["status"] == "OFFLINE" and snap.by_id["p1"]["status"] == "FAULT"
+    assert snap.by_id["p3"]["status"] == "OFFLINE" and snap.by_id["p2"]["status"] == "FAULT"
     # a full read keeps the views of the machines whose hash did not change
     hashes["p2"]["rpm"] = "1.0"
     again = _snapshot_of(hashes, now + 40, previous=whole)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -272,7 +272,7 @@ async def build(
     raw: bytes,
     now: int,
     offline_ms: int,
-    pause: Callable[[], Any] | None = None,
+    pause: Callable[[], Awaitable[None]] | None = None,
     previous: Snapshot | None = None,
 ) -> Snapshot:
     """A snapshot from the full read's answer; `pause` is awaited every `BUILD_SLICE` machines
@@ -303,8 +303,8 @@ async def build(
     return snap
 
 
-def _yield() -> asyncio.Future[None]:
-    return asyncio.sleep(0)  # type: ignore[return-value]
+async def _yield() -> None:
+    await asyncio.sleep(0)
 
 
 class Fleet:
