@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -221,7 +221,7 @@ class ChangeFeed:
         self.subscribers: set[Subscriber] = set()
         # Called with every batch of entries read, in order, before the position moves past
         # them (the fleet snapshot of the REST routes follows the feed this way).
-        self.watchers: list[Callable[[list[tuple[str, Mapping[bytes, bytes]]]], None]] = []
+        self.watchers: list[Callable[[Sequence[tuple[str, Mapping[bytes, bytes]]]], None]] = []
         self.entries = 0
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -241,7 +241,7 @@ class ChangeFeed:
         """Whether the reader has its starting position: every entry after it will be read."""
         return self._ready.is_set()
 
-    def watch(self, watcher: Callable[[list[tuple[str, Mapping[bytes, bytes]]]], None]) -> None:
+    def watch(self, watcher: Callable[[Sequence[tuple[str, Mapping[bytes, bytes]]]], None]) -> None:
         self.watchers.append(watcher)
 
     async def ready(self, timeout_s: float = 5.0) -> bool:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -325,7 +325,7 @@ class Fleet:
         if feed is not None:
             feed.watch(self.follow)
 
-    def follow(self, entries: list[Entry]) -> None:
+    def follow(self, entries: Sequence[Entry]) -> None:
         """The entries the change-feed reader just read, in order (called before it moves)."""
         if self.backlog is not None:
             self.backlog.extend(entries)
