@@ -20,6 +20,13 @@ per metric) gives the machine's state. An `alert` payload is the alert's record 
 `assigned`, `unassigned`, `escalated`). `ot api` sends each machine of a `machines` entry as a
 change of its own (type `machine`), with the entry's id.
 
+`ot api` also keeps its fleet snapshot (streaming/api/operator/fleet.py) from these entries
+alone: a machine payload must carry every hash field the same transaction set (in the hash:
+`type`, `line`, `status`, `status_code`, `last_seen`, `{metric}`, `{metric}_ts`; a null
+`line_id` means unchanged), and an alert payload the record `{p}alerts:active` now holds for
+that id (none once `cleared_ms` is set). A write of either without an entry shows in the API
+only after its periodic full read (`MAX_AGE_S`).
+
 The stream is trimmed approximately (`XADD MAXLEN ~ OT_CHANGE_FEED_MAXLEN`); entry ids are the
 resume points of the WebSocket protocol (docs/api.md).
 """

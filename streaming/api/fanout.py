@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -219,6 +219,9 @@ class ChangeFeed:
         self.count = count
         self.position = START
         self.subscribers: set[Subscriber] = set()
+        # Called with every batch of entries read, in order, before the position moves past
+        # them (the fleet snapshot of the REST routes follows the feed this way).
+        self.watchers: list[Callable[[Sequence[tuple[str, Mapping[bytes, bytes]]]], None]] = []
         self.entries = 0
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -232,6 +235,14 @@ class ChangeFeed:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+    @property
+    def following(self) -> bool:
+        """Whether the reader has its starting position: every entry after it will be read."""
+        return self._ready.is_set()
+
+    def watch(self, watcher: Callable[[Sequence[tuple[str, Mapping[bytes, bytes]]]], None]) -> None:
+        self.watchers.append(watcher)
 
     async def ready(self, timeout_s: float = 5.0) -> bool:
         with contextlib.suppress(TimeoutError):
@@ -262,10 +273,15 @@ class ChangeFeed:
                 self.dispatch(entries)
 
     def dispatch(self, entries: Iterable[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        read = [(_text(raw_id), fields) for raw_id, fields in entries]
+        for watcher in self.watchers:
+            try:
+                watcher(read)
+            except Exception as exc:  # a watcher's bug must not stop the feed for the others
+                self.log("change_feed_watcher_failed", error=repr(exc)[:200])
         subscribers = list(self.subscribers)
         last = self.position
-        for raw_id, fields in entries:
-            last = _text(raw_id)
+        for last, fields in read:
             self.entries += 1
             if not subscribers:
                 continue

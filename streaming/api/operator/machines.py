@@ -1,9 +1,10 @@
 """`GET /api/v1/machines` and `GET /api/v1/machines/{id}`: the live state in Redis.
 
-Both answer from the fleet snapshot (fleet.py): one Lua call reads the machine index
-(`{p}machines`), every machine hash (`{p}machine:{id}`) and the open alerts as one consistent
-snapshot, which serves every request until the change feed says the state changed. Filters, sort
-and the cursor are applied here, and each distinct page is encoded once per snapshot. The status
+Both answer from the fleet snapshot (fleet.py): the machine index (`{p}machines`), every machine
+hash (`{p}machine:{id}`) and the open alerts, read whole once (one Lua call) and kept current by
+applying the change feed's entries as the API's feed reader reads them, so a request never waits
+for Redis. Filters, sort and the cursor are applied here, and each distinct page is encoded once
+per change of the snapshot. The status
 is the state writer's (`ONLINE`, `ANOMALY`, `FAULT`, `OFFLINE`), except that a machine silent for
 more than `OT_OFFLINE_AFTER_SECONDS` is `OFFLINE` even before the writer's sweep says so (or
 while the writer is down).
