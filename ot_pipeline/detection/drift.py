@@ -118,9 +118,10 @@ def scores(
     s: DetectorSettings,
 ) -> Any:
     """Drift score per row: trend / threshold on settled readings on the far side of the
-    envelope's middle, in a watched direction (`drift_direction`, by default both). A drift moves the value away from where the series normally sits; ramps
-    back towards the middle (a restart, the end of a shift change) are recoveries, not drifts.
-    Everything but the side of the center is a per-block figure."""
+    envelope's middle, in a watched direction (`drift_direction`, by default both). A drift
+    moves the value away from where the series normally sits; ramps back towards the middle (a
+    restart, the end of a shift change) are recoveries, not drifts. Everything but the side of
+    the center is a per-block figure."""
     trend, usual, change, usual_change = (
         blocks2[c].to_numpy() for c in ("_trend", "_usual", "_change", "_usual_change")
     )
