@@ -96,6 +96,12 @@ class DetectorSettings:
     # fleet waits 240, FLEET_DEFAULTS).
     drift_min_history_blocks: int = 60
     drift_direction_share: float = 0.9
+    # Which drifts count: "both" (default), "up" or "down"; null: the series' `direction`.
+    # A slow, consistent change of a running series is a fault either way (a sensor losing its
+    # calibration, a process wandering); "a low value is idle" is about the level, and a stop
+    # is a drop, not a drift. Until issue 15 drifts followed `direction`, so a temperature, a
+    # vibration, an rpm, an energy or a current drifting down was never a drift.
+    drift_direction: str | None = "both"
     drift_change_noise: float = 16.0
     # Ramp: the change of the block median over ramp_blocks blocks (2 min at 1 s) beyond
     # ramp_threshold x its usual size (the drift_usual_quantile of it over the history, known
@@ -172,6 +178,8 @@ class DetectorSettings:
                 raise ValueError(f"{name} must be at least 1")
         if self.direction not in ("both", "up", "down"):
             raise ValueError("direction must be one of both, up, down")
+        if self.drift_direction not in (None, "both", "up", "down"):
+            raise ValueError("drift_direction must be one of both, up, down (or null)")
         if self.alarm_budget < 0:
             raise ValueError("alarm_budget must not be negative (0 = no budget)")
         if self.envelope_freeze_passes < 0:

@@ -118,9 +118,10 @@ def scores(
     s: DetectorSettings,
 ) -> Any:
     """Drift score per row: trend / threshold on settled readings on the far side of the
-    envelope's middle. A drift moves the value away from where the series normally sits; ramps
-    back towards the middle (a restart, the end of a shift change) are recoveries, not drifts.
-    Everything but the side of the center is a per-block figure."""
+    envelope's middle, in a watched direction (`drift_direction`, by default both). A drift
+    moves the value away from where the series normally sits; ramps back towards the middle (a
+    restart, the end of a shift change) are recoveries, not drifts. Everything but the side of
+    the center is a per-block figure."""
     trend, usual, change, usual_change = (
         blocks2[c].to_numpy() for c in ("_trend", "_usual", "_change", "_usual_change")
     )
@@ -142,9 +143,10 @@ def scores(
         # no verdict before the usual trend is known (a null would leave only the noise bound)
         drift_b = np.where(np.isnan(usual), 0.0, np.fmax(trend_score, change_score))
         drift_b[np.isnan(drift_b)] = 0.0
-        if s.direction == "up":
+        watched = s.drift_direction or s.direction
+        if watched == "up":
             drift_b[~(direction > 0)] = 0.0
-        elif s.direction == "down":
+        elif watched == "down":
             drift_b[~(direction < 0)] = 0.0
         away = np.subtract(xr, center[block])
         away *= direction[block]
