@@ -35,15 +35,17 @@ PREFETCH_MB = 32
 
 
 def prefetch_config(prefetch_mb: int) -> dict[str, Any]:
-    """The read-ahead bound: the queue's size in bytes, a per-partition message floor that stays
-    below it, and fetch responses small enough not to overshoot it by much (a fetch is added
-    whole, and may hold `max.partition.fetch.bytes` of each partition)."""
+    """The read-ahead bound: the queue's size in bytes, a per-partition message floor, and fetch
+    responses of at most the same size (a fetch is added whole, so the queue holds at most about
+    twice the bound). Smaller fetches cost throughput: with 16 MiB fetches and a floor of 9,600
+    messages per partition a bare loop read 230,000 readings/s, with 32 MiB and 200,000 it read
+    555,000/s (1.5 M readings, one broker, quiet machine, 2026-12-07)."""
     if prefetch_mb < 1:
         raise ValueError("prefetch must be at least 1 MiB")
     return {
         "queued.max.messages.kbytes": prefetch_mb * 1024,
-        "queued.min.messages": max(1_000, prefetch_mb * 300),
-        "fetch.max.bytes": max(MESSAGE_MAX_BYTES, prefetch_mb * 2**20 // 2),
+        "queued.min.messages": max(1_000, prefetch_mb * 6_250),
+        "fetch.max.bytes": max(MESSAGE_MAX_BYTES, prefetch_mb * 2**20),
     }
 
 
