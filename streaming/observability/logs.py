@@ -153,6 +153,10 @@ def configure_logging(level: int | None = None, *, libraries: bool = True) -> No
         if _configured not in root.handlers:
             root.addHandler(_configured)
         root.setLevel(level)
+        # httpx logs a line per request it makes (the drills' and the tools' probes filled
+        # `ot drill all` with thousands): only at debug.
+        for chatty in ("httpx", "httpcore"):
+            logging.getLogger(chatty).setLevel(level if level <= logging.DEBUG else logging.WARNING)
     elif _configured not in root.handlers and _configured not in ours.handlers:
         ours.addHandler(_configured)
     ours.setLevel(level)

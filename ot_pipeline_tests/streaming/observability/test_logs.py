@@ -82,6 +82,19 @@ def test_the_level_comes_from_ot_log_level() -> None:
     assert events(run(code, OT_LOG_LEVEL="DEBUG")) == ["noise", "landed", "slow"]
 
 
+def test_a_line_per_http_request_only_at_debug() -> None:
+    code = """
+        import logging
+        from streaming.observability.logs import configure_logging
+        configure_logging()
+        logging.getLogger("httpx").info("HTTP Request: GET http://x/health 200")
+        logging.getLogger("httpx").warning("retrying")
+    """
+    messages = lambda done: [json.loads(line)["message"] for line in done.stderr.splitlines()]  # noqa: E731
+    assert messages(run(code)) == ["retrying"]
+    assert len(messages(run(code, OT_LOG_LEVEL="debug"))) == 2
+
+
 def test_a_bad_level_is_one_line_and_exit_2() -> None:
     done = run(
         "from streaming.cli import main; raise SystemExit(main(['land']))", OT_LOG_LEVEL="loud"
