@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from ot_pipeline_tests.support.redis_server import free_port
+from streaming.settings import Settings
 
 BOUNDED = ("--until-idle", "3", "--duration", "20")
 WITHIN_S = 12  # the probe waits 5 s; start-up (imports) takes a few more
@@ -74,10 +75,16 @@ def test_land_refuses_an_unwritable_lake_before_anything_else(tmp_path: Path):
 
 @pytest.mark.stack
 def test_state_without_redis_is_one_line_and_never_shows_the_password(
-    stack: object, tmp_path: Path
+    stack: Settings, tmp_path: Path
 ):
+    # Kafka answers (the test stack's, wherever its ports are): only Redis is missing.
     port = free_port()
-    result, _ = _run(["state", *BOUNDED], tmp_path, REDIS_URL=f"redis://:s3cret@127.0.0.1:{port}/0")
+    result, _ = _run(
+        ["state", *BOUNDED],
+        tmp_path,
+        REDIS_URL=f"redis://:s3cret@127.0.0.1:{port}/0",
+        KAFKA_BOOTSTRAP_SERVERS=stack.kafka_bootstrap_servers,
+    )
     assert result.returncode == 1, result.stderr
     line = _one_line(result)
     assert line.startswith(f"ot state: redis: no answer at 127.0.0.1:{port}")
