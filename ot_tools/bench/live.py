@@ -23,14 +23,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ot_tools.drills import clean_up
-from streaming.settings import Settings, Topics
+from ot_tools.drills import clean_up, isolated_settings
+from streaming.settings import Settings
 from streaming.stack.local import REPO_ROOT, LocalStack
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -160,8 +159,8 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
     window = float(os.environ.get("OT_BENCH_LIVE_WINDOW", window))
     rate = float(os.environ.get("OT_BENCH_LIVE_RATE", 200))
     folder = Path(tempfile.mkdtemp(prefix="ot-bench-live-"))
-    suffix = uuid.uuid4().hex[:8]
-    own = isolated(settings, suffix)
+    own = isolated_settings(settings, folder / "lake")
+    suffix = own.topics.readings.rsplit("-", 1)[-1]
     env = {
         **os.environ,
         "OT_TOPIC_READINGS": own.topics.readings,
@@ -171,7 +170,7 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
         "OT_REDIS_PREFIX": own.redis_prefix,
         "OT_PG_SCHEMA": own.pg_schema,
         "OT_MQTT_TOPIC_ROOT": f"bench-{suffix}",
-        "OT_LAKE_DIR": str(folder / "lake"),
+        "OT_LAKE_DIR": str(own.lake_dir),
         "DAGSTER_HOME": str(folder / "dagster"),
         "OT_API_KEYS": "",
     }
@@ -180,27 +179,6 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
     finally:
         clean_up(own)
         shutil.rmtree(folder / "lake", ignore_errors=True)
-
-
-def isolated(settings: Settings, suffix: str) -> Settings:
-    """`settings` with topics (created), a Redis prefix and a PostgreSQL schema of its own."""
-    from streaming.stack.topics import create_topics
-
-    topics = Topics(
-        readings=f"sensor-readings-bench-{suffix}",
-        dlq=f"sensor-readings-bench-{suffix}.dlq",
-        alerts=f"alerts-bench-{suffix}",
-        faults=f"sim.faults-bench-{suffix}",
-    )
-    create_topics(
-        settings.kafka_bootstrap_servers,
-        topics,
-        readings_partitions=settings.readings_partitions,
-        replication_factor=1,
-    )
-    return replace(
-        settings, topics=topics, redis_prefix=f"ot-bench-{suffix}:", pg_schema=f"ot_bench_{suffix}"
-    )
 
 
 def measure(
