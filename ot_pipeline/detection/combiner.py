@@ -32,6 +32,7 @@ DETECTORS = (
     "ramp",
     "multivariate",
     "regime",
+    "relation",
 )
 # What `Combiner.coded` returns (and `engine.score_codes` for the whole input).
 CODED_SCHEMA = {

@@ -149,6 +149,14 @@ class DetectorSettings:
     multivariate_smooth_samples: int = 10
     multivariate_threshold: float = 2.5
     multivariate_consecutive: int = 10
+    # Relation (per machine, each metric predicted from each other metric on aligned time
+    # buckets, relation.py): broken when no other metric explains it within relation_threshold
+    # x the fit's residual RMS for relation_consecutive buckets. On for the fleet.
+    relation: bool = False
+    relation_threshold: float = 10.0
+    relation_bucket_seconds: float = 30.0
+    relation_history_chunks: int = 24
+    relation_consecutive: int = 4
 
     def validate(self) -> DetectorSettings:
         for name in (
@@ -173,6 +181,8 @@ class DetectorSettings:
             "multivariate_train_samples",
             "multivariate_smooth_samples",
             "multivariate_consecutive",
+            "relation_history_chunks",
+            "relation_consecutive",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -180,6 +190,8 @@ class DetectorSettings:
             raise ValueError("direction must be one of both, up, down")
         if self.drift_direction not in (None, "both", "up", "down"):
             raise ValueError("drift_direction must be one of both, up, down (or null)")
+        if self.relation_bucket_seconds <= 0 or self.relation_threshold <= 0:
+            raise ValueError("relation_bucket_seconds and relation_threshold must be positive")
         if self.alarm_budget < 0:
             raise ValueError("alarm_budget must not be negative (0 = no budget)")
         if self.envelope_freeze_passes < 0:
@@ -229,7 +241,11 @@ RECORDING_DEFAULTS: dict[str, Any] = {"envelope_freeze_passes": 2, "multivariate
 #   detected fault (seed 31337: `none` 38 -> 33 false episodes, `default` F1 0.9407 -> 0.9421).
 #   Not possible before the asset carried its state: an hour warmed with 60 minutes of history
 #   never had 240 blocks. Recordings keep 60 (a recording of days at 5 min would wait 25 days).
-FLEET_DEFAULTS: dict[str, Any] = {"baseline_blocks": 120, "drift_min_history_blocks": 240}
+FLEET_DEFAULTS: dict[str, Any] = {
+    "baseline_blocks": 120,
+    "drift_min_history_blocks": 240,
+    "relation": True,
+}
 
 
 _FIELD_NAMES = {f.name for f in fields(DetectorSettings)}

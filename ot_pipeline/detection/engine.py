@@ -33,6 +33,7 @@ from ot_pipeline.detection import (
     multivariate,
     ramp,
     regime,
+    relation,
     spike,
     stuck,
 )
@@ -187,6 +188,8 @@ def _detect_group(
         combiner.add("multivariate", np.where(regimes.stopped, 0.0, rows["_mv"].to_numpy()))
     if flag_stops:
         combiner.add("regime", regime.scores(regimes.stopped, series.first))
+    if "_rel" in rows.columns:  # computed per machine before the settings groups were cut
+        combiner.add("relation", np.where(regimes.stopped, 0.0, rows["_rel"].to_numpy()))
     coded = combiner.coded(series.suppressed, runs, s)
     if state is not None and resume is not None:
         state.collect(resume, rows, series.n)
@@ -222,6 +225,35 @@ def _with_multivariate(
         machine, start, length, times, base["_x"].to_numpy(), on & (length > 0), settings
     )
     return base.with_columns(_mv=pl.Series(mv))
+
+
+def _with_relation(
+    base: pl.DataFrame,
+    pairs: pl.DataFrame,
+    width: int | None,
+    on: Any,
+    distinct: list[DetectorSettings],
+    ranked_state: RankState | None,
+) -> pl.DataFrame:
+    """`_rel`, the relation score of every (sorted) row: per machine, across its series (the
+    settings of the machine's first series with the detector on are used)."""
+    codes = pairs["_code"].to_numpy()
+    machine = codes // width if width is not None else np.zeros_like(codes)
+    times = base["_t"].fill_null(strategy="forward").fill_null(0.0).to_numpy()
+    x = np.where(base["_suppressed"].to_numpy(), np.nan, base["_x"].to_numpy())
+    settings = distinct[int(pairs["_group"][int(np.flatnonzero(on)[0])])]
+    found = relation.scores(
+        base["_code"].to_numpy(),
+        times,
+        x,
+        machine,
+        on,
+        settings,
+        ranked_state.buckets if ranked_state is not None else None,
+    )
+    if ranked_state is not None:
+        ranked_state.relation_carried = found.carried
+    return base.with_columns(_rel=pl.Series(found.row_score))
 
 
 def _epoch_ms(column: pl.Expr, dtype: pl.DataType) -> pl.Expr:
@@ -355,9 +387,11 @@ def score_codes(
         ranked = pl.lit(pl.Series("_code", lookup[codes_in.to_numpy()]))
     else:
         ranked = pl.col("_code").replace_strict(rank_of, return_dtype=pl.Int64)
+    related = np.array([distinct[g].relation for g in pairs["_group"].to_list()], dtype=bool)
     base = base.select(
         "_row",
-        *(["seq"] if use_seq else ["_t"]),
+        *(["seq"] if use_seq else []),
+        *(["_t"] if related.any() or not use_seq else []),
         "_x",
         "_suppressed",
         _code=ranked,
@@ -396,6 +430,10 @@ def score_codes(
             supported(settings)
         slots = max(d.alarm_budget for d in distinct) + 1
         ranked_state = RankState(state, pairs.select(*KEY), slots)
+    if related.any():
+        base = _with_relation(
+            base, pairs, width if not one_machine else None, related, distinct, ranked_state
+        )
     group_of_code = pairs["_group"].to_numpy()
     lengths = np.bincount(group_of_code[base["_code"].to_numpy()], minlength=len(distinct))
     parts = []

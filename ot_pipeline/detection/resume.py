@@ -19,6 +19,8 @@ A batch resumed from a state therefore flags exactly what one run over all the r
 (tested flag for flag on simulated readings with faults); a state is a few hundred bytes per
 series plus its block history (`prior_blocks` rows of 7 floats).
 
+The relation detector (relation.py) carries the bucket medians of its window (`buckets`).
+
 Not carried: the multivariate detector and the envelope freeze (off for the fleet; `detect`
 refuses a state with either on), and the daily profile of stops, which looks back whole days of
 readings (a resumed batch sees only its context: see docs/detection.md).
@@ -42,6 +44,12 @@ RUN_CARRIES = ("flat", "going_down", "stopped", "breach", "release", "limit", "a
 SINCE_CARRIES = ("quiet", "raise", "released")
 ROW_COLUMNS = ("ts", "value", "seq", "status_code")
 KEY = ("machine_id", "metric")
+BUCKET_SCHEMA = {
+    "machine_id": pl.String,
+    "metric": pl.String,
+    "_bucket": pl.Int64,
+    "_mean": pl.Float64,
+}
 
 
 def context_readings(s: DetectorSettings) -> int:
@@ -154,12 +162,14 @@ class DetectorState:
     `n0` the position of its first context reading, `live_from` the checkpoint P, the carries,
     `onsets`, `muted`, `seen`), `blocks` (KEY, `_gb`, BLOCK_COLUMNS: the blocks before P),
     `rows` (KEY, ROW_COLUMNS: the readings from `n0` on, in series order) and `bins` (KEY,
-    `_bin`, `_sum`, `_count`: the daily profile's last PROFILE_DAYS days)."""
+    `_bin`, `_sum`, `_count`: the daily profile's last PROFILE_DAYS days) and `buckets` (KEY,
+    `_bucket`, `_mean`: the relation detector's completed buckets of its window)."""
 
     series: pl.DataFrame
     blocks: pl.DataFrame
     rows: pl.DataFrame
     bins: pl.DataFrame
+    buckets: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=BUCKET_SCHEMA))
 
     def to_frame(self) -> pl.DataFrame:
         """One frame (one row per series, blocks and rows nested) for one file."""
@@ -172,10 +182,14 @@ class DetectorState:
         bins = self.bins.group_by(KEY, maintain_order=True).agg(
             pl.struct(pl.exclude(KEY)).alias("bins")
         )
+        buckets = self.buckets.group_by(KEY, maintain_order=True).agg(
+            pl.struct(pl.exclude(KEY)).alias("buckets")
+        )
         return (
             self.series.join(blocks, on=list(KEY), how="left")
             .join(rows, on=list(KEY), how="left")
             .join(bins, on=list(KEY), how="left")
+            .join(buckets, on=list(KEY), how="left")
         )
 
     @classmethod
@@ -183,11 +197,16 @@ class DetectorState:
         def nested(column: str) -> pl.DataFrame:
             return frame.select(*KEY, column).explode(column).drop_nulls(column).unnest(column)
 
+        nests = [c for c in ("blocks", "rows", "bins", "buckets") if c in frame.columns]
         return cls(
-            series=frame.drop("blocks", "rows", "bins"),
+            series=frame.drop(nests),
             blocks=nested("blocks"),
             rows=nested("rows"),
             bins=nested("bins"),
+            # a state written before the relation detector has no buckets: it learns again
+            buckets=nested("buckets")
+            if "buckets" in frame.columns
+            else pl.DataFrame(schema=BUCKET_SCHEMA),
         )
 
 
@@ -211,6 +230,10 @@ class RankState:
         self.bins = pl.DataFrame(
             schema={"_rank": pl.Int64, "_bin": pl.Int64, "_sum": pl.Float64, "_count": pl.Int64}
         )
+        self.buckets = pl.DataFrame(
+            schema={"_rank": pl.Int64, "_bucket": pl.Int64, "_mean": pl.Float64}
+        )
+        self.relation_carried: pl.DataFrame | None = None  # what the relation detector keeps
         self.known = np.zeros(ranks, dtype=bool)
         self.carried_over: pl.DataFrame | None = None  # series of the state not in this batch
         ranked = pairs.select(*KEY).with_columns(_rank=pl.int_range(pl.len(), dtype=pl.Int64))
@@ -240,6 +263,11 @@ class RankState:
                 state.blocks.join(ranked, on=list(KEY), how="inner")
                 .select("_rank", "_gb", *BLOCK_COLUMNS)
                 .cast({c: pl.Float64 for c in BLOCK_COLUMNS})
+            )
+            self.buckets = (
+                state.buckets.join(ranked, on=list(KEY), how="inner")
+                .select("_rank", "_bucket", "_mean")
+                .cast({"_rank": pl.Int64, "_bucket": pl.Int64, "_mean": pl.Float64})
             )
             self.carried_over = state.series.join(ranked, on=list(KEY), how="anti")
         self.state = state
@@ -341,6 +369,11 @@ class RankState:
             .join(keys, on="_rank")
             .select(*KEY, "_bin", "_sum", "_count")
         )
+        buckets = (
+            self.relation_carried.join(keys, on="_rank").select(*KEY, "_bucket", "_mean")
+            if self.relation_carried is not None
+            else pl.DataFrame(schema=BUCKET_SCHEMA)
+        )
         taken = np.concatenate(self._rows) if self._rows else np.zeros(0, dtype=np.int64)
         present = [c for c in ROW_COLUMNS if c in readings.columns]
         rows = readings[np.sort(taken)].select(*KEY, *present)
@@ -361,10 +394,15 @@ class RankState:
                 [bins, self.state.bins.join(gone, on=list(KEY)).select(bins.columns)],
                 how="vertical_relaxed",
             )
+            buckets = pl.concat(
+                [buckets, self.state.buckets.join(gone, on=list(KEY)).select(buckets.columns)],
+                how="vertical_relaxed",
+            )
         # a deterministic file: the same readings write the same state, byte for byte
         return DetectorState(
             series=series.sort(KEY),
             blocks=blocks.sort(*KEY, "_gb"),
             rows=rows.sort(*KEY, *[c for c in ("seq", "ts") if c in rows.columns]),
             bins=bins.sort(*KEY, "_bin"),
+            buckets=buckets.sort(*KEY, "_bucket"),
         )

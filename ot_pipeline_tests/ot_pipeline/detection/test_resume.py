@@ -14,7 +14,8 @@ from ot_pipeline.detection.resume import DetectorState
 START = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
 FLAGS = ["event_id", "is_anomaly", "score", "severity", "detector"]
 # Short memories, so that a few hours exercise every window's cap: the block history (the
-# prior blocks a state keeps), drift, settling, the alarm budget's window.
+# prior blocks a state keeps), drift, settling, the alarm budget's window, the relation
+# detector's window (2 chunks: an hour of 30 s buckets each).
 SHORT = {
     "history_blocks": 150,
     "drift_blocks": 20,
@@ -23,6 +24,8 @@ SHORT = {
     "alarm_budget_window": 3000,
     "alarm_budget": 2,
     "baseline_blocks": 10,
+    "relation": True,
+    "relation_history_chunks": 2,
 }
 
 
@@ -66,6 +69,7 @@ def test_hours_resumed_from_their_state_flag_exactly_what_one_run_flags(
     hourly = _hourly(readings, hours, config).select(FLAGS)
     assert hourly.height == continuous.height
     assert continuous["is_anomaly"].sum() > 100  # there is something to agree on
+    assert (continuous["detector"] == "relation").sum() > 100  # the relation detector too
     joined = continuous.join(hourly, on="event_id", suffix="_hourly", nulls_equal=True)
     assert joined.height == continuous.height
     for column in FLAGS[1:]:
