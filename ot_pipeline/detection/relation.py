@@ -329,20 +329,26 @@ def scores(
                 Ys.append(grid[j])
                 Xs.append(grid[k])
                 firsts.append(np.full(chunks, chunk_rows))
-                targets.append((len(layouts), j))
+                targets.append((len(layouts), j, k))
                 offsets.append(chunk_rows)
                 chunk_rows += chunks
         layouts.append((ranks_m, c0, chunks))
     if not Xs:
         return Relation(np.zeros(rank.size), carried)
     pair = _pair_scores(np.concatenate(Xs), np.concatenate(Ys), np.concatenate(firsts), s)
-    # per target series: the smallest pair score (NaN where no pair judges)
-    best: dict[tuple[int, int], Any] = {}
-    for (layout, j), offset in zip(targets, offsets, strict=True):
+    # A series' score is the smallest score of its relations (NaN where none judges): it is
+    # suspect only when every relation it keeps is broken. A relation is judged by predicting
+    # the series from the other metric, or, where that is not usable (predicting a precise
+    # metric from a noisy one), the other metric from it: then both are suspect.
+    by_pair: dict[tuple[int, int, int], Any] = {}
+    for (layout, j, k), offset in zip(targets, offsets, strict=True):
         chunks = layouts[layout][2]
-        block = pair[offset : offset + chunks].reshape(-1)
+        by_pair[(layout, j, k)] = pair[offset : offset + chunks].reshape(-1)
+    best: dict[tuple[int, int], Any] = {}
+    for (layout, j, k), score in by_pair.items():
+        score = np.where(np.isnan(score), by_pair[(layout, k, j)], score)
         have = best.get((layout, j))
-        best[(layout, j)] = block if have is None else np.fmin(have, block)
+        best[(layout, j)] = score if have is None else np.fmin(have, score)
     for (layout, j), score in best.items():
         ranks_m, c0, _ = layouts[layout]
         raised = _raised(score, s.relation_consecutive)
