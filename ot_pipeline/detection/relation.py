@@ -62,11 +62,13 @@ def carried_chunks(s: DetectorSettings) -> int:
 
 def bucket_means(rank: Any, bucket: Any, x: Any) -> tuple[pl.DataFrame, Any, Any]:
     """Mean of each series' readings per time bucket (`_rank`, `_bucket`, `_mean`), the
-    (rank, bucket) segment of every row and each segment's key. Rows come sorted by series and device order, so a bucket is
-    one run of rows (a reading out of time order makes another run of the same bucket: the runs
-    are added up). A mean, not a median: a spike of 10 sigmas moves the mean of 30 readings by
-    2 sigmas of a bucket mean, far below a relation's threshold, and the mean is the better
-    estimate of the level (and a sum, which a batch resumed from the same readings repeats)."""
+    (rank, bucket) segment of every row and each segment's key.
+
+    Rows come sorted by series and device order, so a bucket is one run of rows (a reading out
+    of time order makes another run of the same bucket: the runs are added up). A mean, not a
+    median: a spike of 10 sigmas moves the mean of 30 readings by 2 sigmas of a bucket mean, far
+    below a relation's threshold, and the mean is the better estimate of the level (and a sum,
+    which a batch resumed from the same readings repeats)."""
     key = rank.astype(np.int64) * KEY_SHIFT + bucket
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
     segment = np.cumsum(np.r_[False, key[1:] != key[:-1]])
