@@ -62,28 +62,23 @@ def carried_chunks(s: DetectorSettings) -> int:
 
 def bucket_means(rank: Any, bucket: Any, x: Any) -> tuple[pl.DataFrame, Any, Any]:
     """Mean of each series' readings per time bucket (`_rank`, `_bucket`, `_mean`), the
-    (rank, bucket) segment of every row and each segment's key.
+    first row of every run of rows of one (rank, bucket) and each run's key.
 
     Rows come sorted by series and device order, so a bucket is one run of rows (a reading out
     of time order makes another run of the same bucket: the runs are added up). A mean, not a
     median: a spike of 10 sigmas moves the mean of 30 readings by 2 sigmas of a bucket mean, far
-    below a relation's threshold, and the mean is the better estimate of the level (and a sum,
-    which a batch resumed from the same readings repeats)."""
-    key = rank.astype(np.int64) * KEY_SHIFT + bucket
+    below a relation's threshold, and the mean is the better estimate of the level (and a sum
+    in row order, which a batch resumed from the same readings repeats)."""
+    key = rank * KEY_SHIFT + bucket
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-    segment = np.cumsum(np.r_[False, key[1:] != key[:-1]])
     valid = ~np.isnan(x)
-    sums = np.bincount(segment, weights=np.where(valid, x, 0.0), minlength=starts.size)
-    counts = np.bincount(segment, weights=valid, minlength=starts.size)
+    sums = np.add.reduceat(np.where(valid, x, 0.0), starts) if starts.size else np.zeros(0)
+    counts = np.add.reduceat(valid, starts, dtype=np.int64) if starts.size else np.zeros(0)
+    run_keys = key[starts]
     frame = pl.DataFrame(
-        {
-            "_rank": rank[starts].astype(np.int64),
-            "_bucket": bucket[starts],
-            "_sum": sums,
-            "_count": counts,
-        }
+        {"_rank": rank[starts], "_bucket": bucket[starts], "_sum": sums, "_count": counts}
     )
-    if not (np.diff(key[starts]) > 0).all():
+    if not (np.diff(run_keys) > 0).all():
         frame = frame.group_by("_rank", "_bucket", maintain_order=True).agg(
             pl.col("_sum").sum(), pl.col("_count").sum()
         )
@@ -92,7 +87,7 @@ def bucket_means(rank: Any, bucket: Any, x: Any) -> tuple[pl.DataFrame, Any, Any
         .select("_rank", "_bucket", _mean=pl.col("_sum") / pl.col("_count"))
         .sort("_rank", "_bucket")
     )
-    return means, segment, key[starts]
+    return means, starts, run_keys
 
 
 def _merge(computed: pl.DataFrame, prior: pl.DataFrame | None) -> pl.DataFrame:
@@ -287,8 +282,12 @@ def scores(
     prior: pl.DataFrame | None,
 ) -> Relation:
     """The relation score of every row (rows sorted by rank) and the buckets to carry."""
-    bucket = np.floor(t_ms / (s.relation_bucket_seconds * 1000.0)).astype(np.int64)
-    computed, segment, segment_keys = bucket_means(rank, bucket, np.where(on[rank], x, np.nan))
+    bucket = np.floor_divide(t_ms, s.relation_bucket_seconds * 1000.0).astype(np.int64)
+    rank = rank.astype(np.int64, copy=False)
+    everywhere = bool(on.all())
+    computed, starts, run_keys = bucket_means(
+        rank, bucket, x if everywhere else np.where(on[rank], x, np.nan)
+    )
     means = _merge(computed, prior)
     keep_from = carried_chunks(s)
     if means.height == 0:
@@ -365,8 +364,9 @@ def scores(
         values = np.concatenate(flagged_scores)
         order = np.argsort(keys)
         keys, values = keys[order], values[order]
-        at = np.clip(np.searchsorted(keys, segment_keys), 0, keys.size - 1)
-        hit = keys[at] == segment_keys
-        per_segment = np.where(hit, values[at], 0.0)
-        row_score = np.where(on[rank], per_segment[segment], 0.0)
+        at = np.clip(np.searchsorted(keys, run_keys), 0, keys.size - 1)
+        per_run = np.where(keys[at] == run_keys, values[at], 0.0)
+        row_score = np.repeat(per_run, np.diff(np.r_[starts, rank.size]))
+        if not everywhere:
+            row_score[~on[rank]] = 0.0
     return Relation(row_score, carried)

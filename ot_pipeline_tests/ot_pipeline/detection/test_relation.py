@@ -1,0 +1,97 @@
+"""The relation detector: a slow drift of one metric that stays inside the range the load moves
+it through is found by it (and missed without it), while load changes, a machine moving to an
+operating point it has not run at yet, and a stuck-free fault-free day raise nothing."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import polars as pl
+
+from ot_pipeline.detection import DetectionConfig, detect
+from ot_pipeline.detection.config import FLEET_DEFAULTS
+
+T0 = datetime(2026, 1, 5, 6, 0)
+HOURS = 8
+DRIFT = (5 * 3600, 5 * 3600 + 2400)  # rows (1 s each): 40 minutes, five hours in
+NEW_POINT = 7 * 3600 + 1800  # from here the machine runs at a load it has not run at yet
+
+
+def pump(drift: float = 0.0) -> dict[str, np.ndarray]:
+    """A variable-speed pump at 1 Hz: quarter-hourly load setpoints (0.55 .. 0.95, ramped over
+    3 minutes), speed, flow, head pressure (~ speed^2) and motor current follow the load. In
+    the last half hour the load drops to 0.35, lower than ever before. `drift`: the pressure
+    sensor drifts by that much (bar) over DRIFT, then the offset is removed."""
+    rng = np.random.default_rng(5)
+    rows = HOURS * 3600
+    t = np.arange(rows)
+    setpoints = rng.uniform(0.55, 0.95, rows // 900 + 2)
+    seg = t // 900
+    ramp = np.minimum(1.0, (t - seg * 900) / 180)
+    load = setpoints[seg] + (setpoints[seg + 1] - setpoints[seg]) * ramp
+    load[NEW_POINT:] = 0.35
+    speed = 0.3 + 0.7 * load
+    pressure = 0.2 + 4.0 * speed**2 + rng.normal(0, 0.01, rows)
+    a, b = DRIFT
+    pressure[a:b] += drift * (t[a:b] - a) / (b - a)
+    return {
+        "rpm": 1480.0 * speed + rng.normal(0, 2.0, rows),
+        "flow": 120.0 * speed + rng.normal(0, 1.0, rows),
+        "pressure": pressure,
+        "current": 30.0 * (0.25 + 0.75 * load) + rng.normal(0, 0.1, rows),
+    }
+
+
+def readings(channels: dict[str, np.ndarray]) -> pl.DataFrame:
+    rows = len(next(iter(channels.values())))
+    ts = pl.datetime_range(T0, T0 + timedelta(seconds=rows - 1), "1s", eager=True)
+    return pl.concat(
+        pl.DataFrame({"machine_id": "pump-07", "metric": name, "ts": ts, "value": values})
+        for name, values in channels.items()
+    )
+
+
+def flagged(result: pl.DataFrame, detector: str | None = None) -> pl.DataFrame:
+    row = pl.int_range(pl.len()).over("metric")
+    out = result.with_columns(row=row).filter(pl.col("is_anomaly"))
+    return out if detector is None else out.filter(pl.col("detector") == detector)
+
+
+def test_a_drift_inside_the_load_range_is_found_by_the_relation_and_missed_without_it() -> None:
+    # 0.25 bar at the end: 5 % of the pressure's normal range, 25 noise sigmas
+    channels = pump(drift=0.25)
+    a, b = DRIFT
+    inside = channels["pressure"][a:b]
+    normal = np.r_[channels["pressure"][:a], channels["pressure"][b:NEW_POINT]]
+    assert normal.min() < inside.min() and inside.max() < normal.max()  # never out of range
+
+    with_relation = detect(readings(channels), DetectionConfig.fleet())
+    found = flagged(with_relation, "relation")
+    in_fault = found.filter((pl.col("row") >= a) & (pl.col("row") < b))
+    assert set(in_fault["metric"]) == {"pressure"}  # not blamed on flow, rpm or current
+    assert in_fault.height > 600  # flagged for over 10 of the drift's 40 minutes
+    assert in_fault["row"].min() < a + 1800  # within 30 minutes of the start
+    assert found.filter((pl.col("row") < a) | (pl.col("row") >= b + 60)).is_empty()
+
+    without = detect(
+        readings(channels), DetectionConfig(defaults={**FLEET_DEFAULTS, "relation": False})
+    )
+    missed = flagged(without).filter(
+        (pl.col("metric") == "pressure") & (pl.col("row") >= a) & (pl.col("row") < b)
+    )
+    assert missed.is_empty()
+
+
+def test_load_changes_and_a_new_operating_point_raise_no_relation_flag() -> None:
+    result = detect(readings(pump()), DetectionConfig.fleet())
+    assert flagged(result, "relation").is_empty()
+    # the new operating point leaves every metric's envelope at once: other detectors may
+    # speak (they are per series), the relation is not extrapolated beyond what it has seen
+    assert result.filter(pl.col("detector") == "relation").is_empty()
+
+
+def test_a_machine_with_one_metric_has_no_relation() -> None:
+    single = readings({"pressure": pump(drift=0.25)["pressure"]})
+    result = detect(single, DetectionConfig.fleet())
+    assert flagged(result, "relation").is_empty()
