@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from ot_pipeline.detection.blocks import MEDIAN_ABS_STEP_TO_SIGMA
 from ot_pipeline.detection.config import DetectorSettings
 
 CHUNK_BUCKETS = 120  # buckets per chunk: the model is refitted at every chunk
@@ -41,7 +42,6 @@ BAD_CHUNK = 9.0  # a chunk whose mean squared residual exceeds 9 x the median ch
 GOOD_SHARE = 0.1  # a pair judges its target when its residual RMS is below 10 % of its spread
 NOISE_FIT = 1.5  # ... or below 1.5 x the noise of its bucket means (all it can explain)
 NOISE_SPREAD = 4.0  # ... when the target moved (spread) at least 4 x its noise in the window
-MEDIAN_ABS_STEP_TO_SIGMA = 1.0 / 0.954  # white noise: median |y_t - y_t-1| = 0.954 sigma
 EXTRAPOLATE = 0.05  # k may lie this share of its learnt range outside it
 KEY_SHIFT = 1 << 36
 
