@@ -239,8 +239,12 @@ def _with_relation(
     settings of the machine's first series with the detector on are used)."""
     codes = pairs["_code"].to_numpy()
     machine = codes // width if width is not None else np.zeros_like(codes)
-    times = base["_t"].fill_null(strategy="forward").fill_null(0.0).to_numpy()
-    x = np.where(base["_suppressed"].to_numpy(), np.nan, base["_x"].to_numpy())
+    t = base["_t"]
+    times = t.fill_null(strategy="forward").fill_null(0.0).to_numpy()
+    # a reading without a time has no bucket (nor one of a suppressed status)
+    x = np.where(
+        base["_suppressed"].to_numpy() | t.is_null().to_numpy(), np.nan, base["_x"].to_numpy()
+    )
     settings = distinct[int(pairs["_group"][int(np.flatnonzero(on)[0])])]
     found = relation.scores(
         base["_code"].to_numpy(),

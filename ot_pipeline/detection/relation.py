@@ -44,6 +44,7 @@ NOISE_FIT = 1.5  # ... or below 1.5 x the noise of its bucket means (all it can 
 NOISE_SPREAD = 4.0  # ... when the target moved (spread) at least 4 x its noise in the window
 EXTRAPOLATE = 0.05  # k may lie this share of its learnt range outside it
 KEY_SHIFT = 1 << 36
+BATCH_CHUNK_ROWS = 20_000  # pairs' chunks scored together (x 120 buckets x 8 bytes per array)
 
 
 @dataclass(frozen=True)
@@ -272,6 +273,64 @@ def _raised(score: Any, consecutive: int) -> Any:
     return np.where(run >= consecutive, score, 0.0)
 
 
+class _Batch:
+    """The pairs of a few machines, scored together (one vectorised pass)."""
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.xs: list[Any] = []
+        self.ys: list[Any] = []
+        self.firsts: list[Any] = []
+        self.pairs: list[tuple[int, int, int, int]] = []  # machine, j, k, first chunk row
+        self.machines: list[tuple[Any, int, int]] = []  # ranks, first chunk, chunks
+        self.rows = 0
+
+    def add(self, ranks: Any, c0: int, grid: Any) -> None:
+        """A machine's series: `grid` (series, chunks, CHUNK_BUCKETS) of bucket means."""
+        chunks = grid.shape[1]
+        for j in range(ranks.size):
+            for k in range(ranks.size):
+                if j != k:
+                    self.ys.append(grid[j])
+                    self.xs.append(grid[k])
+                    self.firsts.append(np.full(chunks, self.rows))
+                    self.pairs.append((len(self.machines), j, k, self.rows))
+                    self.rows += chunks
+        self.machines.append((ranks, c0, chunks))
+
+    def flush(self, s: DetectorSettings, keys: list[Any], values: list[Any]) -> None:
+        """Score the batch's pairs; append the raised buckets' keys (the next bucket: a verdict
+        is given to the readings after a complete bucket) and scores."""
+        if self.xs:
+            pair = _pair_scores(
+                np.concatenate(self.xs), np.concatenate(self.ys), np.concatenate(self.firsts), s
+            )
+            # A series' score is the smallest score of its relations (NaN where none judges):
+            # it is suspect only when every relation it keeps is broken. A relation is judged
+            # by predicting the series from the other metric, or, where that is not usable
+            # (predicting a precise metric from a noisy one), the other metric from it: then
+            # both are suspect.
+            by_pair = {
+                (m, j, k): pair[row : row + self.machines[m][2]].reshape(-1)
+                for m, j, k, row in self.pairs
+            }
+            best: dict[tuple[int, int], Any] = {}
+            for (m, j, k), score in by_pair.items():
+                score = np.where(np.isnan(score), by_pair[(m, k, j)], score)
+                have = best.get((m, j))
+                best[(m, j)] = score if have is None else np.fmin(have, score)
+            for (m, j), score in best.items():
+                ranks, c0, _ = self.machines[m]
+                raised = _raised(score, s.relation_consecutive)
+                at = np.flatnonzero(raised > 0)
+                if at.size:
+                    keys.append(int(ranks[j]) * KEY_SHIFT + c0 * CHUNK_BUCKETS + at + 1)
+                    values.append(raised[at])
+        self.clear()
+
+
 def scores(
     rank: Any,
     t_ms: Any,
@@ -306,9 +365,7 @@ def scores(
     med_machine = machine_of_rank[med_rank]
     flagged_keys: list[Any] = []
     flagged_scores: list[Any] = []
-    Xs, Ys, firsts, targets, offsets = [], [], [], [], []
-    chunk_rows = 0
-    layouts: list[tuple[Any, int, int]] = []
+    batch = _Batch()
     for machine in np.unique(med_machine):
         sel = med_machine == machine
         ranks_m = np.unique(med_rank[sel])
@@ -321,43 +378,10 @@ def scores(
         dense[np.searchsorted(ranks_m, med_rank[sel]), med_bucket[sel] - c0 * CHUNK_BUCKETS] = (
             med_value[sel]
         )
-        chunks = width // CHUNK_BUCKETS
-        grid = dense.reshape(ranks_m.size, chunks, CHUNK_BUCKETS)
-        for j in range(ranks_m.size):
-            for k in range(ranks_m.size):
-                if j == k:
-                    continue
-                Ys.append(grid[j])
-                Xs.append(grid[k])
-                firsts.append(np.full(chunks, chunk_rows))
-                targets.append((len(layouts), j, k))
-                offsets.append(chunk_rows)
-                chunk_rows += chunks
-        layouts.append((ranks_m, c0, chunks))
-    if not Xs:
-        return Relation(np.zeros(rank.size), carried)
-    pair = _pair_scores(np.concatenate(Xs), np.concatenate(Ys), np.concatenate(firsts), s)
-    # A series' score is the smallest score of its relations (NaN where none judges): it is
-    # suspect only when every relation it keeps is broken. A relation is judged by predicting
-    # the series from the other metric, or, where that is not usable (predicting a precise
-    # metric from a noisy one), the other metric from it: then both are suspect.
-    by_pair: dict[tuple[int, int, int], Any] = {}
-    for (layout, j, k), offset in zip(targets, offsets, strict=True):
-        chunks = layouts[layout][2]
-        by_pair[(layout, j, k)] = pair[offset : offset + chunks].reshape(-1)
-    best: dict[tuple[int, int], Any] = {}
-    for (layout, j, k), score in by_pair.items():
-        score = np.where(np.isnan(score), by_pair[(layout, k, j)], score)
-        have = best.get((layout, j))
-        best[(layout, j)] = score if have is None else np.fmin(have, score)
-    for (layout, j), score in best.items():
-        ranks_m, c0, _ = layouts[layout]
-        raised = _raised(score, s.relation_consecutive)
-        at = np.flatnonzero(raised > 0)
-        if at.size:
-            # a bucket's verdict is given to the readings of the next bucket
-            flagged_keys.append(int(ranks_m[j]) * KEY_SHIFT + c0 * CHUNK_BUCKETS + at + 1)
-            flagged_scores.append(raised[at])
+        batch.add(ranks_m, c0, dense.reshape(ranks_m.size, width // CHUNK_BUCKETS, CHUNK_BUCKETS))
+        if batch.rows >= BATCH_CHUNK_ROWS:  # memory stays bounded on a long input
+            batch.flush(s, flagged_keys, flagged_scores)
+    batch.flush(s, flagged_keys, flagged_scores)
     row_score = np.zeros(rank.size)
     if flagged_keys:
         keys = np.concatenate(flagged_keys)
