@@ -196,6 +196,17 @@ def _detect_group(
     return coded
 
 
+def _machine_wide(
+    pairs: pl.DataFrame, width: int | None, on: Any, distinct: list[DetectorSettings]
+) -> tuple[Any, DetectorSettings]:
+    """For a detector across a machine's series: the machine of every series rank (`width`
+    None: one machine, the value columns of a recording) and the settings it runs with (those
+    of the first series with it `on`)."""
+    codes = pairs["_code"].to_numpy()
+    machine = codes // width if width is not None else np.zeros_like(codes)
+    return machine, distinct[int(pairs["_group"][int(np.flatnonzero(on)[0])])]
+
+
 def _with_multivariate(
     base: pl.DataFrame,
     pairs: pl.DataFrame,
@@ -208,19 +219,16 @@ def _with_multivariate(
     """`_mv`, the multivariate score of every (sorted) row: per machine, across its series.
 
     Rows are sorted by series rank (the row of `pairs`), each series contiguous in time order.
-    The settings of the machine's first series with the detector on are used.
     """
     ranks = base["_code"].to_numpy()
     length = np.bincount(ranks, minlength=pairs.height)
     start = np.concatenate([[0], np.cumsum(length)[:-1]])
-    codes = pairs["_code"].to_numpy()
-    machine = codes // width if width is not None else np.zeros_like(codes)  # None: one machine
+    machine, settings = _machine_wide(pairs, width, on, distinct)
     times = (
         input_times()[base["_row"].to_numpy()]
         if use_seq
         else base["_t"].fill_null(strategy="forward").fill_null(0.0).to_numpy()
     )
-    settings = distinct[int(pairs["_group"][int(np.flatnonzero(on)[0])])]
     mv = multivariate.scores(
         machine, start, length, times, base["_x"].to_numpy(), on & (length > 0), settings
     )
@@ -235,17 +243,14 @@ def _with_relation(
     distinct: list[DetectorSettings],
     ranked_state: RankState | None,
 ) -> pl.DataFrame:
-    """`_rel`, the relation score of every (sorted) row: per machine, across its series (the
-    settings of the machine's first series with the detector on are used)."""
-    codes = pairs["_code"].to_numpy()
-    machine = codes // width if width is not None else np.zeros_like(codes)
+    """`_rel`, the relation score of every (sorted) row: per machine, across its series."""
+    machine, settings = _machine_wide(pairs, width, on, distinct)
     t = base["_t"]
     times = t.fill_null(strategy="forward").fill_null(0.0).to_numpy()
     # a reading without a time has no bucket (nor one of a suppressed status)
     x = np.where(
         base["_suppressed"].to_numpy() | t.is_null().to_numpy(), np.nan, base["_x"].to_numpy()
     )
-    settings = distinct[int(pairs["_group"][int(np.flatnonzero(on)[0])])]
     found = relation.scores(
         base["_code"].to_numpy(),
         times,

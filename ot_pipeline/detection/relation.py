@@ -9,9 +9,10 @@ Per machine, on the means of aligned time buckets (`relation_bucket_seconds`, 30
 metric j is predicted from every other metric k by a quadratic fitted on the last
 `relation_history_chunks` chunks (of CHUNK_BUCKETS buckets: an hour at 30 s), refitted at every
 chunk. A pair is used only where it explains its target well (the residual RMS below
-GOOD_SHARE of the target's spread) and where k lies inside the range the fit has seen (no
-extrapolation to an operating point not learnt yet). Chunks that fit much worse than the
-window's median chunk (a fault, a stuck sensor in the window) are left out of the fit. A
+GOOD_SHARE of the target's spread, or near the noise of a target that moved) and where k lies
+inside the range the fit has seen (no extrapolation to an operating point not learnt yet).
+Chunks that fit much worse than the window's median chunk (a fault, a stuck sensor in the
+window) are left out of the fit. A
 metric's relation score is the *smallest* of its pairs' |residual| / (`relation_threshold` x
 RMS): it is broken only when no other metric explains it, so a drift of k is not blamed on j.
 A bucket is raised after `relation_consecutive` broken buckets in a row; its score is given to
@@ -35,7 +36,6 @@ from ot_pipeline.detection.blocks import MEDIAN_ABS_STEP_TO_SIGMA
 from ot_pipeline.detection.config import DetectorSettings
 
 CHUNK_BUCKETS = 120  # buckets per chunk: the model is refitted at every chunk
-GAP_CHUNKS = 0  # chunks between the window and the chunk it judges
 MIN_FIT_BUCKETS = 120  # buckets a pair's fit needs (after bad chunks are left out)
 MIN_CHUNK_BUCKETS = 30  # a chunk with fewer buckets does not vote on the window's usual fit
 BAD_CHUNK = 9.0  # a chunk whose mean squared residual exceeds 9 x the median chunk's is left out
@@ -43,6 +43,7 @@ GOOD_SHARE = 0.1  # a pair judges its target when its residual RMS is below 10 %
 NOISE_FIT = 1.5  # ... or below 1.5 x the noise of its bucket means (all it can explain)
 NOISE_SPREAD = 4.0  # ... when the target moved (spread) at least 4 x its noise in the window
 EXTRAPOLATE = 0.05  # k may lie this share of its learnt range outside it
+MOMENTS = ("n", "x", "x2", "x3", "x4", "y", "xy", "x2y", "y2")  # per-chunk sums of x and y
 KEY_SHIFT = 1 << 36
 BATCH_CHUNK_ROWS = 20_000  # pairs' chunks scored together (x 120 buckets x 8 bytes per array)
 
@@ -58,7 +59,7 @@ class Relation:
 
 def carried_chunks(s: DetectorSettings) -> int:
     """Chunks of bucket means before the open one that the next batch needs."""
-    return s.relation_history_chunks + GAP_CHUNKS + 2
+    return s.relation_history_chunks + 2
 
 
 def bucket_means(rank: Any, bucket: Any, x: Any) -> tuple[pl.DataFrame, Any, Any]:
@@ -205,8 +206,9 @@ def _pair_scores(X: Any, Y: Any, first: Any, s: DetectorSettings) -> Any:
     H = s.relation_history_chunks
     S = _chunk_sums(X, Y)
     rows = np.arange(X.shape[0])
-    # the window's chunks, oldest first (a fixed order: the same sums in any batch)
-    lags = np.arange(H + GAP_CHUNKS, GAP_CHUNKS, -1)
+    # the window's chunks (the H before each), oldest first (a fixed order: the same sums in
+    # any batch)
+    lags = np.arange(H, 0, -1)
     src = rows[:, None] - lags[None, :]  # (chunks, H)
     inside = src >= first[:, None]
     src = np.where(inside, src, 0)
@@ -218,24 +220,25 @@ def _pair_scores(X: Any, Y: Any, first: Any, s: DetectorSettings) -> Any:
             total += v[:, i]
         return total
 
-    W = {k: window(k, inside) for k in ("n", "x", "x2", "x3", "x4", "y", "xy", "x2y", "y2")}
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+    def fit(keep: Any) -> tuple[Any, Any, Any, Any, Any, Any]:
+        """The window's fit over the chunks kept: its sums, count, mean and sd of x, the
+        coefficients and the residual sum of squares."""
+        W = {k: window(k, keep) for k in MOMENTS}
         n = W["n"]
         m = W["x"] / n
         sd = np.sqrt(np.maximum(W["x2"] / n - m * m, 0.0))
-        coef, _ = _fit(_z_moments(W, m, sd))
+        return (W, n, m, sd, *_fit(_z_moments(W, m, sd)))
+
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        _, _, m, sd, coef, _ = fit(inside)
         # each window chunk's mean squared residual under the window's fit
-        Sc = {k: S[k][src] for k in ("n", "x", "x2", "x3", "x4", "y", "xy", "x2y", "y2")}
+        Sc = {k: S[k][src] for k in MOMENTS}
         Zc = _z_moments(Sc, m[:, None], sd[:, None])
         mse = _chunk_rss(coef[:, None, :], Zc) / Sc["n"]
         voting = inside & (Sc["n"] >= MIN_CHUNK_BUCKETS) & np.isfinite(mse)
         usual = _nanmedian(np.where(voting, mse, np.nan))
         keep = inside & ~(mse > BAD_CHUNK * usual[:, None])
-        W = {k: window(k, keep) for k in ("n", "x", "x2", "x3", "x4", "y", "xy", "x2y", "y2")}
-        n = W["n"]
-        m = W["x"] / n
-        sd = np.sqrt(np.maximum(W["x2"] / n - m * m, 0.0))
-        coef, rss = _fit(_z_moments(W, m, sd))
+        W, n, m, sd, coef, rss = fit(keep)
         rms = np.sqrt(rss / n)
         spread = np.sqrt(np.maximum(W["y2"] / n - (W["y"] / n) ** 2, 0.0))
         lo = np.where(keep, S["lo"][src], np.inf).min(axis=1)
@@ -359,24 +362,24 @@ def scores(
             >= (pl.col("_bucket").max().over("_rank") // CHUNK_BUCKETS - keep_from) * CHUNK_BUCKETS
         )
     )
-    med_rank = means["_rank"].to_numpy()
-    med_bucket = means["_bucket"].to_numpy()
-    med_value = means["_mean"].to_numpy()
-    med_machine = machine_of_rank[med_rank]
+    mean_rank = means["_rank"].to_numpy()
+    mean_bucket = means["_bucket"].to_numpy()
+    mean_value = means["_mean"].to_numpy()
+    mean_machine = machine_of_rank[mean_rank]
     flagged_keys: list[Any] = []
     flagged_scores: list[Any] = []
     batch = _Batch()
-    for machine in np.unique(med_machine):
-        sel = med_machine == machine
-        ranks_m = np.unique(med_rank[sel])
+    for machine in np.unique(mean_machine):
+        sel = mean_machine == machine
+        ranks_m = np.unique(mean_rank[sel])
         if ranks_m.size < 2:
             continue
-        c0 = int(med_bucket[sel].min()) // CHUNK_BUCKETS
-        c1 = int(med_bucket[sel].max()) // CHUNK_BUCKETS
+        c0 = int(mean_bucket[sel].min()) // CHUNK_BUCKETS
+        c1 = int(mean_bucket[sel].max()) // CHUNK_BUCKETS
         width = (c1 - c0 + 1) * CHUNK_BUCKETS
         dense = np.full((ranks_m.size, width), np.nan)
-        dense[np.searchsorted(ranks_m, med_rank[sel]), med_bucket[sel] - c0 * CHUNK_BUCKETS] = (
-            med_value[sel]
+        dense[np.searchsorted(ranks_m, mean_rank[sel]), mean_bucket[sel] - c0 * CHUNK_BUCKETS] = (
+            mean_value[sel]
         )
         batch.add(ranks_m, c0, dense.reshape(ranks_m.size, width // CHUNK_BUCKETS, CHUNK_BUCKETS))
         if batch.rows >= BATCH_CHUNK_ROWS:  # memory stays bounded on a long input

@@ -19,7 +19,7 @@ A batch resumed from a state therefore flags exactly what one run over all the r
 (tested flag for flag on simulated readings with faults); a state is a few hundred bytes per
 series plus its block history (`prior_blocks` rows of 7 floats).
 
-The relation detector (relation.py) carries the bucket medians of its window (`buckets`).
+The relation detector (relation.py) carries the bucket means of its window (`buckets`).
 
 Not carried: the multivariate detector and the envelope freeze (off for the fleet; `detect`
 refuses a state with either on), and the daily profile of stops, which looks back whole days of

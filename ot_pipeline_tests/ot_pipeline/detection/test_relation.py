@@ -8,8 +8,9 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import polars as pl
+import pytest
 
-from ot_pipeline.detection import DetectionConfig, detect
+from ot_pipeline.detection import DetectionConfig, detect, relation
 from ot_pipeline.detection.config import FLEET_DEFAULTS
 
 T0 = datetime(2026, 1, 5, 6, 0)
@@ -20,8 +21,9 @@ NEW_POINT = 7 * 3600 + 1800  # from here the machine runs at a load it has not r
 
 def pump(drift: float = 0.0) -> dict[str, np.ndarray]:
     """A variable-speed pump at 1 Hz: quarter-hourly load setpoints (0.55 .. 0.95, ramped over
-    3 minutes), speed, flow, head pressure (~ speed^2) and motor current follow the load. In
-    the last half hour the load drops to 0.35, lower than ever before. `drift`: the pressure
+    3 minutes), speed, flow, head pressure (~ speed^2), motor current and power (~ speed^3,
+    which a quadratic fitted at the usual loads does not extrapolate) follow the load. In
+    the last half hour the load drops to 0.2, lower than ever before. `drift`: the pressure
     sensor drifts by that much (bar) over DRIFT, then the offset is removed."""
     rng = np.random.default_rng(5)
     rows = HOURS * 3600
@@ -30,7 +32,7 @@ def pump(drift: float = 0.0) -> dict[str, np.ndarray]:
     seg = t // 900
     ramp = np.minimum(1.0, (t - seg * 900) / 180)
     load = setpoints[seg] + (setpoints[seg + 1] - setpoints[seg]) * ramp
-    load[NEW_POINT:] = 0.35
+    load[NEW_POINT:] = 0.2
     speed = 0.3 + 0.7 * load
     pressure = 0.2 + 4.0 * speed**2 + rng.normal(0, 0.01, rows)
     a, b = DRIFT
@@ -40,6 +42,7 @@ def pump(drift: float = 0.0) -> dict[str, np.ndarray]:
         "flow": 120.0 * speed + rng.normal(0, 1.0, rows),
         "pressure": pressure,
         "current": 30.0 * (0.25 + 0.75 * load) + rng.normal(0, 0.1, rows),
+        "power": 45.0 * (0.05 + 0.95 * speed**3) + rng.normal(0, 0.05, rows),
     }
 
 
@@ -83,12 +86,17 @@ def test_a_drift_inside_the_load_range_is_found_by_the_relation_and_missed_witho
     assert missed.is_empty()
 
 
-def test_load_changes_and_a_new_operating_point_raise_no_relation_flag() -> None:
+def test_load_changes_and_a_new_operating_point_raise_no_relation_flag(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     result = detect(readings(pump()), DetectionConfig.fleet())
     assert flagged(result, "relation").is_empty()
-    # the new operating point leaves every metric's envelope at once: other detectors may
-    # speak (they are per series), the relation is not extrapolated beyond what it has seen
-    assert result.filter(pl.col("detector") == "relation").is_empty()
+    # what keeps the new operating point quiet: the relation is not extrapolated beyond the
+    # range it has learnt (power ~ speed^3 is no quadratic far from the usual loads)
+    monkeypatch.setattr(relation, "EXTRAPOLATE", 1e9)
+    extrapolated = flagged(detect(readings(pump()), DetectionConfig.fleet()), "relation")
+    assert not extrapolated.is_empty()
+    assert extrapolated["row"].min() >= NEW_POINT
 
 
 def test_a_machine_with_one_metric_has_no_relation() -> None:
