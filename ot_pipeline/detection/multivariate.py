@@ -37,56 +37,72 @@ from ot_pipeline.detection.spike import median_of_5
 
 MULTIVARIATE_VARIANCE = 0.9  # share of the standardised variance the components keep
 LIMIT_QUANTILE = 0.995  # of T² and Q over the normal period
-MATMUL_ROWS = 4096
+CHUNK_ROWS = 4096  # rows per (rows, channels) temporary: small reused memory, and BLAS keeps
+# one thread on a small product (on a large thin one it spins threads and burns CPU seconds)
 
 
-def _smoothed(values: Any, window: int) -> Any:
-    """Causal rolling median of 5 readings (a spike of one channel, the spike detector's
-    business, does not move it), then a causal rolling mean over `window` readings (fewer at
-    the start) against the noise. NaN-free input."""
-    n = values.shape[0]
-    out = np.empty_like(values)
-    for c in range(values.shape[1]):
-        column = np.ascontiguousarray(values[:, c])
+def _smoothed(columns: list[Any], window: int) -> Any:
+    """(n, channels): per channel, a causal rolling median of 5 readings (a spike of one
+    channel, the spike detector's business, does not move it), then a causal rolling mean over
+    `window` readings (fewer at the start) against the noise. NaN-free input. One channel at a
+    time, so every temporary is one column."""
+    n = columns[0].size
+    out = np.empty((n, len(columns)))
+    for c, column in enumerate(columns):
         median = median_of_5(column)
         median[: min(4, n)] = column[: min(4, n)]
-        out[:, c] = median
-    total = np.cumsum(out, axis=0)
-    out = total.copy()
-    out[window:] -= total[:-window]
-    return out / np.minimum(np.arange(1, n + 1), window)[:, None]
+        total = np.cumsum(median, out=median)
+        out[:, c] = total
+        out[window:, c] -= total[:-window]
+    out /= np.minimum(np.arange(1, n + 1), window)[:, None]
+    return out
 
 
-def machine_scores(values: Any, s: DetectorSettings) -> Any:
-    """Scores (n, p) of one machine's aligned channels (n, p), 0 in the normal period: the
-    machine's score on the channels leading it, 0 on the others."""
-    n, p = values.shape
-    scores = np.zeros((n, p))
+def _filled(column: Any, train: int) -> Any:
+    """A channel with each missing reading replaced by the last known one (a missing reading is
+    not a relation), before the first by the mean of the (so filled) normal period; None when
+    the normal period has no reading."""
+    missing = np.isnan(column)
+    if not missing.any():
+        return np.ascontiguousarray(column)
+    index = np.where(missing, 0, np.arange(column.size))
+    np.maximum.accumulate(index, out=index)
+    filled = column[index]
+    before = np.isnan(filled)  # before the first reading
+    if before.any():
+        if before[:train].all():
+            return None
+        filled[before] = np.nanmean(filled[:train])
+    return filled
+
+
+def machine_scores(columns: list[Any], s: DetectorSettings) -> tuple[Any, Any]:
+    """One machine's aligned channels (each n readings): the machine's score per reading (0 in
+    the normal period), and which channels lead it (n, channels): the machine's score goes to
+    the channels leading it, 0 to the others."""
+    n, p = columns[0].size, len(columns)
+    raised_all = np.zeros(n)
+    leading_all = np.zeros((n, p), dtype=bool)
     train = s.multivariate_train_samples
     if p < 2 or n <= train:
-        return scores
-    # nulls: the last known value of the channel (a missing reading is not a relation)
-    missing = np.isnan(values)
-    if missing.any():
-        index = np.where(~missing, np.arange(n)[:, None], 0)
-        np.maximum.accumulate(index, axis=0, out=index)
-        values = np.take_along_axis(values, index, axis=0)
-        values = np.where(np.isnan(values), np.nanmean(values[:train], axis=0), values)
-        if np.isnan(values).any():  # a channel with no reading in the normal period
-            return scores
-    smooth = _smoothed(values, s.multivariate_smooth_samples)
-    resolution = _resolution(values[:train])
+        return raised_all, leading_all
+    filled = [_filled(c, train) for c in columns]
+    if any(c is None for c in filled):  # a channel with no reading in the normal period
+        return raised_all, leading_all
+    smooth = _smoothed(filled, s.multivariate_smooth_samples)
+    resolution = np.array([_resolution(c[:train]) for c in filled])
+    del filled
     warm = min(s.multivariate_smooth_samples, train // 2)  # the smoothing window has filled
     normal = np.ones(n, dtype=bool)  # readings the model may learn from (not raised)
     run = 0  # readings in a row above the limit, carried over from the segment before
     begin = train
     while begin < n:
         end = min(2 * begin, n)  # the model of [0, begin) judges [begin, 2 x begin)
-        fit = smooth[warm:begin][normal[warm:begin]]
-        if fit.shape[0] < p + 2:
+        fit = np.flatnonzero(normal[warm:begin]) + warm
+        if fit.size < p + 2:
             break
-        model = _Model(fit, resolution, s)
-        ratio, share = model.judge(smooth[begin:end])
+        model = _Model(smooth, fit, resolution, s)
+        ratio, leading = model.judge(smooth[begin:end])
         above = ratio >= 1.0
         index = np.arange(above.size)
         last_below = np.maximum.accumulate(np.where(above, -1 - run, index))
@@ -94,77 +110,77 @@ def machine_scores(values: Any, s: DetectorSettings) -> Any:
         raised = np.where(consecutive >= s.multivariate_consecutive, ratio, 0.0)
         run = int(consecutive[-1])
         normal[begin:end] = raised == 0.0
-        # ... on the channels that account for it (at least half the largest share)
-        leading = share >= 0.5 * share.max(axis=1, keepdims=True)
-        scores[begin:end] = np.where(leading, raised[:, None], 0.0)
+        raised_all[begin:end] = raised
+        leading_all[begin:end] = leading
         begin = end
-    return scores
+    return raised_all, leading_all
 
 
-def _resolution(values: Any) -> Any:
-    """Each channel's smallest non-zero step (0 when none)."""
-    steps = np.abs(np.diff(values, axis=0))
-    steps[steps == 0] = np.inf
-    resolution = steps.min(axis=0) if steps.shape[0] else np.zeros(values.shape[1])
-    resolution[~np.isfinite(resolution)] = 0.0
-    return resolution
+def _resolution(column: Any) -> float:
+    """A channel's smallest non-zero step (0 when none)."""
+    steps = np.abs(np.diff(column))
+    steps = steps[steps > 0]
+    return float(steps.min()) if steps.size else 0.0
 
 
-def _times(z: Any, matrix: Any) -> Any:
-    """z @ matrix for a thin z (n, p), in slices of MATMUL_ROWS rows: BLAS keeps one thread on
-    small products (on a large thin one it spins threads and burns CPU seconds for nothing)."""
-    out = np.empty((z.shape[0], matrix.shape[1]))
-    for begin in range(0, z.shape[0], MATMUL_ROWS):
-        np.matmul(z[begin : begin + MATMUL_ROWS], matrix, out=out[begin : begin + MATMUL_ROWS])
-    return out
-
-
-def _gram(z: Any) -> Any:
-    """z.T @ z, summed over slices of MATMUL_ROWS rows (one thread, as `_times`)."""
-    total = np.zeros((z.shape[1], z.shape[1]))
-    for begin in range(0, z.shape[0], MATMUL_ROWS):
-        part = z[begin : begin + MATMUL_ROWS]
-        total += part.T @ part
-    return total
+def _parts(smooth: Any, rows: Any) -> Any:
+    """The given rows of `smooth`, CHUNK_ROWS at a time."""
+    for begin in range(0, rows.size, CHUNK_ROWS):
+        yield smooth[rows[begin : begin + CHUNK_ROWS]]
 
 
 class _Model:
     """PCA of standardised channels with the limits of T² and Q (LIMIT_QUANTILE over the
-    normal period, widened by `multivariate_threshold`)."""
+    normal period, widened by `multivariate_threshold`), learnt on the rows `fit` of `smooth`.
+    Every pass goes over CHUNK_ROWS rows at a time."""
 
-    def __init__(self, fit: Any, resolution: Any, s: DetectorSettings) -> None:
-        p = fit.shape[1]
-        self.mean = fit.mean(axis=0)
-        self.scale = np.fmax(fit.std(axis=0), np.fmax(resolution, 1e-9))
-        z_fit = (fit - self.mean) / self.scale
-        covariance = _gram(z_fit) / max(z_fit.shape[0] - 1, 1)
+    def __init__(self, smooth: Any, fit: Any, resolution: Any, s: DetectorSettings) -> None:
+        p, m = smooth.shape[1], fit.size
+        self.mean = sum(part.sum(axis=0) for part in _parts(smooth, fit)) / m
+        centred = np.zeros((p, p))  # sum of (x - mean)(x - mean)^T
+        for part in _parts(smooth, fit):
+            part -= self.mean
+            centred += part.T @ part
+        self.scale = np.fmax(np.sqrt(np.diag(centred) / m), np.fmax(resolution, 1e-9))
+        covariance = centred / np.outer(self.scale, self.scale) / max(m - 1, 1)
         eigenvalues, vectors = np.linalg.eigh(covariance)
         order = np.argsort(eigenvalues)[::-1]
         eigenvalues, vectors = np.fmax(eigenvalues[order], 1e-9), vectors[:, order]
         explained = np.cumsum(eigenvalues) / eigenvalues.sum()
         k = min(int(np.searchsorted(explained, MULTIVARIATE_VARIANCE)) + 1, p - 1)
         components = vectors[:, :k]
-        # z -> residual (what the model cannot explain), z -> weighted (T² = z . weighted);
-        # p x p matrices, applied by `_times`
+        # z -> residual (what the model cannot explain), z -> weighted (T² = z . weighted)
         self.residual = np.eye(p) - components @ components.T
         self.weighted = (components / eigenvalues[:k]) @ components.T
-        self.t2_limit = self.q_limit = 1.0
-        t2, q, _ = self._statistics(z_fit)
+        t2, q = np.empty(m), np.empty(m)
+        for at, part in zip(range(0, m, CHUNK_ROWS), _parts(smooth, fit), strict=True):
+            t2[at : at + part.shape[0]], q[at : at + part.shape[0]], _ = self._statistics(part)
         self.t2_limit = s.multivariate_threshold * max(float(np.quantile(t2, LIMIT_QUANTILE)), 1e-9)
         self.q_limit = s.multivariate_threshold * max(float(np.quantile(q, LIMIT_QUANTILE)), 1e-9)
 
-    def _statistics(self, z: Any) -> tuple[Any, Any, Any]:
-        weighted, residual = _times(z, self.weighted), _times(z, self.residual)
+    def _statistics(self, x: Any) -> tuple[Any, Any, Any]:
+        """T², Q and each channel's parts of them (T² = sum of `weighted`, Q of `residual`)
+        of readings `x` (a chunk: standardised in place)."""
+        x -= self.mean
+        x /= self.scale
+        weighted, residual = x @ self.weighted, x @ self.residual
         residual *= residual
-        weighted *= z
-        # each channel's share of T² / limit + Q / limit
-        share = residual / self.q_limit + weighted / self.t2_limit
-        return weighted.sum(axis=1), residual.sum(axis=1), share
+        weighted *= x
+        return weighted.sum(axis=1), residual.sum(axis=1), (weighted, residual)
 
     def judge(self, smooth: Any) -> tuple[Any, Any]:
-        """(larger ratio of T² and Q to their limits, each channel's share) per reading."""
-        t2, q, share = self._statistics((smooth - self.mean) / self.scale)
-        return np.fmax(t2 / self.t2_limit, q / self.q_limit), share
+        """Per reading of `smooth`: the larger ratio of T² and Q to their limits, and which
+        channels lead it (their share of T² / limit + Q / limit at least half the largest)."""
+        n = smooth.shape[0]
+        ratio = np.empty(n)
+        leading = np.empty(smooth.shape, dtype=bool)
+        for at in range(0, n, CHUNK_ROWS):
+            part = smooth[at : at + CHUNK_ROWS].copy()
+            t2, q, (weighted, residual) = self._statistics(part)
+            np.fmax(t2 / self.t2_limit, q / self.q_limit, out=ratio[at : at + part.shape[0]])
+            share = residual / self.q_limit + weighted / self.t2_limit
+            leading[at : at + part.shape[0]] = share >= 0.5 * share.max(axis=1, keepdims=True)
+        return ratio, leading
 
 
 def scores(
@@ -203,8 +219,7 @@ def scores(
         if len(aligned) < 2:
             continue
         starts = series_start[aligned]
-        grid = np.stack([values[a : a + size] for a in starts], axis=1)
-        machine_score = machine_scores(grid, s)
+        raised, leading = machine_scores([values[a : a + size] for a in starts], s)
         for column, a in enumerate(starts):
-            out[a : a + size] = machine_score[:, column]
+            np.multiply(raised, leading[:, column], out=out[a : a + size])
     return out
