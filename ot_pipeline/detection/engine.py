@@ -376,9 +376,9 @@ def score_codes(
         else pl.col(c).cast(pl.String).cast(pl.Categorical).to_physical().cast(pl.Int64)
         for c in KEY
     ]
-    base = base.with_columns(_machine_code=codes[0], _metric_code=codes[1])
+    base = base.with_columns(_metric_code=codes[1])
     width = int(base.select(pl.col("_metric_code").max().fill_null(0)).item()) + 1
-    base = base.with_columns(_code=pl.col("_machine_code") * width + pl.col("_metric_code"))
+    base = base.with_columns(_code=codes[0] * width + pl.col("_metric_code"))
     pairs = base.group_by("_code").agg(pl.col(KEY[0]).first(), pl.col(KEY[1]).first())
     settings_of = [
         config.settings_for(machine, metric) for machine, metric in pairs.select(KEY).iter_rows()
