@@ -98,10 +98,10 @@ def machine_scores(columns: list[Any], s: DetectorSettings) -> tuple[Any, Any]:
     begin = train
     while begin < n:
         end = min(2 * begin, n)  # the model of [0, begin) judges [begin, 2 x begin)
-        fit = np.flatnonzero(normal[warm:begin]) + warm
-        if fit.size < p + 2:
+        fit = _Rows(smooth, normal, warm, begin)
+        if fit.count < p + 2:
             break
-        model = _Model(smooth, fit, resolution, s)
+        model = _Model(fit, resolution, s)
         ratio, leading = model.judge(smooth[begin:end])
         above = ratio >= 1.0
         index = np.arange(above.size)
@@ -123,22 +123,32 @@ def _resolution(column: Any) -> float:
     return float(steps.min()) if steps.size else 0.0
 
 
-def _parts(smooth: Any, rows: Any) -> Any:
-    """The given rows of `smooth`, CHUNK_ROWS at a time."""
-    for begin in range(0, rows.size, CHUNK_ROWS):
-        yield smooth[rows[begin : begin + CHUNK_ROWS]]
+class _Rows:
+    """The rows of `smooth` in [begin, end) marked in `keep`, as copies of CHUNK_ROWS rows at a
+    time (a slice where all are kept, as most are: no gather)."""
+
+    def __init__(self, smooth: Any, keep: Any, begin: int, end: int) -> None:
+        self.smooth, self.keep, self.begin, self.end = smooth, keep, begin, end
+        self.count = int(np.count_nonzero(keep[begin:end]))
+        self.width = smooth.shape[1]
+
+    def parts(self) -> Any:
+        for at in range(self.begin, self.end, CHUNK_ROWS):
+            stop = min(at + CHUNK_ROWS, self.end)
+            keep = self.keep[at:stop]
+            yield self.smooth[at:stop].copy() if keep.all() else self.smooth[at:stop][keep]
 
 
 class _Model:
     """PCA of standardised channels with the limits of T² and Q (LIMIT_QUANTILE over the
-    normal period, widened by `multivariate_threshold`), learnt on the rows `fit` of `smooth`.
-    Every pass goes over CHUNK_ROWS rows at a time."""
+    normal period, widened by `multivariate_threshold`), learnt on the rows `fit`. Every pass
+    goes over CHUNK_ROWS rows at a time."""
 
-    def __init__(self, smooth: Any, fit: Any, resolution: Any, s: DetectorSettings) -> None:
-        p, m = smooth.shape[1], fit.size
-        self.mean = sum(part.sum(axis=0) for part in _parts(smooth, fit)) / m
+    def __init__(self, fit: _Rows, resolution: Any, s: DetectorSettings) -> None:
+        p, m = fit.width, fit.count
+        self.mean = sum(part.sum(axis=0) for part in fit.parts()) / m
         centred = np.zeros((p, p))  # sum of (x - mean)(x - mean)^T
-        for part in _parts(smooth, fit):
+        for part in fit.parts():
             part -= self.mean
             centred += part.T @ part
         self.scale = np.fmax(np.sqrt(np.diag(centred) / m), np.fmax(resolution, 1e-9))
@@ -153,8 +163,10 @@ class _Model:
         self.residual = np.eye(p) - components @ components.T
         self.weighted = (components / eigenvalues[:k]) @ components.T
         t2, q = np.empty(m), np.empty(m)
-        for at, part in zip(range(0, m, CHUNK_ROWS), _parts(smooth, fit), strict=True):
+        at = 0
+        for part in fit.parts():
             t2[at : at + part.shape[0]], q[at : at + part.shape[0]], _ = self._statistics(part)
+            at += part.shape[0]
         self.t2_limit = s.multivariate_threshold * max(float(np.quantile(t2, LIMIT_QUANTILE)), 1e-9)
         self.q_limit = s.multivariate_threshold * max(float(np.quantile(q, LIMIT_QUANTILE)), 1e-9)
 
