@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import os
 import re
 import sys
 import tokenize
@@ -84,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     if name not in table:
         print(f"ot: unknown command {name!r}\n\n{_usage(table)}", file=sys.stderr)
         return 2
+    # Before a command imports numpy: every matrix product of the platform is small (a few
+    # thousand rows of a few channels), so OpenBLAS's worker threads would only spin (about 0.1
+    # CPU second per process, measured). A setting of the user's own wins.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     command = table[name].load()
     try:
         # One logging setup for the process; Dagster (`ot pipeline`) keeps its own for its lines.

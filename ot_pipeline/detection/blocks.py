@@ -46,7 +46,8 @@ def block_layout(n: Any, sid: Any, block_samples: int) -> BlockLayout:
     """
     pos = n % block_samples
     block_first = pos == 0
-    block = np.cumsum(block_first, dtype=np.int32 if n.size < 2**31 - 1 else np.int64) - 1
+    # intp: numpy gathers by an index of its own pointer size on a fast path (int32: 2x slower)
+    block = np.cumsum(block_first, dtype=np.intp) - 1
     count = int(block[-1]) + 1 if block.size else 0
     return BlockLayout(
         block=block,

@@ -37,8 +37,9 @@ from ot_pipeline.detection.spike import median_of_5
 
 MULTIVARIATE_VARIANCE = 0.9  # share of the standardised variance the components keep
 LIMIT_QUANTILE = 0.995  # of T² and Q over the normal period
-CHUNK_ROWS = 4096  # rows per (rows, channels) temporary: small reused memory, and BLAS keeps
-# one thread on a small product (on a large thin one it spins threads and burns CPU seconds)
+CHUNK_ROWS = 2048  # rows per (rows, channels) temporary: small reused memory, and OpenBLAS
+# keeps one thread on the product (a Gram matrix of 4,096 rows of 8 channels already wakes its
+# threads, which then spin on the other cores and burn CPU seconds for nothing)
 
 
 def _smoothed(columns: list[Any], window: int) -> Any:
