@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from ot_pipeline.detection.cli import main, parse_time
+from ot_pipeline.detection.cli import InputError, main, parse_time
 
 
 def write_bench_csv(path: Path, rows: int = 1500) -> list[str]:
@@ -109,3 +109,28 @@ def test_time_parsing_handles_iso_text_with_offsets_and_epoch_milliseconds() -> 
     assert iso.to_list() == [1_704_067_200_000, 1_704_067_200_000]
     millis = parse_time(pl.Series(["1704067200000", "1704067201000"]))
     assert millis.to_list() == [1_704_067_200_000, 1_704_067_201_000]
+
+
+def test_time_parsing_of_the_usual_form_equals_the_general_parser() -> None:
+    """Whole seconds with one offset (or Z, or none) for all rows take a fast path with the
+    format given; it must give what the general (inferring) parser gives, and rows of another
+    form in such a column still parse."""
+    columns = [
+        ["2024-03-01T10:00:00+00:00", None, " 2024-03-01T10:00:01+00:00 "],
+        ["2024-03-01T10:00:00-05:30", "2024-03-01T10:00:01-05:30"],
+        ["2024-03-01T10:00:00+02:00", "2024-03-01T10:00:01+02:00"],
+        ["2024-03-01T10:00:00Z", "2024-03-01T10:00:01Z"],
+        ["2024-03-01 10:00:00", "2024-03-01 10:00:01"],
+        ["2024-03-01T10:00:00", "2024-03-01T10:00:01.250"],  # one with a fraction
+        ["2024-03-01T10:00:00.5", "2024-03-01T10:00:01.250"],
+        ["2024-03-01T10:00:00+01:00", "2024-03-01T10:00:01+02:00"],  # offsets differ
+        ["2024-03-01", "2024-03-02"],
+    ]
+    for texts in columns:
+        column = pl.Series(texts)
+        general = column.str.strip_chars().str.to_datetime(
+            time_unit="ms", strict=False, time_zone="UTC"
+        )
+        assert parse_time(column).to_list() == general.dt.epoch("ms").to_list(), texts
+    with pytest.raises(InputError, match="'soon'"):
+        parse_time(pl.Series(["2024-03-01T10:00:00", "soon"]))
