@@ -4,6 +4,10 @@ They come from below the kernel's ephemeral range: a port the kernel hands out f
 an ephemeral one, and any outgoing connection of the test run may take it (or a neighbour a
 broker needs, such as its controller port) before the server binds. Seen here: a three-broker
 cluster whose second broker could not bind.
+
+A port is handed out once per test run: a server of an earlier test that is down when a port is
+picked (stopped by its test, restarting) may come back on its own port later. Seen here: `make
+start` refused a Kafka port that a test stack's PostgreSQL held by then.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import socket
 from pathlib import Path
 
 LOWEST = 20_000  # above the local stack's defaults (11883 ... 19192)
+_GIVEN: set[int] = set()  # ports handed out in this run
 
 
 def _ephemeral_start() -> int:
@@ -38,7 +43,9 @@ def free_base_port(offsets: tuple[int, ...] = (0,)) -> int:
     pick = random.SystemRandom()
     for _ in range(500):
         base = pick.randint(LOWEST, high)
-        if all(_bindable(base + o) for o in offsets):
+        ports = {base + o for o in offsets}
+        if not ports & _GIVEN and all(_bindable(p) for p in ports):
+            _GIVEN.update(ports)
             return base
     raise AssertionError(f"no free ports at offsets {offsets} in {LOWEST}..{high}")
 
