@@ -149,8 +149,8 @@ def _detect_group(
 
     # The combiner folds the detectors in DETECTORS order: the highest score wins; the first
     # detector holding it is named. Level, limits, rate of change and drift skip stopped
-    # readings (they compare with the running envelope); spikes, stuck values and gaps are
-    # judged in every regime.
+    # readings (they compare with the running envelope); spikes, stuck values, gaps and the
+    # relation are judged in every regime.
     combiner = Combiner(series.size)
     combiner.first(
         "stuck",
@@ -189,7 +189,10 @@ def _detect_group(
     if flag_stops:
         combiner.add("regime", regime.scores(regimes.stopped, series.first))
     if "_rel" in rows.columns:  # computed per machine before the settings groups were cut
-        combiner.add("relation", np.where(regimes.stopped, 0.0, rows["_rel"].to_numpy()))
+        # In every regime: a machine idling at its lowest speed is "stopped" to each series'
+        # regime, yet its metrics keep their relations (where the fit has seen them: its range
+        # guard), and a drift there is seen by nothing else.
+        combiner.add("relation", rows["_rel"].to_numpy())
     coded = combiner.coded(series.suppressed, runs, s)
     if state is not None and resume is not None:
         state.collect(resume, rows, series.n)

@@ -103,3 +103,55 @@ def test_a_machine_with_one_metric_has_no_relation() -> None:
     single = readings({"pressure": pump(drift=0.25)["pressure"]})
     result = detect(single, DetectionConfig.fleet())
     assert flagged(result, "relation").is_empty()
+
+
+IDLE = ((3 * 3600, 4 * 3600), (6 * 3600, 8 * 3600))  # rows: the pump idles at its lowest speed
+IDLE_DRIFT = (6 * 3600 + 1800, 6 * 3600 + 4200)  # 40 minutes, in the second idle period
+
+
+def idling_pump(drift: float = 0.0) -> dict[str, np.ndarray]:
+    """`pump`, but it idles at its lowest speed (load 0: 30 % speed) for an hour after three
+    hours, and for the last two hours (a night of a two-shift line), with no new operating point.
+    Idling, its flow and pressure are far below their running levels: each series' regime calls
+    it stopped. `drift`: the pressure sensor drifts by that much over IDLE_DRIFT."""
+    rng = np.random.default_rng(6)
+    rows = HOURS * 3600
+    t = np.arange(rows)
+    setpoints = rng.uniform(0.55, 0.95, rows // 900 + 2)
+    for a, b in IDLE:
+        setpoints[a // 900 : b // 900] = 0.0
+    seg = t // 900
+    ramp = np.minimum(1.0, (t - seg * 900) / 180)
+    load = setpoints[seg] + (setpoints[seg + 1] - setpoints[seg]) * ramp
+    speed = 0.3 + 0.7 * load
+    pressure = 0.2 + 4.0 * speed**2 + rng.normal(0, 0.01, rows)
+    a, b = IDLE_DRIFT
+    pressure[a:b] += drift * (t[a:b] - a) / (b - a)
+    return {
+        "flow": 120.0 * speed + rng.normal(0, 1.0, rows),
+        "pressure": pressure,
+        "current": 30.0 * (0.25 + 0.75 * load) + rng.normal(0, 0.1, rows),
+    }
+
+
+def test_a_drift_while_the_machine_idles_is_found_by_the_relation() -> None:
+    # 0.25 bar: the idle pressure (0.56 bar) stays under the stop fraction of the running level
+    channels = idling_pump(drift=0.25)
+    a, b = IDLE_DRIFT
+    with_relation = detect(readings(channels), DetectionConfig.fleet())
+    found = flagged(with_relation, "relation")
+    in_fault = found.filter((pl.col("row") >= a) & (pl.col("row") < b))
+    assert set(in_fault["metric"]) == {"pressure"}
+    assert in_fault.height > 600  # over 10 of the drift's 40 minutes
+    # idling, into and out of it, the relations hold: nothing else is flagged
+    assert found.filter((pl.col("row") < a) | (pl.col("row") >= b + 60)).is_empty()
+    assert flagged(detect(readings(idling_pump()), DetectionConfig.fleet()), "relation").is_empty()
+
+    # every per-series detector takes the idle pressure for a stopped one and skips it
+    without = detect(
+        readings(channels), DetectionConfig(defaults={**FLEET_DEFAULTS, "relation": False})
+    )
+    missed = flagged(without).filter(
+        (pl.col("metric") == "pressure") & (pl.col("row") >= a) & (pl.col("row") < b)
+    )
+    assert missed.is_empty()
