@@ -52,9 +52,10 @@ class PipelineConfig(dg.ConfigurableResource):
 
     # A row landed more than this after its hour closed counts as late (metadata only).
     late_grace_seconds: float = 300.0
-    # Readings of earlier hours handed to the detectors to warm their baselines: an hour gives
-    # drift its usual trend and change (120 blocks at 1 s) by the partition's first reading.
-    detection_history_minutes: int = 60
+    # Readings of earlier hours handed to the detectors to warm their baselines where the hour
+    # before left no detector state: two hours give the fleet's baseline (240 blocks at 1 s) and
+    # drift its usual trend by the partition's first reading.
+    detection_history_minutes: int = 120
     # Landing files older than this are removed once their days are archived and checked.
     landing_retention_days: int = 7
     # The landing sensor refreshes the open hour at most this often while data lands (an hour

@@ -6,9 +6,10 @@ history, the readings the next hour's short windows look back into, run lengths 
 state) before its flags. The next hour resumes from it, so hourly materialization flags exactly
 what one continuous run over the same readings would, and a backfill that replays hours in order
 reproduces them. An hour whose previous state is missing (the first hour, a gap, a backfill
-started in the middle) warms its detectors with `detection_history_minutes` of the previous
-hour's readings instead, and says so in its metadata (`warmed_from`)."""
+started in the middle) warms its detectors with the last `detection_history_minutes` of
+readings before it instead, and says so in its metadata (`warmed_from`)."""
 
+import math
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -129,13 +130,18 @@ def read_state(lake: Lake, hour_start: datetime) -> "DetectorState | None":
 
 
 def _history(lake: Lake, start: datetime, span: timedelta, hour: pl.DataFrame) -> pl.DataFrame:
-    """The last `span` of the previous hour's readings: only the detection columns are read
-    and the time filter runs inside the scan."""
-    previous = lake.hour_path("readings", hour_key(start - timedelta(hours=1)))
-    if not previous.exists() or span.total_seconds() <= 0:
+    """The last `span` of readings before `start` (from the hours it covers that exist): only
+    the detection columns are read and the time filter runs inside the scan."""
+    hours = math.ceil(span / timedelta(hours=1))
+    paths = [
+        lake.hour_path("readings", hour_key(start - timedelta(hours=h)))
+        for h in range(hours, 0, -1)
+    ]
+    paths = [p for p in paths if p.exists()]
+    if not paths or span.total_seconds() <= 0:
         return hour.clear()
     return (
-        pl.scan_parquet(previous)
+        pl.scan_parquet(paths)
         .select(DETECTION_INPUT)
         .filter(pl.col("ts") >= start - span)
         .collect()

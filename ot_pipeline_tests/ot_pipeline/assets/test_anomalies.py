@@ -79,4 +79,4 @@ def test_hourly_anomalies_equal_one_continuous_run_and_a_backfill_in_order_repro
 
     # an hour whose previous state is missing warms up on history again, and says so
     lake.hour_path(STATE, HOURS[1]).unlink()
-    assert "60 min of history" in _warmed_from(_materialize(lake, HOURS[2]))
+    assert "120 min of history" in _warmed_from(_materialize(lake, HOURS[2]))

@@ -310,7 +310,7 @@ def test_a_fresh_fleet_raises_no_level_burst_and_shows_its_early_faults() -> Non
     learnt one operating point in its first minutes; the quarter-hourly setpoint change at :45
     then left that envelope on every load-driven metric: about 12,000 `level` flags in 15
     minutes without any fault. The fleet's config gives no level verdict before
-    `baseline_blocks` (120) blocks now, while the live run's early faults (spikes, stuck
+    `baseline_blocks` (240) blocks now, while the live run's early faults (spikes, stuck
     values, judged from the 4th block) are found within two minutes (the third, a machine falling
     silent, is the state writer's OFFLINE alarm)."""
     from streaming.simulator import generate

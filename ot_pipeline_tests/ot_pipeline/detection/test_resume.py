@@ -79,15 +79,15 @@ def test_hours_resumed_from_their_state_flag_exactly_what_one_run_flags(
 
 def test_without_a_state_an_hour_apart_learns_its_baselines_again() -> None:
     """What the state is for: the same hour run alone (no state) flags differently."""
-    readings = _readings(6, 2, "heavy")
-    second = readings.filter(pl.col("ts") >= START + timedelta(hours=1))
+    readings = _readings(6, 3, "heavy")
+    last = readings.filter(pl.col("ts") >= START + timedelta(hours=2))
     config = DetectionConfig.fleet()
-    continuous = detect(readings, config).filter(pl.col("ts") >= START + timedelta(hours=1))
-    alone, state = detect_resumed(second, None, config)
+    continuous = detect(readings, config).filter(pl.col("ts") >= START + timedelta(hours=2))
+    alone, state = detect_resumed(last, None, config)
     assert state is not None
-    assert state.series.height == second.select("machine_id", "metric").n_unique()
-    # alone, the hour has no level verdict for its first 120 blocks (an hour at 1 s): the
-    # faults in progress and the hour's own are flagged far less
+    assert state.series.height == last.select("machine_id", "metric").n_unique()
+    # alone, the hour has no level verdict (the fleet's baseline is 240 blocks: two hours at
+    # 1 s): the faults in progress and the hour's own are flagged far less
     assert alone["is_anomaly"].sum() < continuous["is_anomaly"].sum() / 2
 
 
