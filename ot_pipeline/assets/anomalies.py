@@ -138,7 +138,7 @@ def _history(lake: Lake, start: datetime, span: timedelta, hour: pl.DataFrame) -
         for h in range(hours, 0, -1)
     ]
     paths = [p for p in paths if p.exists()]
-    if not paths or span.total_seconds() <= 0:
+    if not paths:  # no hour before it, or no span (then no hour is asked for)
         return hour.clear()
     return (
         pl.scan_parquet(paths)

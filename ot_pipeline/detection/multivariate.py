@@ -37,9 +37,8 @@ from ot_pipeline.detection.spike import median_of_5
 
 MULTIVARIATE_VARIANCE = 0.9  # share of the standardised variance the components keep
 LIMIT_QUANTILE = 0.995  # of T² and Q over the normal period
-CHUNK_ROWS = 2048  # rows per (rows, channels) temporary: small reused memory, and OpenBLAS
-# keeps one thread on the product (a Gram matrix of 4,096 rows of 8 channels already wakes its
-# threads, which then spin on the other cores and burn CPU seconds for nothing)
+CHUNK_ROWS = 2048  # rows per (rows, channels) temporary: small memory the allocator reuses (a
+# fresh large array is zeroed page by page on first touch), and small products for BLAS
 
 
 def _smoothed(columns: list[Any], window: int) -> Any:

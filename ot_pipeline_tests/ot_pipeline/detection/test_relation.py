@@ -19,6 +19,25 @@ DRIFT = (5 * 3600, 5 * 3600 + 2400)  # rows (1 s each): 40 minutes, five hours i
 NEW_POINT = 7 * 3600 + 1800  # from here the machine runs at a load it has not run at yet
 
 
+def _ramped(setpoints: np.ndarray, rows: int) -> np.ndarray:
+    """The load per second: quarter-hourly setpoints, each ramped over 3 minutes from the one
+    before."""
+    t = np.arange(rows)
+    seg = t // 900
+    ramp = np.minimum(1.0, (t - seg * 900) / 180)
+    return setpoints[seg] + (setpoints[seg + 1] - setpoints[seg]) * ramp
+
+
+def _pressure(
+    rng: np.random.Generator, speed: np.ndarray, window: tuple[int, int], drift: float
+) -> np.ndarray:
+    """Head pressure (~ speed^2) whose sensor drifts by `drift` (bar) over the rows `window`."""
+    pressure = 0.2 + 4.0 * speed**2 + rng.normal(0, 0.01, speed.size)
+    a, b = window
+    pressure[a:b] += drift * np.arange(b - a) / (b - a)
+    return pressure
+
+
 def pump(drift: float = 0.0) -> dict[str, np.ndarray]:
     """A variable-speed pump at 1 Hz: quarter-hourly load setpoints (0.55 .. 0.95, ramped over
     3 minutes), speed, flow, head pressure (~ speed^2), motor current and power (~ speed^3,
@@ -27,16 +46,10 @@ def pump(drift: float = 0.0) -> dict[str, np.ndarray]:
     sensor drifts by that much (bar) over DRIFT, then the offset is removed."""
     rng = np.random.default_rng(5)
     rows = HOURS * 3600
-    t = np.arange(rows)
-    setpoints = rng.uniform(0.55, 0.95, rows // 900 + 2)
-    seg = t // 900
-    ramp = np.minimum(1.0, (t - seg * 900) / 180)
-    load = setpoints[seg] + (setpoints[seg + 1] - setpoints[seg]) * ramp
+    load = _ramped(rng.uniform(0.55, 0.95, rows // 900 + 2), rows)
     load[NEW_POINT:] = 0.2
     speed = 0.3 + 0.7 * load
-    pressure = 0.2 + 4.0 * speed**2 + rng.normal(0, 0.01, rows)
-    a, b = DRIFT
-    pressure[a:b] += drift * (t[a:b] - a) / (b - a)
+    pressure = _pressure(rng, speed, DRIFT, drift)
     return {
         "rpm": 1480.0 * speed + rng.normal(0, 2.0, rows),
         "flow": 120.0 * speed + rng.normal(0, 1.0, rows),
@@ -116,17 +129,12 @@ def idling_pump(drift: float = 0.0) -> dict[str, np.ndarray]:
     it stopped. `drift`: the pressure sensor drifts by that much over IDLE_DRIFT."""
     rng = np.random.default_rng(6)
     rows = HOURS * 3600
-    t = np.arange(rows)
     setpoints = rng.uniform(0.55, 0.95, rows // 900 + 2)
     for a, b in IDLE:
         setpoints[a // 900 : b // 900] = 0.0
-    seg = t // 900
-    ramp = np.minimum(1.0, (t - seg * 900) / 180)
-    load = setpoints[seg] + (setpoints[seg + 1] - setpoints[seg]) * ramp
+    load = _ramped(setpoints, rows)
     speed = 0.3 + 0.7 * load
-    pressure = 0.2 + 4.0 * speed**2 + rng.normal(0, 0.01, rows)
-    a, b = IDLE_DRIFT
-    pressure[a:b] += drift * (t[a:b] - a) / (b - a)
+    pressure = _pressure(rng, speed, IDLE_DRIFT, drift)
     return {
         "flow": 120.0 * speed + rng.normal(0, 1.0, rows),
         "pressure": pressure,
